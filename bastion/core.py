@@ -1,0 +1,131 @@
+"""``Bastion``: the one object an app builds, and the per-request state the middleware keeps."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from starlette.authentication import AuthCredentials
+
+from bastion.cookies import clear_cookie, session_cookie
+from bastion.credentials import Credentials
+from bastion.identity import Identity
+from bastion.redis_clients import make_clients
+from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
+from bastion.settings import Settings
+
+Scope = MutableMapping[str, Any]
+
+# A client that cannot keep cookies sends this header on its log-in request to get the token back.
+FALLBACK_REQUEST_HEADER = b"x-bastion-fallback"
+
+
+class RequestState:
+    """What Bastion knows about one request; kept at ``scope["bastion"]``."""
+
+    __slots__ = ("bastion", "credentials", "identity", "response_headers")
+
+    def __init__(self, bastion: Bastion, identity: Identity, credentials: Credentials) -> None:
+        self.bastion = bastion
+        self.identity = identity
+        self.credentials = credentials
+        self.response_headers: list[tuple[bytes, bytes]] = []
+
+
+def _scope_of(conn: Any) -> Scope:
+    scope = getattr(conn, "scope", conn)
+    if not isinstance(scope, MutableMapping) or "bastion" not in scope:
+        raise RuntimeError(
+            "Bastion is not installed on this app: wrap it with bastion.asgi(app) or add "
+            "Middleware(BastionMiddleware, bastion=...) before calling login/logout."
+        )
+    return scope
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _set_identity(scope: Scope, state: RequestState, identity: Identity) -> None:
+    """Publish the identity where Bastion and Starlette's ``request.user``/``request.auth`` read it."""
+    state.identity = identity
+    scope["user"] = identity
+    scope["auth"] = AuthCredentials(identity.auth_scopes)
+
+
+class Bastion:
+    """Settings, the session stores and the log-in helpers of one app."""
+
+    def __init__(
+        self, settings: Settings | None = None, *, redis: Any = None, sync_redis: Any = None
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.load()
+        if redis is None or sync_redis is None:
+            made_async, made_sync = make_clients(self.settings)
+            redis = redis if redis is not None else made_async
+            sync_redis = sync_redis if sync_redis is not None else made_sync
+        self.sessions = AsyncSessionStore(redis, self.settings)
+        self.sync_sessions = SyncSessionStore(sync_redis, self.settings)
+
+    def asgi(self, app: Any) -> Any:
+        """Wrap an ASGI app so every request is authenticated."""
+        from bastion.middleware.asgi import BastionMiddleware
+
+        return BastionMiddleware(app, bastion=self)
+
+    @staticmethod
+    def identity(conn: Any) -> Identity:
+        """The identity of the request (a Starlette ``Request`` or an ASGI scope)."""
+        state: RequestState = _scope_of(conn)["bastion"]
+        return state.identity
+
+    async def login(self, conn: Any, user_id: str) -> NewSession:
+        """Start a new session for ``user_id`` and set its cookie on the response.
+
+        Any session the request came with is revoked first, so a log-in always yields a fresh
+        session id (no fixation). A client that sent ``X-Bastion-Fallback: true`` or that
+        authenticates by header also gets the token in the session header of the response.
+        """
+        scope = _scope_of(conn)
+        state: RequestState = scope["bastion"]
+        if state.identity.session_id is not None and state.identity.user_id is not None:
+            await self.sessions.revoke(state.identity.user_id, state.identity.session_id)
+        client = scope.get("client")
+        user_agent = _header(scope, b"user-agent") or b""
+        new = await self.sessions.create(
+            user_id,
+            ip=client[0] if client else "",
+            user_agent=user_agent.decode("latin-1"),
+        )
+        self._remember_login(scope, state, new)
+        return new
+
+    async def logout(self, conn: Any) -> bool:
+        """Revoke the request's session and clear its cookie; False if there was none."""
+        scope = _scope_of(conn)
+        state: RequestState = scope["bastion"]
+        revoked = False
+        if state.identity.session_id is not None and state.identity.user_id is not None:
+            revoked = await self.sessions.revoke(state.identity.user_id, state.identity.session_id)
+        self._remember_logout(scope, state)
+        return revoked
+
+    def _remember_login(self, scope: Scope, state: RequestState, new: NewSession) -> None:
+        _set_identity(scope, state, Identity.for_session(new.session.user_id, new.session.id))
+        state.response_headers = [
+            (b"set-cookie", session_cookie(self.settings, new.token).encode()),
+            # The response carries a secret: no shared or browser cache may keep it.
+            (b"cache-control", b"no-store"),
+        ]
+        asked = (_header(scope, FALLBACK_REQUEST_HEADER) or b"").strip().lower() in (b"1", b"true")
+        if asked or state.credentials.source == "header":
+            state.response_headers.append(
+                (self.settings.session_header.lower().encode(), new.token.encode())
+            )
+
+    def _remember_logout(self, scope: Scope, state: RequestState) -> None:
+        _set_identity(scope, state, Identity.guest())
+        state.response_headers = [(b"set-cookie", clear_cookie(self.settings).encode())]

@@ -1,0 +1,81 @@
+"""Every error Bastion raises: an HTTP status and a stable ``type`` string, rendered once at the edge."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+
+class BastionError(Exception):
+    """An error a client can see: JSON ``{"code", "type", "message"}`` with an HTTP status."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "general_unknown"
+    default_message: ClassVar[str] = "Server error."
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        self.message = message or self.default_message
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body of this error."""
+        return {"code": self.status, "type": self.type, "message": self.message}
+
+    def body(self) -> bytes:
+        """The JSON body, encoded."""
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+class Unauthorized(BastionError):
+    """No valid credential where one is needed, or the credential sent is invalid."""
+
+    status = 401
+    type = "user_unauthorized"
+    default_message = "The current user is not authorized to perform the requested action."
+
+
+class SessionInvalid(Unauthorized):
+    """A session token that is malformed, forged, expired, evicted or revoked."""
+
+    type = "user_session_invalid"
+    default_message = (
+        "The session is invalid, expired or revoked. Log in again to get a new session."
+    )
+
+
+class CrossSiteRequest(BastionError):
+    """A cookie-authenticated unsafe request that came from another site (CSRF)."""
+
+    status = 403
+    type = "general_cross_site_request"
+    default_message = (
+        "Cross-site request refused: a request that changes state with a session cookie must come "
+        "from an allowed origin."
+    )
+
+
+class BadRequest(BastionError):
+    """A request Bastion cannot read at all."""
+
+    status = 400
+    type = "general_bad_request"
+    default_message = "The request is malformed."
+
+
+class ServiceUnavailable(BastionError):
+    """The session store cannot be reached; the request is refused rather than let through."""
+
+    status = 503
+    type = "service_unavailable"
+    default_message = "The authentication service is temporarily unavailable. Try again shortly."
+
+
+class ConfigError(ValueError):
+    """A setting with a bad value, raised at start-up with the setting's name and allowed values."""
+
+    def __init__(self, name: str, value: object, allowed: str) -> None:
+        self.name = name
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"Invalid setting {name}={value!r}: expected {allowed}.")

@@ -1,0 +1,99 @@
+"""Identity (who is calling) and Appwrite's role grammar."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["guest", "session", "jwt", "key"]
+
+# Ids appear inside roles (``user:ID``), Redis keys (``{ID}`` hash tags) and tokens, so they may hold
+# none of ``: / { } *`` or whitespace.
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@+\-]{0,127}"
+_ID = re.compile(ID_PATTERN)
+_ROLE = re.compile(
+    rf"^(?:any|guests|users(?:/(?:verified|unverified))?"
+    rf"|user:{ID_PATTERN}(?:/(?:verified|unverified))?"
+    rf"|team:{ID_PATTERN}(?:/{ID_PATTERN})?"
+    rf"|member:{ID_PATTERN}"
+    rf"|label:[A-Za-z0-9]{{1,36}})$"
+)
+
+GUEST_ROLES = frozenset({"any", "guests"})
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether ``value`` is a valid user, team or membership id."""
+    return _ID.fullmatch(value) is not None
+
+
+def is_role(value: str) -> bool:
+    """Whether ``value`` is a role of the grammar (``any``, ``users``, ``team:T/owner``, ...)."""
+    return _ROLE.fullmatch(value) is not None
+
+
+def user_roles(
+    user_id: str,
+    *,
+    verified: bool = False,
+    teams: Mapping[str, Iterable[str]] | None = None,
+    memberships: Iterable[str] = (),
+    labels: Iterable[str] = (),
+) -> frozenset[str]:
+    """The role set of a signed-in user, as Appwrite computes it."""
+    state = "verified" if verified else "unverified"
+    roles = {"any", "users", f"users/{state}", f"user:{user_id}", f"user:{user_id}/{state}"}
+    for team, team_roles in (teams or {}).items():
+        roles.add(f"team:{team}")
+        roles.update(f"team:{team}/{role}" for role in team_roles)
+    roles.update(f"member:{m}" for m in memberships)
+    roles.update(f"label:{label}" for label in labels)
+    return frozenset(roles)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who sent a request; doubles as Starlette's ``request.user`` (a ``BaseUser`` look-alike)."""
+
+    kind: Kind = "guest"
+    user_id: str | None = None
+    session_id: str | None = None
+    roles: frozenset[str] = GUEST_ROLES
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def guest(cls) -> Identity:
+        """The identity of a request without credentials."""
+        return _GUEST
+
+    @classmethod
+    def for_session(cls, user_id: str, session_id: str) -> Identity:
+        """The identity of a request authenticated by a session."""
+        return cls("session", user_id, session_id, user_roles(user_id))
+
+    @property
+    def auth_scopes(self) -> list[str]:
+        """Scopes for Starlette's ``AuthCredentials``: ``authenticated`` and the credential kind."""
+        if self.kind == "guest":
+            return []
+        return ["authenticated", self.kind, *sorted(self.scopes)]
+
+    @property
+    def is_authenticated(self) -> bool:
+        """True for any caller with a valid credential (Starlette's ``BaseUser`` API)."""
+        return self.kind != "guest"
+
+    @property
+    def display_name(self) -> str:
+        """The user id, or an empty string for guests (Starlette's ``BaseUser`` API)."""
+        return self.user_id or ""
+
+    @property
+    def identity(self) -> str:
+        """The user id, or an empty string for guests (Starlette's ``BaseUser`` API)."""
+        return self.user_id or ""
+
+
+_GUEST = Identity()

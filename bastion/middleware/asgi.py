@@ -1,0 +1,120 @@
+"""``BastionMiddleware``: pure ASGI, authenticates every HTTP and WebSocket request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.authentication import AuthCredentials
+
+from bastion.cookies import clear_cookie
+from bastion.core import Bastion, RequestState
+from bastion.credentials import Credentials, read_credentials
+from bastion.csrf import is_cross_site
+from bastion.errors import BastionError, CrossSiteRequest, SessionInvalid, Unauthorized
+from bastion.identity import Identity
+from bastion.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("bastion.middleware")
+
+
+class BastionMiddleware:
+    """Authenticate each request by session cookie or fallback header, then call the app.
+
+    Sets ``scope["user"]`` (an :class:`Identity`), ``scope["auth"]`` (Starlette's
+    ``AuthCredentials``, so ``starlette.authentication.requires`` works) and ``scope["bastion"]``.
+    A bad credential is answered with 401, a cross-site cookie request with 403 and an unreachable
+    Redis with 503: the app is never called for them.
+    """
+
+    def __init__(
+        self, app: ASGIApp, bastion: Bastion | None = None, *, settings: Settings | None = None
+    ) -> None:
+        self.app = app
+        self.bastion = bastion if bastion is not None else Bastion(settings)
+        s = self.bastion.settings
+        self._cookie_name = s.cookie_name.encode()
+        self._session_header = s.session_header.lower().encode()
+        self._allowed_origins = s.allowed_origins
+        self._clear_cookie = (b"set-cookie", clear_cookie(s).encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        credentials = read_credentials(scope["headers"], self._cookie_name, self._session_header)
+        try:
+            identity = await self._authenticate(credentials)
+            if credentials.source == "cookie" and is_cross_site(
+                scope.get("method", "GET"),
+                scope.get("scheme", "http"),
+                scope["headers"],
+                self._allowed_origins,
+                websocket=scope["type"] == "websocket",
+            ):
+                raise CrossSiteRequest()
+        except BastionError as exc:
+            # A stale cookie is cleared with the 401 so the browser's next request is a guest's.
+            clear = credentials.source == "cookie" and isinstance(exc, Unauthorized)
+            await self._refuse(scope, receive, send, exc, clear)
+            return
+
+        state = RequestState(self.bastion, identity, credentials)
+        scope["bastion"] = state
+        scope["user"] = identity
+        scope["auth"] = AuthCredentials(identity.auth_scopes)
+
+        async def send_with_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start" and state.response_headers:
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), *state.response_headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookies)
+
+    async def _authenticate(self, credentials: Credentials) -> Identity:
+        if credentials.malformed:
+            raise SessionInvalid()
+        if credentials.session_token is None:
+            return Identity.guest()
+        active = await self.bastion.sessions.authenticate(credentials.session_token)
+        if active is None:
+            raise SessionInvalid()
+        return Identity.for_session(active.user_id, active.session_id)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, exc: BastionError, clear: bool
+    ) -> None:
+        logger.info(
+            "refused %s %s: %s (%d)", scope.get("method", "WS"), scope.get("path"), exc.type, exc.status
+        )
+        body = exc.body()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+        ]
+        if clear:
+            headers.append(self._clear_cookie)
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        # WebSocket: answer the handshake with the JSON error where the server supports it,
+        # else close before accepting (the server then answers 403).
+        await receive()
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send(
+                {"type": "websocket.http.response.start", "status": exc.status, "headers": headers}
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})

@@ -1,0 +1,18 @@
+"""Redis key layout of the session store: every key of one user shares the hash tag ``{user id}``."""
+
+from __future__ import annotations
+
+
+def user_sessions(prefix: str, user_id: str) -> str:
+    """Sorted set of the user's session ids, scored by creation order."""
+    return f"{prefix}:{{{user_id}}}:sessions"
+
+
+def session_prefix(prefix: str, user_id: str) -> str:
+    """Common prefix of the user's per-session hashes (the Lua scripts append the session id)."""
+    return f"{prefix}:{{{user_id}}}:session:"
+
+
+def session(prefix: str, user_id: str, session_id: str) -> str:
+    """Hash of one session: secret digest, created, expires, last seen, IP, user agent."""
+    return f"{prefix}:{{{user_id}}}:session:{session_id}"

@@ -1,0 +1,113 @@
+"""The Lua scripts behind every multi-key session operation, so each one is atomic.
+
+Conventions: KEYS[1] is the user's sorted set and the scripts build each session key from ARGV's
+session-key prefix. Those derived keys share the user's ``{hash tag}``, so they live in the same
+cluster slot as KEYS[1]; Redis runs that fine on a standalone server and on a cluster, though it is not
+a declared-key access (the ids to touch are only known inside the script). Time comes from the server's
+``TIME`` so that every worker orders sessions by one clock.
+"""
+
+from __future__ import annotations
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: sorted set, new session hash.
+# ARGV: session id, secret digest, length ms, idle ms (0 = off), cap, ip, user agent, key prefix.
+# Returns {score, created ms, {evicted ids...}}.
+CREATE = (
+    _NOW
+    + """
+local zkey, prefix = KEYS[1], ARGV[8]
+local length, idle, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- Drop members whose hash has expired, so they neither count towards the cap nor linger.
+for _, sid in ipairs(redis.call('ZRANGE', zkey, 0, -1)) do
+  if redis.call('EXISTS', prefix .. sid) == 0 then redis.call('ZREM', zkey, sid) end
+end
+-- Scores are creation order: microsecond-scale time, bumped past the newest so that creations in
+-- the same millisecond still sort in the order this script ran them.
+local score = now * 1000
+local top = redis.call('ZRANGE', zkey, -1, -1, 'WITHSCORES')
+if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
+local score_s = string.format('%d', score)
+redis.call('ZADD', zkey, score_s, ARGV[1])
+redis.call('HSET', KEYS[2], 'h', ARGV[2], 'c', now, 'e', now + length, 'l', now,
+           'ip', ARGV[6], 'ua', ARGV[7])
+local ttl = length
+if idle > 0 and idle < ttl then ttl = idle end
+redis.call('PEXPIRE', KEYS[2], ttl)
+-- The index lives as long as its newest session can.
+redis.call('PEXPIRE', zkey, length)
+local evicted = {}
+local excess = redis.call('ZCARD', zkey) - cap
+if excess > 0 then
+  local popped = redis.call('ZPOPMIN', zkey, excess)
+  for i = 1, #popped, 2 do
+    redis.call('DEL', prefix .. popped[i])
+    evicted[#evicted + 1] = popped[i]
+  end
+end
+return {score_s, now, evicted}
+"""
+)
+
+# KEYS: session hash. ARGV: idle ms (0 = off).
+# Records activity; with an idle timeout also pushes the expiry out, never past the absolute end.
+# Never recreates a session that was revoked meanwhile. Returns 1 if the session is still alive.
+TOUCH = (
+    _NOW
+    + """
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then return 0 end
+local idle = tonumber(ARGV[1])
+local remaining = tonumber(e) - now
+if remaining <= 0 then redis.call('DEL', KEYS[1]) return 0 end
+redis.call('HSET', KEYS[1], 'l', now)
+if idle > 0 then
+  if idle < remaining then remaining = idle end
+  redis.call('PEXPIRE', KEYS[1], remaining)
+end
+return 1
+"""
+)
+
+# KEYS: sorted set. ARGV: key prefix.
+# Returns {sid, created, expires, last seen, ip, ua, ...} flattened, oldest first; drops dead ids.
+LIST = """
+local zkey, prefix = KEYS[1], ARGV[1]
+local out = {}
+for _, sid in ipairs(redis.call('ZRANGE', zkey, 0, -1)) do
+  local f = redis.call('HMGET', prefix .. sid, 'c', 'e', 'l', 'ip', 'ua')
+  if f[1] then
+    out[#out + 1] = sid
+    for i = 1, 5 do out[#out + 1] = f[i] or '' end
+  else
+    redis.call('ZREM', zkey, sid)
+  end
+end
+return out
+"""
+
+# KEYS: sorted set, session hash. ARGV: session id. Returns 1 if a live session was removed.
+REVOKE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('DEL', KEYS[2])
+"""
+
+# KEYS: sorted set. ARGV: key prefix, session id to keep ('' keeps none).
+# Returns the ids of the live sessions removed.
+REVOKE_ALL = """
+local zkey, prefix, keep = KEYS[1], ARGV[1], ARGV[2]
+local removed = {}
+for _, sid in ipairs(redis.call('ZRANGE', zkey, 0, -1)) do
+  if sid ~= keep then
+    if redis.call('DEL', prefix .. sid) == 1 then removed[#removed + 1] = sid end
+    redis.call('ZREM', zkey, sid)
+  end
+end
+return removed
+"""
+
+ALL = {"create": CREATE, "touch": TOUCH, "list": LIST, "revoke": REVOKE, "revoke_all": REVOKE_ALL}

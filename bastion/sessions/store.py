@@ -1,0 +1,359 @@
+"""The session store: one sans-IO core, driven by an async front and a sync front.
+
+Each operation of :class:`SessionCore` is a generator that yields Redis operations and receives
+their results, so the logic exists once; :class:`AsyncSessionStore` (redis.asyncio) and
+:class:`SyncSessionStore` (redis) only carry the operations to Redis and back.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, TypeVar
+
+from redis.exceptions import RedisError
+
+from bastion.errors import ServiceUnavailable
+from bastion.identity import is_valid_id
+from bastion.sessions import keys, scripts
+from bastion.sessions.token import (
+    format_token,
+    hash_secret,
+    new_secret,
+    new_session_id,
+    parse_token,
+)
+from bastion.settings import Settings
+
+logger = logging.getLogger("bastion.sessions")
+
+T = TypeVar("T")
+
+
+class Call(NamedTuple):
+    """One Redis command: ``client.<name>(*args)``."""
+
+    name: str
+    args: tuple[Any, ...]
+
+
+class Script(NamedTuple):
+    """One of :mod:`bastion.sessions.scripts`, run by name with keys and arguments."""
+
+    name: str
+    keys: list[str]
+    args: list[Any]
+
+
+Op = Call | Script
+Steps = Generator[Op, Any, T]
+
+MAX_USER_AGENT = 512
+MAX_IP = 64
+TOUCH_INTERVAL_MS = 60_000
+
+
+def _ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What is known of one session; never its secret."""
+
+    id: str
+    user_id: str
+    created_ms: int
+    expires_ms: int
+    last_seen_ms: int
+    ip: str
+    user_agent: str
+
+    @property
+    def created(self) -> datetime:
+        """When the session was created (UTC)."""
+        return _ms_to_datetime(self.created_ms)
+
+    @property
+    def expires(self) -> datetime:
+        """When the session ends at the latest (UTC)."""
+        return _ms_to_datetime(self.expires_ms)
+
+    @property
+    def last_seen(self) -> datetime:
+        """Last recorded activity (UTC; recorded at most once a minute)."""
+        return _ms_to_datetime(self.last_seen_ms)
+
+    def to_dict(self, *, current_id: str | None = None) -> dict[str, Any]:
+        """JSON-ready view, with ``current`` marking the caller's own session."""
+        return {
+            "id": self.id,
+            "userId": self.user_id,
+            "created": self.created.isoformat(),
+            "expires": self.expires.isoformat(),
+            "lastSeen": self.last_seen.isoformat(),
+            "ip": self.ip,
+            "userAgent": self.user_agent,
+            "current": self.id == current_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """A session just created: the token (shown once), its record and the sessions it evicted."""
+
+    token: str
+    session: SessionInfo
+    evicted: tuple[str, ...]
+    order: int
+    """Creation rank among the user's sessions: strictly increasing in the order Redis ran them."""
+
+
+class ActiveSession(NamedTuple):
+    """The result of a successful token check: whose session it is."""
+
+    user_id: str
+    session_id: str
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class SessionCore:
+    """Session operations as sans-IO steps; the fronts run them against Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._prefix = settings.key_prefix
+        self._length_ms = settings.session_length * 1000
+        self._idle_ms = (settings.session_idle_timeout or 0) * 1000
+        # Last-seen writes are throttled; with an idle timeout, often enough to keep its precision.
+        self._touch_ms = min(TOUCH_INTERVAL_MS, self._idle_ms // 10) if self._idle_ms else TOUCH_INTERVAL_MS
+
+    def create(
+        self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
+    ) -> Steps[NewSession]:
+        """Create a session, evicting the user's oldest ones past the cap, in one atomic script."""
+        if not is_valid_id(user_id):
+            raise ValueError(
+                f"invalid user id {user_id!r}: 1-128 characters of letters, digits and . _ @ + -,"
+                " starting with a letter or digit"
+            )
+        cap = self.settings.session_limit if limit is None else limit
+        if not 1 <= cap <= 100:
+            raise ValueError(f"session limit {cap} outside 1..100")
+        session_id, secret = new_session_id(), new_secret()
+        ip, user_agent = ip[:MAX_IP], user_agent[:MAX_USER_AGENT]
+        score, created, evicted = yield Script(
+            "create",
+            [keys.user_sessions(self._prefix, user_id), keys.session(self._prefix, user_id, session_id)],
+            [
+                session_id,
+                hash_secret(secret),
+                self._length_ms,
+                self._idle_ms,
+                cap,
+                ip,
+                user_agent,
+                keys.session_prefix(self._prefix, user_id),
+            ],
+        )
+        created = int(created)
+        info = SessionInfo(
+            session_id, user_id, created, created + self._length_ms, created, ip, user_agent
+        )
+        evicted_ids = tuple(_text(e) for e in evicted)
+        if evicted_ids:
+            logger.info(
+                "session cap reached: user=%s new=%s evicted=%s",
+                user_id,
+                session_id,
+                ",".join(evicted_ids),
+            )
+        return NewSession(format_token(user_id, session_id, secret), info, evicted_ids, int(score))
+
+    def authenticate(self, token: str) -> Steps[ActiveSession | None]:
+        """Check a token: one hash look-up, the secret compared in constant time."""
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        key = keys.session(self._prefix, parsed.user_id, parsed.session_id)
+        digest, expires, last_seen = yield Call("hmget", (key, "h", "e", "l"))
+        if digest is None or expires is None or last_seen is None:
+            return None
+        if not hmac.compare_digest(digest, hash_secret(parsed.secret)):
+            return None
+        now = int(time.time() * 1000)
+        if now >= int(expires):
+            return None
+        idle_for = now - int(last_seen)
+        if self._idle_ms and idle_for >= self._idle_ms:
+            return None
+        if idle_for >= self._touch_ms:
+            alive = yield Script("touch", [key], [self._idle_ms])
+            if not alive:
+                return None
+        return ActiveSession(parsed.user_id, parsed.session_id)
+
+    def list(self, user_id: str) -> Steps[list[SessionInfo]]:
+        """The user's live sessions, oldest first."""
+        if not is_valid_id(user_id):
+            return []
+        flat = yield Script(
+            "list",
+            [keys.user_sessions(self._prefix, user_id)],
+            [keys.session_prefix(self._prefix, user_id)],
+        )
+        sessions = []
+        for i in range(0, len(flat), 6):
+            sid, created, expires, last_seen, ip, ua = flat[i : i + 6]
+            sessions.append(
+                SessionInfo(
+                    _text(sid),
+                    user_id,
+                    int(created),
+                    int(expires),
+                    int(last_seen),
+                    _text(ip),
+                    _text(ua),
+                )
+            )
+        return sessions
+
+    def revoke(self, user_id: str, session_id: str) -> Steps[bool]:
+        """Delete one session; True if it was alive."""
+        if not is_valid_id(user_id) or not _valid_session_id(session_id):
+            return False
+        removed = yield Script(
+            "revoke",
+            [keys.user_sessions(self._prefix, user_id), keys.session(self._prefix, user_id, session_id)],
+            [session_id],
+        )
+        return bool(removed)
+
+    def revoke_all(self, user_id: str, *, keep: str | None = None) -> Steps[list[str]]:
+        """Delete every session of the user (but ``keep``, if given); returns the ids removed."""
+        if not is_valid_id(user_id):
+            return []
+        removed = yield Script(
+            "revoke_all",
+            [keys.user_sessions(self._prefix, user_id)],
+            [keys.session_prefix(self._prefix, user_id), keep or ""],
+        )
+        return [_text(r) for r in removed]
+
+
+def _valid_session_id(session_id: str) -> bool:
+    return len(session_id) == 22 and all(c.isalnum() or c in "-_" for c in session_id) and session_id.isascii()
+
+
+def _unavailable(exc: RedisError) -> ServiceUnavailable:
+    logger.error("session store unavailable: %s: %s", type(exc).__name__, exc)
+    return ServiceUnavailable()
+
+
+class AsyncSessionStore:
+    """Session store for asyncio code, on ``redis.asyncio``."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.core = SessionCore(settings)
+        self.client = client
+        self._scripts = {name: client.register_script(src) for name, src in scripts.ALL.items()}
+
+    async def _run(self, steps: Steps[T]) -> T:
+        try:
+            op = next(steps)
+            while True:
+                try:
+                    if isinstance(op, Script):
+                        result = await self._scripts[op.name](keys=op.keys, args=op.args)
+                    else:
+                        result = await getattr(self.client, op.name)(*op.args)
+                except RedisError as exc:
+                    raise _unavailable(exc) from exc
+                op = steps.send(result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def create(
+        self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
+    ) -> NewSession:
+        """Create a session for ``user_id`` (see :meth:`SessionCore.create`)."""
+        return await self._run(self.core.create(user_id, ip=ip, user_agent=user_agent, limit=limit))
+
+    async def authenticate(self, token: str) -> ActiveSession | None:
+        """The session a token belongs to, or None if it is not valid now."""
+        return await self._run(self.core.authenticate(token))
+
+    async def list(self, user_id: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        return await self._run(self.core.list(user_id))
+
+    async def revoke(self, user_id: str, session_id: str) -> bool:
+        """Delete one session; True if it was alive."""
+        return await self._run(self.core.revoke(user_id, session_id))
+
+    async def revoke_all(self, user_id: str, *, keep: str | None = None) -> list[str]:
+        """Delete every session of the user but ``keep``; returns the ids removed."""
+        return await self._run(self.core.revoke_all(user_id, keep=keep))
+
+
+class SyncSessionStore:
+    """Session store for threaded code (WSGI, CLI, scripts), on ``redis``."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.core = SessionCore(settings)
+        self.client = client
+        self._scripts = {name: client.register_script(src) for name, src in scripts.ALL.items()}
+
+    def _run(self, steps: Steps[T]) -> T:
+        try:
+            op = next(steps)
+            while True:
+                try:
+                    if isinstance(op, Script):
+                        result = self._scripts[op.name](keys=op.keys, args=op.args)
+                    else:
+                        result = getattr(self.client, op.name)(*op.args)
+                except RedisError as exc:
+                    raise _unavailable(exc) from exc
+                op = steps.send(result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def create(
+        self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
+    ) -> NewSession:
+        """Create a session for ``user_id`` (see :meth:`SessionCore.create`)."""
+        return self._run(self.core.create(user_id, ip=ip, user_agent=user_agent, limit=limit))
+
+    def authenticate(self, token: str) -> ActiveSession | None:
+        """The session a token belongs to, or None if it is not valid now."""
+        return self._run(self.core.authenticate(token))
+
+    def list(self, user_id: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        return self._run(self.core.list(user_id))
+
+    def revoke(self, user_id: str, session_id: str) -> bool:
+        """Delete one session; True if it was alive."""
+        return self._run(self.core.revoke(user_id, session_id))
+
+    def revoke_all(self, user_id: str, *, keep: str | None = None) -> list[str]:
+        """Delete every session of the user but ``keep``; returns the ids removed."""
+        return self._run(self.core.revoke_all(user_id, keep=keep))
+
+
+__all__: Sequence[str] = [
+    "ActiveSession",
+    "AsyncSessionStore",
+    "NewSession",
+    "SessionCore",
+    "SessionInfo",
+    "SyncSessionStore",
+]

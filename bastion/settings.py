@@ -1,0 +1,203 @@
+"""Settings: one validated object, built from code, a TOML file and ``BASTION_*`` variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+from bastion.errors import ConfigError
+
+SameSite = Literal["lax", "strict", "none"]
+
+ONE_YEAR = 31_536_000
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+# RFC 6265 cookie-name token: no separators, no controls.
+_COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every Bastion setting, validated when the object is built."""
+
+    redis_url: str | None = None
+    """Redis to keep sessions in; None runs the embedded in-process fakeredis (development only)."""
+    redis_timeout: float = 2.0
+    """Seconds a Redis command may take before the request fails closed with 503."""
+    key_prefix: str = "bastion"
+    """Prefix of every Redis key Bastion writes, so several apps can share one Redis."""
+
+    session_limit: int = 10
+    """Most active sessions a user may hold; a new one past the cap evicts the oldest."""
+    session_length: int = ONE_YEAR
+    """Absolute lifetime of a session in seconds."""
+    session_idle_timeout: int | None = None
+    """Seconds of inactivity after which a session dies; None turns the idle timeout off."""
+
+    cookie_name: str = "__Host-bastion_session"
+    """Name of the session cookie; the ``__Host-`` prefix pins it to this host and Path=/."""
+    cookie_secure: bool = True
+    """Send the cookie only over HTTPS; a ``__Host-`` cookie must be Secure."""
+    cookie_samesite: SameSite = "lax"
+    """SameSite attribute of the session cookie."""
+    session_header: str = "X-Bastion-Session"
+    """Request header that carries the session token for clients that cannot keep cookies."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins, besides the request's own, allowed to send cookie-authenticated unsafe requests."""
+
+    def __post_init__(self) -> None:
+        _in_range("redis_timeout", self.redis_timeout, 0.05, 60.0)
+        if not _KEY_PREFIX.match(self.key_prefix):
+            raise ConfigError(
+                "key_prefix", self.key_prefix, "1-32 characters of letters, digits, _ . : -"
+            )
+        _in_range("session_limit", self.session_limit, 1, 100)
+        _in_range("session_length", self.session_length, 60, ONE_YEAR)
+        if self.session_idle_timeout is not None:
+            _in_range("session_idle_timeout", self.session_idle_timeout, 60, self.session_length)
+        if not _COOKIE_NAME.match(self.cookie_name):
+            raise ConfigError("cookie_name", self.cookie_name, "1-64 cookie-name characters")
+        if self.cookie_samesite not in get_args(SameSite):
+            raise ConfigError("cookie_samesite", self.cookie_samesite, "one of lax, strict, none")
+        if self.cookie_name.startswith("__Host-") or self.cookie_name.startswith("__Secure-"):
+            if not self.cookie_secure:
+                raise ConfigError(
+                    "cookie_secure",
+                    self.cookie_secure,
+                    f"true, because browsers drop a {self.cookie_name.split('-')[0]}- cookie"
+                    " that is not Secure",
+                )
+        if self.cookie_samesite == "none" and not self.cookie_secure:
+            raise ConfigError(
+                "cookie_secure", self.cookie_secure, "true when cookie_samesite is none"
+            )
+        if not _HEADER_NAME.match(self.session_header):
+            raise ConfigError(
+                "session_header", self.session_header, "1-64 letters, digits and hyphens"
+            )
+        for origin in self.allowed_origins:
+            if not _ORIGIN.match(origin):
+                raise ConfigError(
+                    "allowed_origins",
+                    origin,
+                    "origins like https://app.example.com (scheme and host, no path)",
+                )
+        object.__setattr__(
+            self, "allowed_origins", tuple(o.rstrip("/").lower() for o in self.allowed_origins)
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Build settings from a TOML file, then ``BASTION_*`` variables, then keyword overrides."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            values.update(_read_toml(Path(path)))
+        values.update(_read_env(os.environ if env is None else env))
+        values.update(overrides)
+        return cls.from_mapping(values, origin="settings")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, origin: str = "settings") -> Settings:
+        """Build settings from plain values, refusing names Bastion does not know."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                unknown[0], values[unknown[0]], f"a known setting ({origin}: {', '.join(sorted(known))})"
+            )
+        hints = _hints()
+        checked = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
+        return cls(**checked)
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(name, value, f"{low}..{high}")
+
+
+def _hints() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check a value against its field type, turning strings from env/TOML into that type."""
+    args = get_args(hint)
+    optional = type(None) in args
+    if optional:
+        (hint,) = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip() == ""):
+            return None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(name, value, "true or false")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(name, value, "a whole number")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            return int(value)
+        raise ConfigError(name, value, "a whole number")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(name, value, "a number")
+    if hint is str or get_args(hint) and all(isinstance(a, str) for a in get_args(hint)):
+        if isinstance(value, str):
+            return value.strip() if hint is str else value.strip().lower()
+        raise ConfigError(name, value, "a string")
+    if getattr(hint, "__origin__", None) is tuple:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(name, value, "a list of strings")
+    raise AssertionError(f"no coercion for {name}: {hint!r}")  # pragma: no cover
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("config", str(path), "an existing TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", str(path), f"valid TOML ({exc})") from None
+    # Settings may sit at the top level or under [bastion]; other tables belong to later layers.
+    section = data.get("bastion", data)
+    return {k: v for k, v in section.items() if not isinstance(v, dict)}
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, str]:
+    known = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, str] = {}
+    for key, value in env.items():
+        if not key.startswith("BASTION_"):
+            continue
+        name = key[len("BASTION_") :].lower()
+        if name not in known:
+            raise ConfigError(key, value, f"a known setting (BASTION_{'/'.join(sorted(known)).upper()})")
+        values[name] = value
+    return values

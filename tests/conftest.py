@@ -1,0 +1,131 @@
+"""Fixtures: settings, embedded (fakeredis) and real (redis-server) Redis, and Bastion apps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+import redis
+import redis.asyncio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bastion import Bastion, Settings
+from tests.redis_server import RedisServer, require_redis_server
+
+
+@pytest.fixture(autouse=True)
+def _no_bastion_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own BASTION_* variables out of the tests."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("BASTION_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port for the whole run (fails under CI if missing)."""
+    if RedisServer.binary() is None:
+        message = "redis-server is not installed (apt-get install -y redis-server)"
+        if require_redis_server():
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def real_redis(redis_server: RedisServer) -> Iterator[str]:
+    """The real server's URL, emptied before each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run a test on the embedded fakeredis and on a real redis-server."""
+    return str(request.param)
+
+
+def make_bastion(backend: str, request: pytest.FixtureRequest, **settings: Any) -> Bastion:
+    """A Bastion on the named backend with the given settings."""
+    if backend == "fakeredis":
+        server = fakeredis.FakeServer()
+        return Bastion(
+            Settings(**settings),
+            redis=fakeredis.FakeAsyncRedis(server=server),
+            sync_redis=fakeredis.FakeRedis(server=server),
+        )
+    url = request.getfixturevalue("real_redis")
+    return Bastion(Settings(redis_url=url, **settings))
+
+
+@pytest.fixture
+def bastion(backend: str, request: pytest.FixtureRequest) -> Bastion:
+    """A Bastion with default settings on each backend."""
+    return make_bastion(backend, request)
+
+
+def demo_app(bastion: Bastion) -> Any:
+    """A small app: who am I, log in as a user id, log out, and a state-changing route."""
+
+    async def me(request: Request) -> Response:
+        user = request.user
+        return JSONResponse(
+            {
+                "user": user.identity,
+                "session": user.session_id,
+                "roles": sorted(user.roles),
+                "scopes": request.auth.scopes,
+            }
+        )
+
+    async def login(request: Request) -> Response:
+        body = await request.json()
+        new = await bastion.login(request, body["user"])
+        return JSONResponse(
+            {"session": new.session.id, "evicted": list(new.evicted)}, status_code=201
+        )
+
+    async def logout(request: Request) -> Response:
+        await bastion.logout(request)
+        return Response(status_code=204)
+
+    async def change(request: Request) -> Response:
+        return JSONResponse({"changed": True, "user": request.user.identity})
+
+    return bastion.asgi(
+        Starlette(
+            routes=[
+                Route("/me", me),
+                Route("/login", login, methods=["POST"]),
+                Route("/logout", logout, methods=["POST"]),
+                Route("/change", change, methods=["POST", "GET", "PUT", "DELETE", "PATCH"]),
+            ]
+        )
+    )
+
+
+@pytest.fixture
+async def client(bastion: Bastion) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process HTTPS client for :func:`demo_app`."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(demo_app(bastion)), base_url="https://testserver"
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio (redis.asyncio's loop)."""
+    return "asyncio"
