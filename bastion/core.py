@@ -50,7 +50,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def _set_identity(scope: Scope, state: RequestState, identity: Identity) -> None:
-    """Publish the identity where Bastion and Starlette's ``request.user``/``request.auth`` read it."""
+    """Publish the identity for Bastion and for Starlette's ``request.user``/``request.auth``."""
     state.identity = identity
     scope["user"] = identity
     scope["auth"] = AuthCredentials(identity.auth_scopes)

@@ -1,4 +1,4 @@
-"""Every error Bastion raises: an HTTP status and a stable ``type`` string, rendered once at the edge."""
+"""Every error Bastion raises: an HTTP status and a stable ``type``, rendered once at the edge."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ class BastionError(Exception):
     type: ClassVar[str] = "general_unknown"
     default_message: ClassVar[str] = "Server error."
 
-    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, headers: dict[str, str] | None = None
+    ) -> None:
         self.message = message or self.default_message
         self.headers = headers or {}
         super().__init__(self.message)

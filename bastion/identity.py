@@ -9,8 +9,8 @@ from typing import Literal
 
 Kind = Literal["guest", "session", "jwt", "key"]
 
-# Ids appear inside roles (``user:ID``), Redis keys (``{ID}`` hash tags) and tokens, so they may hold
-# none of ``: / { } *`` or whitespace.
+# Ids appear inside roles (``user:ID``), Redis keys (``{ID}`` hash tags) and tokens, so they
+# may hold none of ``: / { } *`` or whitespace.
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@+\-]{0,127}"
 _ID = re.compile(ID_PATTERN)
 _ROLE = re.compile(

@@ -1,4 +1,4 @@
-"""Redis clients for a :class:`Settings`: a real server from ``redis_url``, else embedded fakeredis."""
+"""Redis clients for :class:`Settings`: a real server at ``redis_url``, else embedded fakeredis."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def make_clients(settings: Settings) -> tuple[Any, Any]:
     async_client = redis.asyncio.Redis.from_url(
         settings.redis_url, retry=redis.asyncio.retry.Retry(backoff, 1), **options
     )
-    sync_client = redis.Redis.from_url(settings.redis_url, retry=redis.retry.Retry(backoff, 1), **options)
+    sync_client = redis.Redis.from_url(
+        settings.redis_url, retry=redis.retry.Retry(backoff, 1), **options
+    )
     return async_client, sync_client
 
 
@@ -47,7 +49,8 @@ def _embedded() -> tuple[Any, Any]:
     except ImportError:
         raise RuntimeError(
             "redis_url is not set and the embedded development Redis is not installed: "
-            "pip install 'bastion[demo]' for it, or set redis_url (BASTION_REDIS_URL) to a real Redis."
+            "pip install 'bastion[demo]' for it, or set redis_url (BASTION_REDIS_URL) to a real "
+            "Redis."
         ) from None
     logger.warning(EMBEDDED_WARNING)
     server = fakeredis.FakeServer()

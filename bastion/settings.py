@@ -15,11 +15,11 @@ from bastion.errors import ConfigError
 SameSite = Literal["lax", "strict", "none"]
 
 ONE_YEAR = 31_536_000
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 # RFC 6265 cookie-name token: no separators, no controls.
-_COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
-_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
-_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -55,7 +55,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _in_range("redis_timeout", self.redis_timeout, 0.05, 60.0)
-        if not _KEY_PREFIX.match(self.key_prefix):
+        if not _KEY_PREFIX.fullmatch(self.key_prefix):
             raise ConfigError(
                 "key_prefix", self.key_prefix, "1-32 characters of letters, digits, _ . : -"
             )
@@ -63,36 +63,34 @@ class Settings:
         _in_range("session_length", self.session_length, 60, ONE_YEAR)
         if self.session_idle_timeout is not None:
             _in_range("session_idle_timeout", self.session_idle_timeout, 60, self.session_length)
-        if not _COOKIE_NAME.match(self.cookie_name):
+        if not _COOKIE_NAME.fullmatch(self.cookie_name):
             raise ConfigError("cookie_name", self.cookie_name, "1-64 cookie-name characters")
         if self.cookie_samesite not in get_args(SameSite):
             raise ConfigError("cookie_samesite", self.cookie_samesite, "one of lax, strict, none")
-        if self.cookie_name.startswith("__Host-") or self.cookie_name.startswith("__Secure-"):
-            if not self.cookie_secure:
-                raise ConfigError(
-                    "cookie_secure",
-                    self.cookie_secure,
-                    f"true, because browsers drop a {self.cookie_name.split('-')[0]}- cookie"
-                    " that is not Secure",
-                )
+        if self.cookie_name.startswith(("__Host-", "__Secure-")) and not self.cookie_secure:
+            raise ConfigError(
+                "cookie_secure",
+                self.cookie_secure,
+                f"true, because browsers drop a {self.cookie_name.split('-')[0]}- cookie"
+                " that is not Secure",
+            )
         if self.cookie_samesite == "none" and not self.cookie_secure:
             raise ConfigError(
                 "cookie_secure", self.cookie_secure, "true when cookie_samesite is none"
             )
-        if not _HEADER_NAME.match(self.session_header):
+        if not _HEADER_NAME.fullmatch(self.session_header):
             raise ConfigError(
                 "session_header", self.session_header, "1-64 letters, digits and hyphens"
             )
-        for origin in self.allowed_origins:
-            if not _ORIGIN.match(origin):
+        origins = tuple(o.rstrip("/").lower() for o in self.allowed_origins)
+        for origin in origins:
+            if not _ORIGIN.fullmatch(origin):
                 raise ConfigError(
                     "allowed_origins",
                     origin,
                     "origins like https://app.example.com (scheme and host, no path)",
                 )
-        object.__setattr__(
-            self, "allowed_origins", tuple(o.rstrip("/").lower() for o in self.allowed_origins)
-        )
+        object.__setattr__(self, "allowed_origins", origins)
 
     @classmethod
     def load(
@@ -102,11 +100,17 @@ class Settings:
         env: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> Settings:
-        """Build settings from a TOML file, then ``BASTION_*`` variables, then keyword overrides."""
+        """Build settings from a TOML file, then ``BASTION_*`` variables, then keyword overrides.
+
+        Without ``path``, ``BASTION_CONFIG`` names the file, if set.
+        """
+        env = os.environ if env is None else env
         values: dict[str, Any] = {}
+        if path is None:
+            path = env.get("BASTION_CONFIG") or None
         if path is not None:
             values.update(_read_toml(Path(path)))
-        values.update(_read_env(os.environ if env is None else env))
+        values.update(_read_env(env))
         values.update(overrides)
         return cls.from_mapping(values, origin="settings")
 
@@ -117,7 +121,9 @@ class Settings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(
-                unknown[0], values[unknown[0]], f"a known setting ({origin}: {', '.join(sorted(known))})"
+                unknown[0],
+                values[unknown[0]],
+                f"a known setting ({origin}: {', '.join(sorted(known))})",
             )
         hints = _hints()
         checked = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
@@ -164,7 +170,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             except ValueError:
                 pass
         raise ConfigError(name, value, "a number")
-    if hint is str or get_args(hint) and all(isinstance(a, str) for a in get_args(hint)):
+    if hint is str or (get_args(hint) and all(isinstance(a, str) for a in get_args(hint))):
         if isinstance(value, str):
             return value.strip() if hint is str else value.strip().lower()
         raise ConfigError(name, value, "a string")
@@ -194,10 +200,12 @@ def _read_env(env: Mapping[str, str]) -> dict[str, str]:
     known = {f.name for f in dataclasses.fields(Settings)}
     values: dict[str, str] = {}
     for key, value in env.items():
-        if not key.startswith("BASTION_"):
+        if not key.startswith("BASTION_") or key == "BASTION_CONFIG":
             continue
         name = key[len("BASTION_") :].lower()
         if name not in known:
-            raise ConfigError(key, value, f"a known setting (BASTION_{'/'.join(sorted(known)).upper()})")
+            raise ConfigError(
+                key, value, f"a known setting (BASTION_{'/'.join(sorted(known)).upper()})"
+            )
         values[name] = value
     return values

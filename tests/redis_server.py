@@ -1,4 +1,4 @@
-"""Start and stop a throw-away ``redis-server`` on a free loopback port, for tests and benchmarks."""
+"""A throw-away ``redis-server`` on a free loopback port, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -40,12 +40,18 @@ class RedisServer:
         self._proc = subprocess.Popen(
             [
                 binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", self._dir,
-                "--protected-mode", "yes",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir,
+                "--protected-mode",
+                "yes",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -87,4 +93,4 @@ def require_redis_server() -> bool:
     return bool(os.environ.get("CI"))
 
 
-__all__ = ["RedisServer", "free_port", "require_redis_server", "Path"]
+__all__ = ["Path", "RedisServer", "free_port", "require_redis_server"]

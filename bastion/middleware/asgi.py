@@ -93,7 +93,11 @@ class BastionMiddleware:
         self, scope: Scope, receive: Receive, send: Send, exc: BastionError, clear: bool
     ) -> None:
         logger.info(
-            "refused %s %s: %s (%d)", scope.get("method", "WS"), scope.get("path"), exc.type, exc.status
+            "refused %s %s: %s (%d)",
+            scope.get("method", "WS"),
+            scope.get("path"),
+            exc.type,
+            exc.status,
         )
         body = exc.body()
         headers = [

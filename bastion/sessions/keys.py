@@ -1,4 +1,4 @@
-"""Redis key layout of the session store: every key of one user shares the hash tag ``{user id}``."""
+"""Redis key layout of the session store: all keys of one user share the hash tag ``{user id}``."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """The Lua scripts behind every multi-key session operation, so each one is atomic.
 
 Conventions: KEYS[1] is the user's sorted set and the scripts build each session key from ARGV's
-session-key prefix. Those derived keys share the user's ``{hash tag}``, so they live in the same
-cluster slot as KEYS[1]; Redis runs that fine on a standalone server and on a cluster, though it is not
-a declared-key access (the ids to touch are only known inside the script). Time comes from the server's
-``TIME`` so that every worker orders sessions by one clock.
+session-key prefix. Those derived keys share the user's ``{hash tag}``, so they live in the
+same cluster slot as KEYS[1]; Redis runs that fine on a standalone server and on a cluster,
+though it is not a declared-key access (the ids to touch are only known inside the script).
+Time comes from the server's ``TIME`` so that every worker orders sessions by one clock.
 """
 
 from __future__ import annotations

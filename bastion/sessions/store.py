@@ -7,6 +7,7 @@ their results, so the logic exists once; :class:`AsyncSessionStore` (redis.async
 
 from __future__ import annotations
 
+import builtins
 import hmac
 import logging
 import time
@@ -133,7 +134,9 @@ class SessionCore:
         self._length_ms = settings.session_length * 1000
         self._idle_ms = (settings.session_idle_timeout or 0) * 1000
         # Last-seen writes are throttled; with an idle timeout, often enough to keep its precision.
-        self._touch_ms = min(TOUCH_INTERVAL_MS, self._idle_ms // 10) if self._idle_ms else TOUCH_INTERVAL_MS
+        self._touch_ms = (
+            min(TOUCH_INTERVAL_MS, self._idle_ms // 10) if self._idle_ms else TOUCH_INTERVAL_MS
+        )
 
     def create(
         self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
@@ -151,7 +154,10 @@ class SessionCore:
         ip, user_agent = ip[:MAX_IP], user_agent[:MAX_USER_AGENT]
         score, created, evicted = yield Script(
             "create",
-            [keys.user_sessions(self._prefix, user_id), keys.session(self._prefix, user_id, session_id)],
+            [
+                keys.user_sessions(self._prefix, user_id),
+                keys.session(self._prefix, user_id, session_id),
+            ],
             [
                 session_id,
                 hash_secret(secret),
@@ -231,12 +237,15 @@ class SessionCore:
             return False
         removed = yield Script(
             "revoke",
-            [keys.user_sessions(self._prefix, user_id), keys.session(self._prefix, user_id, session_id)],
+            [
+                keys.user_sessions(self._prefix, user_id),
+                keys.session(self._prefix, user_id, session_id),
+            ],
             [session_id],
         )
         return bool(removed)
 
-    def revoke_all(self, user_id: str, *, keep: str | None = None) -> Steps[list[str]]:
+    def revoke_all(self, user_id: str, *, keep: str | None = None) -> Steps[builtins.list[str]]:
         """Delete every session of the user (but ``keep``, if given); returns the ids removed."""
         if not is_valid_id(user_id):
             return []
@@ -249,7 +258,11 @@ class SessionCore:
 
 
 def _valid_session_id(session_id: str) -> bool:
-    return len(session_id) == 22 and all(c.isalnum() or c in "-_" for c in session_id) and session_id.isascii()
+    return (
+        len(session_id) == 22
+        and all(c.isalnum() or c in "-_" for c in session_id)
+        and session_id.isascii()
+    )
 
 
 def _unavailable(exc: RedisError) -> ServiceUnavailable:
@@ -298,7 +311,7 @@ class AsyncSessionStore:
         """Delete one session; True if it was alive."""
         return await self._run(self.core.revoke(user_id, session_id))
 
-    async def revoke_all(self, user_id: str, *, keep: str | None = None) -> list[str]:
+    async def revoke_all(self, user_id: str, *, keep: str | None = None) -> builtins.list[str]:
         """Delete every session of the user but ``keep``; returns the ids removed."""
         return await self._run(self.core.revoke_all(user_id, keep=keep))
 
@@ -344,7 +357,7 @@ class SyncSessionStore:
         """Delete one session; True if it was alive."""
         return self._run(self.core.revoke(user_id, session_id))
 
-    def revoke_all(self, user_id: str, *, keep: str | None = None) -> list[str]:
+    def revoke_all(self, user_id: str, *, keep: str | None = None) -> builtins.list[str]:
         """Delete every session of the user but ``keep``; returns the ids removed."""
         return self._run(self.core.revoke_all(user_id, keep=keep))
 

@@ -1,0 +1,233 @@
+"""The session store on fakeredis and on a real redis-server, through both fronts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bastion import Bastion
+from bastion.errors import ServiceUnavailable
+from bastion.sessions import keys
+from bastion.sessions.token import hash_secret, parse_token
+from tests.conftest import make_bastion
+
+pytestmark = pytest.mark.anyio
+
+
+def _raw(bastion: Bastion):  # type: ignore[no-untyped-def]
+    return bastion.sync_sessions.client
+
+
+async def test_create_then_authenticate(bastion: Bastion) -> None:
+    new = await bastion.sessions.create("alice", ip="10.0.0.1", user_agent="pytest")
+    active = await bastion.sessions.authenticate(new.token)
+    assert active is not None
+    assert (active.user_id, active.session_id) == ("alice", new.session.id)
+    assert new.session.ip == "10.0.0.1" and new.session.user_agent == "pytest"
+    assert new.session.expires_ms - new.session.created_ms == 365 * 24 * 3600 * 1000
+    assert new.evicted == ()
+
+
+async def test_secret_is_stored_only_as_its_hash(bastion: Bastion) -> None:
+    new = await bastion.sessions.create("alice")
+    parsed = parse_token(new.token)
+    assert parsed is not None
+    raw = _raw(bastion)
+    stored = raw.hgetall(keys.session("bastion", "alice", new.session.id))
+    assert stored[b"h"] == hash_secret(parsed.secret)
+    dump = b"".join(k + v for k, v in stored.items())
+    assert parsed.secret.encode() not in dump
+    for key in raw.keys("*"):
+        assert parsed.secret.encode() not in key
+
+
+async def test_keys_of_a_user_share_one_hash_tag(bastion: Bastion) -> None:
+    await bastion.sessions.create("alice")
+    await bastion.sessions.create("bob")
+    names = sorted(k.decode() for k in _raw(bastion).keys("*"))
+    assert names and all(("{alice}" in n) != ("{bob}" in n) for n in names)
+
+
+async def test_wrong_secret_and_other_users_id_are_refused(bastion: Bastion) -> None:
+    alice = await bastion.sessions.create("alice")
+    bob = await bastion.sessions.create("bob")
+    a, b = parse_token(alice.token), parse_token(bob.token)
+    assert a is not None and b is not None
+    # bob's valid secret presented under alice's id and session id, and vice versa
+    assert await bastion.sessions.authenticate(f"alice.{a.session_id}.{b.secret}") is None
+    assert await bastion.sessions.authenticate(f"bob.{a.session_id}.{a.secret}") is None
+    assert await bastion.sessions.authenticate(f"alice.{b.session_id}.{a.secret}") is None
+    flipped = a.secret[:-1] + ("A" if a.secret[-1] != "A" else "B")
+    assert await bastion.sessions.authenticate(f"alice.{a.session_id}.{flipped}") is None
+
+
+async def test_cap_evicts_oldest_first(backend: str, request: pytest.FixtureRequest) -> None:
+    bastion = make_bastion(backend, request, session_limit=3)
+    made = [await bastion.sessions.create("alice") for _ in range(5)]
+    assert [n.evicted for n in made] == [
+        (),
+        (),
+        (),
+        (made[0].session.id,),
+        (made[1].session.id,),
+    ]
+    live = await bastion.sessions.list("alice")
+    assert [s.id for s in live] == [n.session.id for n in made[2:]]
+    for gone in made[:2]:
+        assert await bastion.sessions.authenticate(gone.token) is None
+        assert not _raw(bastion).exists(keys.session("bastion", "alice", gone.session.id))
+    for kept in made[2:]:
+        assert await bastion.sessions.authenticate(kept.token) is not None
+
+
+async def test_same_millisecond_creations_keep_their_order(bastion: Bastion) -> None:
+    made = [bastion.sync_sessions.create("alice") for _ in range(30)]
+    orders = [n.order for n in made]
+    assert orders == sorted(orders) and len(set(orders)) == len(orders)
+    live = await bastion.sessions.list("alice")
+    assert [s.id for s in live] == [n.session.id for n in made[-10:]]
+
+
+async def test_lower_limit_per_call_trims_at_next_login(bastion: Bastion) -> None:
+    for _ in range(6):
+        await bastion.sessions.create("alice")
+    new = await bastion.sessions.create("alice", limit=2)
+    assert len(new.evicted) == 5
+    assert len(await bastion.sessions.list("alice")) == 2
+
+
+async def test_dead_entries_are_dropped_and_do_not_count(bastion: Bastion) -> None:
+    bastion_small = bastion
+    made = [await bastion_small.sessions.create("alice") for _ in range(10)]
+    raw = _raw(bastion)
+    # Two sessions expire on their own (their hashes vanish; the index still names them).
+    for gone in made[:2]:
+        raw.delete(keys.session("bastion", "alice", gone.session.id))
+    new = await bastion.sessions.create("alice")
+    assert new.evicted == ()
+    members = {m.decode() for m in raw.zrange(keys.user_sessions("bastion", "alice"), 0, -1)}
+    assert members == {n.session.id for n in made[2:]} | {new.session.id}
+
+
+async def test_ttls_follow_the_absolute_lifetime(bastion: Bastion) -> None:
+    new = await bastion.sessions.create("alice")
+    raw = _raw(bastion)
+    ttl = raw.pttl(keys.session("bastion", "alice", new.session.id))
+    assert 365 * 24 * 3600 * 1000 - 5000 < ttl <= 365 * 24 * 3600 * 1000
+    assert raw.pttl(keys.user_sessions("bastion", "alice")) > 0
+
+
+async def test_expired_session_is_refused_even_before_redis_drops_it(bastion: Bastion) -> None:
+    new = await bastion.sessions.create("alice")
+    key = keys.session("bastion", "alice", new.session.id)
+    _raw(bastion).hset(key, "e", int(time.time() * 1000) - 1)
+    assert await bastion.sessions.authenticate(new.token) is None
+
+
+async def test_idle_timeout(backend: str, request: pytest.FixtureRequest) -> None:
+    bastion = make_bastion(backend, request, session_idle_timeout=600)
+    new = await bastion.sessions.create("alice")
+    key = keys.session("bastion", "alice", new.session.id)
+    raw = _raw(bastion)
+    assert raw.pttl(key) <= 600_000
+    now = int(time.time() * 1000)
+    # Active a minute ago: still alive, and the check records activity and pushes expiry out.
+    raw.hset(key, "l", now - 61_000)
+    raw.pexpire(key, 100_000)
+    assert await bastion.sessions.authenticate(new.token) is not None
+    assert int(raw.hget(key, "l")) >= now
+    assert raw.pttl(key) > 590_000
+    # Idle for longer than the timeout: refused even if Redis has not expired the key yet.
+    raw.hset(key, "l", now - 601_000)
+    assert await bastion.sessions.authenticate(new.token) is None
+
+
+async def test_last_seen_writes_are_throttled(bastion: Bastion) -> None:
+    new = await bastion.sessions.create("alice")
+    key = keys.session("bastion", "alice", new.session.id)
+    raw = _raw(bastion)
+    before = raw.hget(key, "l")
+    for _ in range(20):
+        assert await bastion.sessions.authenticate(new.token) is not None
+    assert raw.hget(key, "l") == before
+    raw.hset(key, "l", int(time.time() * 1000) - 61_000)
+    assert await bastion.sessions.authenticate(new.token) is not None
+    assert int(raw.hget(key, "l")) > int(before) - 1
+
+
+async def test_touch_never_resurrects_a_revoked_session(bastion: Bastion) -> None:
+    new = await bastion.sessions.create("alice")
+    key = keys.session("bastion", "alice", new.session.id)
+    raw = _raw(bastion)
+    assert await bastion.sessions.revoke("alice", new.session.id)
+    assert (
+        await bastion.sessions._run(  # the touch script itself, on a deleted session
+            _touch(bastion, key)
+        )
+        == 0
+    )
+    assert not raw.exists(key)
+
+
+def _touch(bastion: Bastion, key: str):  # type: ignore[no-untyped-def]
+    from bastion.sessions.store import Script
+
+    result = yield Script("touch", [key], [0])
+    return result
+
+
+async def test_list_revoke_revoke_all_and_keep(bastion: Bastion) -> None:
+    made = [await bastion.sessions.create("alice", user_agent=f"ua{i}") for i in range(4)]
+    other = await bastion.sessions.create("bob")
+    listed = await bastion.sessions.list("alice")
+    assert [s.user_agent for s in listed] == ["ua0", "ua1", "ua2", "ua3"]
+    assert "secret" not in str(listed[0].to_dict()).lower()
+    assert listed[0].to_dict(current_id=made[0].session.id)["current"] is True
+
+    assert await bastion.sessions.revoke("alice", made[0].session.id) is True
+    assert await bastion.sessions.revoke("alice", made[0].session.id) is False
+    assert await bastion.sessions.revoke("bob", made[1].session.id) is False  # not bob's
+    assert await bastion.sessions.authenticate(made[1].token) is not None
+
+    removed = await bastion.sessions.revoke_all("alice", keep=made[3].session.id)
+    assert sorted(removed) == sorted([made[1].session.id, made[2].session.id])
+    assert [s.id for s in await bastion.sessions.list("alice")] == [made[3].session.id]
+    assert await bastion.sessions.revoke_all("alice") == [made[3].session.id]
+    assert await bastion.sessions.list("alice") == []
+    assert await bastion.sessions.authenticate(other.token) is not None
+
+
+async def test_sync_and_async_fronts_share_data(bastion: Bastion) -> None:
+    new = bastion.sync_sessions.create("alice")
+    assert await bastion.sessions.authenticate(new.token) is not None
+    assert [s.id for s in bastion.sync_sessions.list("alice")] == [new.session.id]
+    assert bastion.sync_sessions.revoke("alice", new.session.id)
+    assert await bastion.sessions.authenticate(new.token) is None
+
+
+@pytest.mark.parametrize("user_id", ["", "a b", "a:b", "a/b", "{a}", "é", "a" * 129, "-a"])
+def test_invalid_user_ids_are_refused_at_creation(bastion: Bastion, user_id: str) -> None:
+    with pytest.raises(ValueError, match="invalid user id"):
+        bastion.sync_sessions.create(user_id)
+
+
+@pytest.mark.parametrize("limit", [0, 101])
+def test_limit_out_of_range_is_refused(bastion: Bastion, limit: int) -> None:
+    with pytest.raises(ValueError, match=r"1\.\.100"):
+        bastion.sync_sessions.create("alice", limit=limit)
+
+
+async def test_lookups_with_junk_ids_are_harmless(bastion: Bastion) -> None:
+    assert await bastion.sessions.list("not valid") == []
+    assert await bastion.sessions.revoke("alice", "../../etc") is False
+    assert await bastion.sessions.revoke_all("{x}") == []
+
+
+def test_unreachable_redis_raises_service_unavailable() -> None:
+    from bastion import Settings
+    from tests.redis_server import free_port
+
+    bastion = Bastion(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2))
+    with pytest.raises(ServiceUnavailable):
+        bastion.sync_sessions.create("alice")

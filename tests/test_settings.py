@@ -1,0 +1,128 @@
+"""Settings from code, TOML and environment, each bad value refused with its name and range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion import ConfigError, Settings
+from bastion.cookies import clear_cookie, session_cookie
+from bastion.errors import BastionError, CrossSiteRequest, ServiceUnavailable, SessionInvalid
+
+
+def test_defaults_are_the_secure_ones() -> None:
+    s = Settings()
+    assert s.session_limit == 10
+    assert s.session_length == 31_536_000
+    assert s.session_idle_timeout is None
+    assert s.cookie_name == "__Host-bastion_session"
+    assert s.cookie_secure is True and s.cookie_samesite == "lax"
+    assert s.redis_url is None
+
+
+@pytest.mark.parametrize(
+    ("values", "name", "allowed"),
+    [
+        ({"session_limit": 0}, "session_limit", "1..100"),
+        ({"session_limit": 101}, "session_limit", "1..100"),
+        ({"session_limit": True}, "session_limit", "whole number"),
+        ({"session_limit": "ten"}, "session_limit", "whole number"),
+        ({"session_length": 59}, "session_length", "60..31536000"),
+        ({"session_length": 31_536_001}, "session_length", "60..31536000"),
+        ({"session_idle_timeout": 30}, "session_idle_timeout", "60.."),
+        (
+            {"session_length": 3600, "session_idle_timeout": 7200},
+            "session_idle_timeout",
+            "60..3600",
+        ),
+        ({"cookie_samesite": "sometimes"}, "cookie_samesite", "lax, strict, none"),
+        ({"cookie_secure": False}, "cookie_secure", "__Host-"),
+        ({"cookie_secure": "maybe"}, "cookie_secure", "true or false"),
+        ({"cookie_name": "has space"}, "cookie_name", "cookie-name"),
+        (
+            {"cookie_name": "sid", "cookie_secure": False, "cookie_samesite": "none"},
+            "cookie_secure",
+            "none",
+        ),
+        ({"session_header": "X Bad"}, "session_header", "letters"),
+        ({"allowed_origins": ["https://ok.example/path"]}, "allowed_origins", "scheme and host"),
+        ({"allowed_origins": "ftp://x"}, "allowed_origins", "scheme and host"),
+        ({"redis_timeout": 0}, "redis_timeout", "0.05..60"),
+        ({"key_prefix": "bad prefix"}, "key_prefix", "1-32"),
+        ({"sesion_limit": 5}, "sesion_limit", "known setting"),
+    ],
+)
+def test_bad_values_name_the_setting_and_range(
+    values: dict[str, object], name: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping(values)
+    assert info.value.name == name
+    assert name in str(info.value) and allowed in str(info.value)
+
+
+def test_env_overrides_toml_and_code_overrides_env(tmp_path: Path) -> None:
+    config = tmp_path / "bastion.toml"
+    config.write_text(
+        'session_limit = 5\ncookie_samesite = "strict"\nallowed_origins = ["https://a.example"]\n'
+        "[routes]\nignored = true\n"
+    )
+    env = {
+        "BASTION_SESSION_LIMIT": "7",
+        "BASTION_SESSION_IDLE_TIMEOUT": "900",
+        "BASTION_COOKIE_SECURE": "yes",
+        "BASTION_ALLOWED_ORIGINS": "https://b.example, https://C.example/",
+        "OTHER": "x",
+    }
+    s = Settings.load(config, env=env, session_length=7200)
+    assert s.session_limit == 7
+    assert s.session_idle_timeout == 900
+    assert s.cookie_samesite == "strict"
+    assert s.allowed_origins == ("https://b.example", "https://c.example")
+    assert s.session_length == 7200
+    assert Settings.load(env={"BASTION_CONFIG": str(config)}).session_limit == 5
+    assert Settings.load(env={"BASTION_SESSION_IDLE_TIMEOUT": ""}).session_idle_timeout is None
+
+
+def test_bastion_table_in_toml(tmp_path: Path) -> None:
+    config = tmp_path / "bastion.toml"
+    config.write_text("[bastion]\nsession_limit = 3\n")
+    assert Settings.load(config, env={}).session_limit == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "name"),
+    [("session_limit = 500\n", "session_limit"), ("not toml ===\n", "config"), ("x = 1\n", "x")],
+)
+def test_bad_files_and_env_fail_at_start_up(tmp_path: Path, content: str, name: str) -> None:
+    config = tmp_path / "bastion.toml"
+    config.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        Settings.load(config, env={})
+    assert info.value.name == name
+    with pytest.raises(ConfigError, match="BASTION_SESION_LIMIT"):
+        Settings.load(env={"BASTION_SESION_LIMIT": "3"})
+    with pytest.raises(ConfigError, match="existing TOML"):
+        Settings.load(tmp_path / "missing.toml", env={})
+
+
+def test_cookie_headers_follow_settings() -> None:
+    s = Settings(
+        cookie_name="sid", cookie_secure=False, cookie_samesite="strict", session_length=3600
+    )
+    assert session_cookie(s, "tok") == "sid=tok; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict"
+    assert clear_cookie(s) == "sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "type_"),
+    [
+        (SessionInvalid(), 401, "user_session_invalid"),
+        (CrossSiteRequest(), 403, "general_cross_site_request"),
+        (ServiceUnavailable(), 503, "service_unavailable"),
+    ],
+)
+def test_errors_are_data(error: BastionError, status: int, type_: str) -> None:
+    assert error.to_dict() == {"code": status, "type": type_, "message": error.message}
+    assert error.body().startswith(b'{"code":')
