@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bastion.adapters.starlette import exception_handlers
 from bastion.core import Bastion
 from bastion.errors import BadRequest, BastionError, Unauthorized
 
@@ -105,6 +106,7 @@ def create_app(bastion: Bastion) -> Any:
         return Response(status_code=204)
 
     app = Starlette(
+        exception_handlers=exception_handlers,
         routes=[
             Route("/", home),
             Route("/login", login, methods=["POST"]),
@@ -112,6 +114,6 @@ def create_app(bastion: Bastion) -> Any:
             Route("/sessions", sessions),
             Route("/sessions/{session_id}", revoke, methods=["DELETE"]),
             Route("/logout", logout, methods=["POST"]),
-        ]
+        ],
     )
     return bastion.asgi(app)

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bastion import Bastion, Settings
+from bastion.adapters.starlette import exception_handlers
 from tests.redis_server import RedisServer, require_redis_server
 
 
@@ -106,12 +107,13 @@ def demo_app(bastion: Bastion) -> Any:
 
     return bastion.asgi(
         Starlette(
+            exception_handlers=exception_handlers,
             routes=[
                 Route("/me", me),
                 Route("/login", login, methods=["POST"]),
                 Route("/logout", logout, methods=["POST"]),
                 Route("/change", change, methods=["POST", "GET", "PUT", "DELETE", "PATCH"]),
-            ]
+            ],
         )
     )
 

@@ -208,6 +208,27 @@ async def test_malformed_fallback_header_is_401(client: httpx.AsyncClient, value
     assert response.status_code == 401
 
 
+async def test_foreign_user_id_and_expired_session_are_401(
+    client: httpx.AsyncClient, bastion: Bastion
+) -> None:
+    import time
+
+    from bastion.sessions import keys
+
+    alice = (await bastion.sessions.create("alice")).token
+    bob = (await bastion.sessions.create("bob")).token
+    _, sid, secret = alice.rsplit(".", 2)
+    for forged in (f"bob.{sid}.{secret}", f"alice.{bob.split('.')[1]}.{secret}"):
+        response = await client.get("/me", headers={"cookie": f"{COOKIE}={forged}"})
+        assert response.status_code == 401
+    bastion.sync_sessions.client.hset(
+        keys.session("bastion", "alice", sid), "e", int(time.time() * 1000) - 1
+    )
+    expired = await client.get("/me", headers={"cookie": f"{COOKIE}={alice}"})
+    assert expired.status_code == 401
+    assert (await client.get("/me", headers={"cookie": f"{COOKIE}={bob}"})).status_code == 200
+
+
 async def test_conflicting_duplicates_are_401(client: httpx.AsyncClient, bastion: Bastion) -> None:
     good = (await bastion.sessions.create("alice")).token
     other = (await bastion.sessions.create("bob")).token
@@ -241,7 +262,9 @@ async def test_redis_outage_is_503_then_recovers(redis_server: RedisServer) -> N
             assert down.status_code == 503
             assert down.json()["type"] == "service_unavailable"
             assert "set-cookie" not in down.headers  # the session is not thrown away
-            assert (await client.post("/login", json={"user": "bob"})).status_code >= 500
+            refused = await client.post("/login", json={"user": "bob"})
+            assert refused.status_code == 503
+            assert refused.json()["type"] == "service_unavailable"
             # Guests need no Redis: they are served (authorization comes later) - never as a user.
             client.cookies.clear()
             assert (await client.get("/me")).json()["user"] == ""
@@ -320,6 +343,20 @@ async def test_websocket_checks_origin_for_cookies(bastion: Bastion) -> None:
     ):
         refused = await _websocket(app, headers)
         assert refused == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_errors_raised_inside_a_raw_asgi_app_are_rendered(bastion: Bastion) -> None:
+    from bastion.errors import ServiceUnavailable
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise ServiceUnavailable()
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(bastion.asgi(app)), base_url="https://t"
+    ) as client:
+        response = await client.get("/")
+        assert response.status_code == 503
+        assert response.json()["type"] == "service_unavailable"
 
 
 def test_login_outside_the_middleware_is_a_clear_error(bastion: Bastion) -> None:

@@ -71,13 +71,25 @@ class BastionMiddleware:
         scope["user"] = identity
         scope["auth"] = AuthCredentials(identity.auth_scopes)
 
+        started = False
+
         async def send_with_cookies(message: Message) -> None:
-            if message["type"] == "http.response.start" and state.response_headers:
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *state.response_headers]
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if state.response_headers:
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()), *state.response_headers]
             await send(message)
 
-        await self.app(scope, receive, send_with_cookies)
+        try:
+            await self.app(scope, receive, send_with_cookies)
+        except BastionError as exc:
+            # Raised by Bastion's own calls inside the app (log-in while Redis is down, ...):
+            # rendered here as its JSON error unless the app already began its response.
+            if started or scope["type"] != "http":
+                raise
+            await self._refuse(scope, receive, send, exc, clear=False)
 
     async def _authenticate(self, credentials: Credentials) -> Identity:
         if credentials.malformed:

@@ -24,6 +24,7 @@ from bastion.sessions import keys, scripts
 from bastion.sessions.token import (
     format_token,
     hash_secret,
+    is_session_id,
     new_secret,
     new_session_id,
     parse_token,
@@ -233,7 +234,7 @@ class SessionCore:
 
     def revoke(self, user_id: str, session_id: str) -> Steps[bool]:
         """Delete one session; True if it was alive."""
-        if not is_valid_id(user_id) or not _valid_session_id(session_id):
+        if not is_valid_id(user_id) or not is_session_id(session_id):
             return False
         removed = yield Script(
             "revoke",
@@ -256,13 +257,6 @@ class SessionCore:
         )
         return [_text(r) for r in removed]
 
-
-def _valid_session_id(session_id: str) -> bool:
-    return (
-        len(session_id) == 22
-        and all(c.isalnum() or c in "-_" for c in session_id)
-        and session_id.isascii()
-    )
 
 
 def _unavailable(exc: RedisError) -> ServiceUnavailable:

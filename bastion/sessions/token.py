@@ -15,7 +15,9 @@ SECRET_BYTES = 32  # 256 bits: twice what ASVS 5.0 asks of a session token.
 MAX_TOKEN_LENGTH = 256
 
 # The user id may contain dots, so the two fixed-width base64url parts are matched from the right.
-_TOKEN = re.compile(rf"({ID_PATTERN})\.([A-Za-z0-9_-]{{22}})\.([A-Za-z0-9_-]{{43}})")
+_SESSION_ID = r"[A-Za-z0-9_-]{22}"
+_TOKEN = re.compile(rf"({ID_PATTERN})\.({_SESSION_ID})\.([A-Za-z0-9_-]{{43}})")
+_SESSION_ID_RE = re.compile(_SESSION_ID)
 
 
 class ParsedToken(NamedTuple):
@@ -38,6 +40,11 @@ def new_session_id() -> str:
 def new_secret() -> str:
     """A fresh random session secret."""
     return _b64(secrets.token_bytes(SECRET_BYTES))
+
+
+def is_session_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a session id."""
+    return _SESSION_ID_RE.fullmatch(value) is not None
 
 
 def format_token(user_id: str, session_id: str, secret: str) -> str:

@@ -1,0 +1,1 @@
+"""Framework helpers: Starlette now; FastAPI and Flask beside it."""
