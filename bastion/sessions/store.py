@@ -11,7 +11,7 @@ import builtins
 import hmac
 import logging
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
@@ -258,7 +258,6 @@ class SessionCore:
         return [_text(r) for r in removed]
 
 
-
 def _unavailable(exc: RedisError) -> ServiceUnavailable:
     logger.error("session store unavailable: %s: %s", type(exc).__name__, exc)
     return ServiceUnavailable()
@@ -354,13 +353,3 @@ class SyncSessionStore:
     def revoke_all(self, user_id: str, *, keep: str | None = None) -> builtins.list[str]:
         """Delete every session of the user but ``keep``; returns the ids removed."""
         return self._run(self.core.revoke_all(user_id, keep=keep))
-
-
-__all__: Sequence[str] = [
-    "ActiveSession",
-    "AsyncSessionStore",
-    "NewSession",
-    "SessionCore",
-    "SessionInfo",
-    "SyncSessionStore",
-]
