@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,11 @@ def user_roles(
     return frozenset(roles)
 
 
+# The hot path builds the same role set for the same users over and over; frozensets are
+# immutable, so one copy per recent user can be shared by every request.
+_plain_user_roles = functools.lru_cache(maxsize=4096)(user_roles)
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who sent a request; doubles as Starlette's ``request.user`` (a ``BaseUser`` look-alike)."""
@@ -71,7 +77,7 @@ class Identity:
     @classmethod
     def for_session(cls, user_id: str, session_id: str) -> Identity:
         """The identity of a request authenticated by a session."""
-        return cls("session", user_id, session_id, user_roles(user_id))
+        return cls("session", user_id, session_id, _plain_user_roles(user_id))
 
     @property
     def auth_scopes(self) -> list[str]:
