@@ -42,13 +42,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _sessions(args: argparse.Namespace) -> int:
     from bastion.core import Bastion
 
-    settings = _settings(args)
-    if settings.redis_url is None:
-        print(
-            "bastion sessions needs a shared Redis: pass --redis-url or set BASTION_REDIS_URL "
-            "(the embedded one lives inside each app process).",
-            file=sys.stderr,
-        )
+    settings = _shared_redis(args, "sessions")
+    if settings is None:
         return 2
     store = Bastion(settings).sync_sessions
     if args.action == "list":
@@ -63,6 +58,62 @@ def _sessions(args: argparse.Namespace) -> int:
         return 0
     removed = store.revoke_all(args.user)
     print(f"revoked {len(removed)} session(s)")
+    return 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds in ``30d``, ``12h``, ``90m``, ``3600s`` or ``3600``; None for ``never``."""
+    text = text.strip().lower()
+    if text == "never":
+        return None
+    unit = _UNITS.get(text[-1:]) if text[-1:].isalpha() else 1
+    number = text[:-1] if text[-1:].isalpha() else text
+    if unit is None or not number.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a duration like 30d, 12h, 90m or never"
+        )
+    return int(number) * unit
+
+
+def _shared_redis(args: argparse.Namespace, what: str) -> Settings | None:
+    settings = _settings(args)
+    if settings.redis_url is None:
+        print(
+            f"bastion {what} needs a shared Redis: pass --redis-url or set BASTION_REDIS_URL "
+            "(the embedded one lives inside each app process).",
+            file=sys.stderr,
+        )
+        return None
+    return settings
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from bastion.core import Bastion
+
+    settings = _shared_redis(args, "keys")
+    if settings is None:
+        return 2
+    store = Bastion(settings).sync_api_keys
+    if args.action == "create":
+        try:
+            new = store.create(args.name, args.scope, expires_in=args.expire)
+        except ValueError as exc:
+            print(f"bastion keys create: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(new.info.to_dict(), indent=2))
+        print("The key is shown once; store it now:")
+        print(new.key)
+        return 0
+    if args.action == "list":
+        print(json.dumps([k.to_dict() for k in store.list()], indent=2))
+        return 0
+    if not store.revoke(args.key_id):
+        print(f"no API key {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.key_id}")
     return 0
 
 
@@ -91,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("session", nargs="?", help="session id (all sessions when omitted)")
     common(revoke)
     sessions.set_defaults(run=_sessions)
+
+    keys = sub.add_parser("keys", help="create, list or revoke API keys")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="create a key; prints it once, on the last line")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--scope", action="append", required=True, help="a scope the key holds (repeatable)"
+    )
+    create.add_argument(
+        "--expire", type=parse_duration, default=None, help="30d, 12h, 90m, 3600s or never"
+    )
+    common(create)
+    common(key_actions.add_parser("list", help="every key, without secrets"))
+    revoke_key = key_actions.add_parser("revoke", help="revoke a key by id")
+    revoke_key.add_argument("key_id")
+    common(revoke_key)
+    keys.set_defaults(run=_keys)
     return parser
 
 

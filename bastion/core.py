@@ -9,10 +9,13 @@ from starlette.authentication import AuthCredentials
 
 from bastion.cookies import clear_cookie, session_cookie
 from bastion.credentials import Credentials
+from bastion.errors import JWTCreationDenied, Unauthorized
 from bastion.identity import Identity
 from bastion.redis_clients import make_clients
 from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
 from bastion.settings import Settings
+from bastion.tokens.apikeys import AsyncAPIKeyStore, SyncAPIKeyStore
+from bastion.tokens.jwt import JWTService
 
 Scope = MutableMapping[str, Any]
 
@@ -69,6 +72,9 @@ class Bastion:
             sync_redis = sync_redis if sync_redis is not None else made_sync
         self.sessions = AsyncSessionStore(redis, self.settings)
         self.sync_sessions = SyncSessionStore(sync_redis, self.settings)
+        self.api_keys = AsyncAPIKeyStore(redis, self.settings)
+        self.sync_api_keys = SyncAPIKeyStore(sync_redis, self.settings)
+        self.jwt = JWTService(self.settings, embedded=self.settings.redis_url is None)
 
     def asgi(self, app: Any) -> Any:
         """Wrap an ASGI app so every request is authenticated."""
@@ -91,8 +97,9 @@ class Bastion:
         """
         scope = _scope_of(conn)
         state: RequestState = scope["bastion"]
-        if state.identity.session_id is not None and state.identity.user_id is not None:
-            await self.sessions.revoke(state.identity.user_id, state.identity.session_id)
+        current = state.identity
+        if current.kind == "session" and current.user_id and current.session_id:
+            await self.sessions.revoke(current.user_id, current.session_id)
         client = scope.get("client")
         user_agent = _header(scope, b"user-agent") or b""
         new = await self.sessions.create(
@@ -102,6 +109,15 @@ class Bastion:
         )
         self._remember_login(scope, state, new)
         return new
+
+    def create_jwt(self, conn: Any) -> str:
+        """A JWT for the request's session; only a session can mint one (not a JWT, not a key)."""
+        identity = self.identity(conn)
+        if identity.kind in ("jwt", "key"):
+            raise JWTCreationDenied()
+        if identity.kind != "session" or not identity.user_id or not identity.session_id:
+            raise Unauthorized("Log in first: a JWT is minted from a session.")
+        return self.jwt.mint(identity.user_id, identity.session_id)
 
     async def logout(self, conn: Any) -> bool:
         """Revoke the request's session and clear its cookie; False if there was none."""

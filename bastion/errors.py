@@ -81,3 +81,62 @@ class ConfigError(ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"Invalid setting {name}={value!r}: expected {allowed}.")
+
+
+class CredentialsConflict(BastionError):
+    """A request that carries two kinds of credential; Bastion will not pick one silently."""
+
+    status = 403
+
+
+class JWTAndSession(CredentialsConflict):
+    """A JWT sent together with a session cookie or session header."""
+
+    type = "user_jwt_and_cookie_set"
+    default_message = "Send either a JWT or a session, not both."
+
+
+class APIKeyAndSession(CredentialsConflict):
+    """An API key sent together with a session or a JWT."""
+
+    type = "user_api_key_and_session_set"
+    default_message = "Send either an API key or a user credential (session or JWT), not both."
+
+
+class JWTInvalid(Unauthorized):
+    """A JWT that is malformed, forged, expired, not for us, or whose session has ended."""
+
+    type = "user_jwt_invalid"
+    default_message = "Failed to verify JWT."
+
+
+class JWTCreationDenied(BastionError):
+    """A JWT asked for by a request that is not authenticated by a session."""
+
+    status = 403
+    type = "user_jwt_creation_denied"
+    default_message = "A JWT can only be made from a session, not from another JWT or an API key."
+
+
+class APIKeyInvalid(Unauthorized):
+    """An API key that is malformed, unknown, revoked or has the wrong secret."""
+
+    type = "api_key_invalid"
+    default_message = "The API key is invalid or has been revoked."
+
+
+class APIKeyExpired(Unauthorized):
+    """An API key past its expiry date."""
+
+    type = "api_key_expired"
+    default_message = "The API key has expired."
+
+
+class MissingScope(Unauthorized):
+    """An API key without the scope the route requires."""
+
+    type = "general_unauthorized_scope"
+
+    def __init__(self, scope: str, who: str = "API key") -> None:
+        self.scope = scope
+        super().__init__(f"{who} is missing the scope {scope!r} that this route requires.")

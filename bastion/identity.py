@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bastion.errors import MissingScope, Unauthorized
+
 Kind = Literal["guest", "session", "jwt", "key"]
 
 # Ids appear inside roles (``user:ID``), Redis keys (``{ID}`` hash tags) and tokens, so they
@@ -68,6 +70,7 @@ class Identity:
     session_id: str | None = None
     roles: frozenset[str] = GUEST_ROLES
     scopes: frozenset[str] = field(default_factory=frozenset)
+    key_id: str | None = None
 
     @classmethod
     def guest(cls) -> Identity:
@@ -78,6 +81,24 @@ class Identity:
     def for_session(cls, user_id: str, session_id: str) -> Identity:
         """The identity of a request authenticated by a session."""
         return cls("session", user_id, session_id, _plain_user_roles(user_id))
+
+    @classmethod
+    def for_jwt(cls, user_id: str, session_id: str) -> Identity:
+        """The identity of a request authenticated by a JWT: its session's user and roles."""
+        return cls("jwt", user_id, session_id, _plain_user_roles(user_id))
+
+    @classmethod
+    def for_key(cls, key_id: str, scopes: frozenset[str]) -> Identity:
+        """The identity of a request authenticated by an API key: scopes, no user, no roles."""
+        return cls("key", None, None, frozenset(), scopes, key_id)
+
+    def require_scope(self, scope: str) -> None:
+        """Refuse an API key without ``scope``; users are judged by permissions instead."""
+        if self.kind == "key":
+            if scope not in self.scopes:
+                raise MissingScope(scope)
+        elif self.kind == "guest":
+            raise Unauthorized()
 
     @property
     def auth_scopes(self) -> list[str]:
@@ -93,12 +114,14 @@ class Identity:
 
     @property
     def display_name(self) -> str:
-        """The user id, or an empty string for guests (Starlette's ``BaseUser`` API)."""
-        return self.user_id or ""
+        """The user id, ``key:ID`` for API keys, empty for guests (Starlette's ``BaseUser``)."""
+        return self.identity
 
     @property
     def identity(self) -> str:
-        """The user id, or an empty string for guests (Starlette's ``BaseUser`` API)."""
+        """The user id, ``key:ID`` for API keys, empty for guests (Starlette's ``BaseUser``)."""
+        if self.key_id is not None:
+            return f"key:{self.key_id}"
         return self.user_id or ""
 
 

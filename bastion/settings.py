@@ -24,6 +24,53 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+JWT_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64, "EdDSA": 0, "ES256": 0, "RS256": 0}
+"""Algorithms a JWT key may use, with the least secret length in bytes for the HMAC ones."""
+_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JWTKey:
+    """One JWT key: an HMAC ``secret``, or PEM files (the public verifies, the private signs)."""
+
+    kid: str
+    alg: str = "HS256"
+    secret: str | None = None
+    private_key_file: str | None = None
+    public_key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"jwt_keys[{self.kid}]"
+        if not _KID.fullmatch(self.kid):
+            raise ConfigError("jwt_keys.kid", self.kid, "1-64 letters, digits and . _ -")
+        if self.alg not in JWT_ALGORITHMS:
+            raise ConfigError(f"{where}.alg", self.alg, f"one of {', '.join(JWT_ALGORITHMS)}")
+        least = JWT_ALGORITHMS[self.alg]
+        if least:
+            if self.secret is None or len(self.secret.encode()) < least:
+                raise ConfigError(
+                    f"{where}.secret",
+                    "<hidden>",
+                    f"a secret of at least {least} bytes for {self.alg}",
+                )
+            if self.private_key_file or self.public_key_file:
+                raise ConfigError(f"{where}", self.alg, "a secret only: HMAC keys use no PEM files")
+        else:
+            if self.secret is not None:
+                raise ConfigError(f"{where}.secret", "<hidden>", f"no secret for {self.alg}")
+            if not self.public_key_file and not self.private_key_file:
+                raise ConfigError(
+                    f"{where}.public_key_file",
+                    None,
+                    f"a PEM file for {self.alg} (and a private one to sign)",
+                )
+
+    @property
+    def can_sign(self) -> bool:
+        """Whether this key can mint tokens (an HMAC secret or a private key)."""
+        return self.secret is not None or self.private_key_file is not None
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Every Bastion setting, validated when the object is built."""
@@ -52,6 +99,17 @@ class Settings:
     """Request header that carries the session token for clients that cannot keep cookies."""
     allowed_origins: tuple[str, ...] = ()
     """Origins, besides the request's own, allowed to send cookie-authenticated unsafe requests."""
+
+    jwt_secret: str | None = None
+    """Shorthand for one HS256 key (kid ``default``); at least 32 bytes."""
+    jwt_keys: tuple[JWTKey, ...] = ()
+    """JWT keys, newest first: the first signs, every one verifies (so keys can be rotated)."""
+    jwt_lifetime: int = 900
+    """Lifetime of a JWT in seconds."""
+    jwt_issuer: str = "bastion"
+    """``iss`` of the JWTs this deployment mints and accepts."""
+    jwt_audience: str = "bastion"
+    """``aud`` of the JWTs this deployment mints and accepts; give each deployment its own."""
 
     def __post_init__(self) -> None:
         _in_range("redis_timeout", self.redis_timeout, 0.05, 60.0)
@@ -91,6 +149,28 @@ class Settings:
                     "origins like https://app.example.com (scheme and host, no path)",
                 )
         object.__setattr__(self, "allowed_origins", origins)
+        _in_range("jwt_lifetime", self.jwt_lifetime, 60, 3600)
+        if self.jwt_secret is not None:
+            JWTKey(kid="default", secret=self.jwt_secret)  # same length rule, named after the field
+        kids = [k.kid for k in self.jwt_keys]
+        if len(set(kids)) != len(kids):
+            raise ConfigError("jwt_keys", kids, "keys with distinct kid values")
+        if self.jwt_keys and not self.jwt_keys[0].can_sign:
+            raise ConfigError(
+                "jwt_keys[0]", self.jwt_keys[0].kid, "a key that can sign (the first signs)"
+            )
+        if self.jwt_secret is not None and self.jwt_keys:
+            raise ConfigError("jwt_secret", "<hidden>", "unset when jwt_keys is given")
+        for name in ("jwt_issuer", "jwt_audience"):
+            if not 1 <= len(getattr(self, name)) <= 256:
+                raise ConfigError(name, getattr(self, name), "1-256 characters")
+
+    @property
+    def jwt_keyset(self) -> tuple[JWTKey, ...]:
+        """The configured JWT keys, ``jwt_secret`` included; the first signs."""
+        if self.jwt_secret is not None:
+            return (JWTKey(kid="default", secret=self.jwt_secret),)
+        return self.jwt_keys
 
     @classmethod
     def load(
@@ -174,6 +254,23 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             return value.strip() if hint is str else value.strip().lower()
         raise ConfigError(name, value, "a string")
+    if hint == tuple[JWTKey, ...]:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(name, value, "a list of [[jwt_keys]] tables")
+        keys = []
+        for item in value:
+            if isinstance(item, JWTKey):
+                keys.append(item)
+                continue
+            if not isinstance(item, dict):
+                raise ConfigError(name, item, "a table with kid, alg and secret or key files")
+            fields = {f.name for f in dataclasses.fields(JWTKey)}
+            if set(item) - fields or "kid" not in item:
+                raise ConfigError(
+                    name, sorted(item), f"tables with kid and {', '.join(sorted(fields - {'kid'}))}"
+                )
+            keys.append(JWTKey(**item))
+        return tuple(keys)
     if getattr(hint, "__origin__", None) is tuple:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -102,6 +102,13 @@ def demo_app(bastion: Bastion) -> Any:
         await bastion.logout(request)
         return Response(status_code=204)
 
+    async def jwt(request: Request) -> Response:
+        return JSONResponse({"jwt": bastion.create_jwt(request)}, status_code=201)
+
+    async def documents(request: Request) -> Response:
+        bastion.identity(request).require_scope("documents.read")
+        return JSONResponse({"who": request.user.identity, "kind": request.user.kind})
+
     async def change(request: Request) -> Response:
         return JSONResponse({"changed": True, "user": request.user.identity})
 
@@ -112,6 +119,8 @@ def demo_app(bastion: Bastion) -> Any:
                 Route("/me", me),
                 Route("/login", login, methods=["POST"]),
                 Route("/logout", logout, methods=["POST"]),
+                Route("/jwt", jwt, methods=["POST"]),
+                Route("/documents", documents),
                 Route("/change", change, methods=["POST", "GET", "PUT", "DELETE", "PATCH"]),
             ],
         )

@@ -171,7 +171,7 @@ async def test_touch_never_resurrects_a_revoked_session(bastion: Bastion) -> Non
 
 
 def _touch(bastion: Bastion, key: str):  # type: ignore[no-untyped-def]
-    from bastion.sessions.store import Script
+    from bastion.redisio import Script
 
     result = yield Script("touch", [key], [0])
     return result

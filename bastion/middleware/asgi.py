@@ -12,7 +12,16 @@ from bastion.cookies import clear_cookie
 from bastion.core import Bastion, RequestState
 from bastion.credentials import Credentials, read_credentials
 from bastion.csrf import is_cross_site
-from bastion.errors import BastionError, CrossSiteRequest, SessionInvalid, Unauthorized
+from bastion.errors import (
+    APIKeyAndSession,
+    APIKeyInvalid,
+    BastionError,
+    CrossSiteRequest,
+    JWTAndSession,
+    JWTInvalid,
+    SessionInvalid,
+    Unauthorized,
+)
 from bastion.identity import Identity
 from bastion.settings import Settings
 
@@ -24,9 +33,17 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("bastion.middleware")
 
+_PROBLEMS: dict[tuple[str, str | None], type[BastionError]] = {
+    ("malformed", "session"): SessionInvalid,
+    ("malformed", "jwt"): JWTInvalid,
+    ("malformed", "key"): APIKeyInvalid,
+    ("jwt_and_session", "jwt"): JWTAndSession,
+    ("key_and_session", "key"): APIKeyAndSession,
+}
+
 
 class BastionMiddleware:
-    """Authenticate each request by session cookie or fallback header, then call the app.
+    """Authenticate each request (session cookie or header, JWT, API key), then call the app.
 
     Sets ``scope["user"]`` (an :class:`Identity`), ``scope["auth"]`` (Starlette's
     ``AuthCredentials``, so ``starlette.authentication.requires`` works) and ``scope["bastion"]``.
@@ -92,14 +109,24 @@ class BastionMiddleware:
             await self._refuse(scope, receive, send, exc, clear=False)
 
     async def _authenticate(self, credentials: Credentials) -> Identity:
-        if credentials.malformed:
-            raise SessionInvalid()
-        if credentials.session_token is None:
+        kind, token = credentials.kind, credentials.token
+        if credentials.problem is not None:
+            raise _PROBLEMS[credentials.problem, kind]()
+        if kind is None or token is None:
             return Identity.guest()
-        active = await self.bastion.sessions.authenticate(credentials.session_token)
-        if active is None:
-            raise SessionInvalid()
-        return Identity.for_session(active.user_id, active.session_id)
+        if kind == "session":
+            active = await self.bastion.sessions.authenticate(token)
+            if active is None:
+                raise SessionInvalid()
+            return Identity.for_session(active.user_id, active.session_id)
+        if kind == "jwt":
+            subject = self.bastion.jwt.verify(token)
+            # Session-bound: a JWT dies with its session (revoked, evicted, expired).
+            if await self.bastion.sessions.alive(subject.user_id, subject.session_id) is None:
+                raise JWTInvalid("Failed to verify JWT: its session has ended.")
+            return Identity.for_jwt(subject.user_id, subject.session_id)
+        info = await self.bastion.api_keys.authenticate(token)
+        return Identity.for_key(info.id, info.scopes)
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, exc: BastionError, clear: bool

@@ -11,15 +11,12 @@ import builtins
 import hmac
 import logging
 import time
-from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-from redis.exceptions import RedisError
-
-from bastion.errors import ServiceUnavailable
 from bastion.identity import is_valid_id
+from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
 from bastion.sessions import keys, scripts
 from bastion.sessions.token import (
     format_token,
@@ -33,26 +30,6 @@ from bastion.settings import Settings
 
 logger = logging.getLogger("bastion.sessions")
 
-T = TypeVar("T")
-
-
-class Call(NamedTuple):
-    """One Redis command: ``client.<name>(*args)``."""
-
-    name: str
-    args: tuple[Any, ...]
-
-
-class Script(NamedTuple):
-    """One of :mod:`bastion.sessions.scripts`, run by name with keys and arguments."""
-
-    name: str
-    keys: list[str]
-    args: list[Any]
-
-
-Op = Call | Script
-Steps = Generator[Op, Any, T]
 
 MAX_USER_AGENT = 512
 MAX_IP = 64
@@ -189,11 +166,22 @@ class SessionCore:
         parsed = parse_token(token)
         if parsed is None:
             return None
-        key = keys.session(self._prefix, parsed.user_id, parsed.session_id)
+        return (yield from self._live(parsed.user_id, parsed.session_id, parsed.secret))
+
+    def alive(self, user_id: str, session_id: str) -> Steps[ActiveSession | None]:
+        """Whether a session exists and has not expired (for tokens minted from it, like JWTs)."""
+        if not is_valid_id(user_id) or not is_session_id(session_id):
+            return None
+        return (yield from self._live(user_id, session_id, None))
+
+    def _live(
+        self, user_id: str, session_id: str, secret: str | None
+    ) -> Steps[ActiveSession | None]:
+        key = keys.session(self._prefix, user_id, session_id)
         digest, expires, last_seen = yield Call("hmget", (key, "h", "e", "l"))
         if digest is None or expires is None or last_seen is None:
             return None
-        if not hmac.compare_digest(digest, hash_secret(parsed.secret)):
+        if secret is not None and not hmac.compare_digest(digest, hash_secret(secret)):
             return None
         now = int(time.time() * 1000)
         if now >= int(expires):
@@ -205,7 +193,7 @@ class SessionCore:
             alive = yield Script("touch", [key], [self._idle_ms])
             if not alive:
                 return None
-        return ActiveSession(parsed.user_id, parsed.session_id)
+        return ActiveSession(user_id, session_id)
 
     def list(self, user_id: str) -> Steps[list[SessionInfo]]:
         """The user's live sessions, oldest first."""
@@ -258,33 +246,13 @@ class SessionCore:
         return [_text(r) for r in removed]
 
 
-def _unavailable(exc: RedisError) -> ServiceUnavailable:
-    logger.error("session store unavailable: %s: %s", type(exc).__name__, exc)
-    return ServiceUnavailable()
-
-
 class AsyncSessionStore:
     """Session store for asyncio code, on ``redis.asyncio``."""
 
     def __init__(self, client: Any, settings: Settings) -> None:
         self.core = SessionCore(settings)
         self.client = client
-        self._scripts = {name: client.register_script(src) for name, src in scripts.ALL.items()}
-
-    async def _run(self, steps: Steps[T]) -> T:
-        try:
-            op = next(steps)
-            while True:
-                try:
-                    if isinstance(op, Script):
-                        result = await self._scripts[op.name](keys=op.keys, args=op.args)
-                    else:
-                        result = await getattr(self.client, op.name)(*op.args)
-                except RedisError as exc:
-                    raise _unavailable(exc) from exc
-                op = steps.send(result)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        self._run = AsyncRunner(client, scripts.ALL).run
 
     async def create(
         self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
@@ -295,6 +263,10 @@ class AsyncSessionStore:
     async def authenticate(self, token: str) -> ActiveSession | None:
         """The session a token belongs to, or None if it is not valid now."""
         return await self._run(self.core.authenticate(token))
+
+    async def alive(self, user_id: str, session_id: str) -> ActiveSession | None:
+        """The session if it exists and has not expired (no secret needed)."""
+        return await self._run(self.core.alive(user_id, session_id))
 
     async def list(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first."""
@@ -315,22 +287,7 @@ class SyncSessionStore:
     def __init__(self, client: Any, settings: Settings) -> None:
         self.core = SessionCore(settings)
         self.client = client
-        self._scripts = {name: client.register_script(src) for name, src in scripts.ALL.items()}
-
-    def _run(self, steps: Steps[T]) -> T:
-        try:
-            op = next(steps)
-            while True:
-                try:
-                    if isinstance(op, Script):
-                        result = self._scripts[op.name](keys=op.keys, args=op.args)
-                    else:
-                        result = getattr(self.client, op.name)(*op.args)
-                except RedisError as exc:
-                    raise _unavailable(exc) from exc
-                op = steps.send(result)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        self._run = SyncRunner(client, scripts.ALL).run
 
     def create(
         self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
@@ -341,6 +298,10 @@ class SyncSessionStore:
     def authenticate(self, token: str) -> ActiveSession | None:
         """The session a token belongs to, or None if it is not valid now."""
         return self._run(self.core.authenticate(token))
+
+    def alive(self, user_id: str, session_id: str) -> ActiveSession | None:
+        """The session if it exists and has not expired (no secret needed)."""
+        return self._run(self.core.alive(user_id, session_id))
 
     def list(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first."""

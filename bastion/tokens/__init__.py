@@ -1,0 +1,1 @@
+"""Tokens other than the session: session-bound JWTs and scoped API keys."""

@@ -1,0 +1,273 @@
+"""Scoped API keys: ``bst_<key id>_<secret>``, shown once, stored as a SHA-256 digest in Redis.
+
+Keys live under one hash tag (``{apikeys}``) so each Lua script below touches a single cluster
+slot. An API key is not a user: it has scopes and no session, and resource permissions do not
+apply to it (the route's scope does).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bastion.errors import APIKeyExpired, APIKeyInvalid
+from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
+from bastion.settings import Settings
+
+PREFIX = "bst"
+MAX_KEY_LENGTH = 128
+LAST_USED_INTERVAL_MS = 60_000
+# Expired keys are kept a while so their callers hear "expired" rather than "invalid".
+KEEP_EXPIRED_MS = 30 * 24 * 3600 * 1000
+_KEY = re.compile(r"bst_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+SCOPE = re.compile(r"[a-z][a-z0-9_-]{0,31}(?:\.[a-z][a-z0-9_-]{0,31}){0,3}")
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+SCRIPTS = {
+    # KEYS: key hash, index.
+    # ARGV: id, digest, name, scopes, expires ms (0 = never), when to forget the key (0 = never).
+    "key_create": _NOW
+    + """
+redis.call('HSET', KEYS[1], 'h', ARGV[2], 'n', ARGV[3], 's', ARGV[4], 'c', now,
+           'x', ARGV[5], 'u', 0)
+if ARGV[6] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[6]) end
+redis.call('SADD', KEYS[2], ARGV[1])
+return now
+""",
+    # KEYS: key hash. Records use without recreating a key revoked meanwhile.
+    "key_touch": _NOW
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'u', now) end
+return now
+""",
+    # KEYS: key hash, index. ARGV: id.
+    "key_revoke": """
+redis.call('SREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+""",
+    # KEYS: index. ARGV: key-hash prefix. Returns {id, name, scopes, created, expires, used, ...}.
+    "key_list": """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local f = redis.call('HMGET', ARGV[1] .. id, 'n', 's', 'c', 'x', 'u')
+  if f[1] then
+    out[#out + 1] = id
+    for i = 1, 5 do out[#out + 1] = f[i] or '' end
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out
+""",
+}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _time(ms: int | None) -> str | None:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms else None
+
+
+@dataclass(frozen=True, slots=True)
+class APIKeyInfo:
+    """What is known of an API key; never its secret."""
+
+    id: str
+    name: str
+    scopes: frozenset[str]
+    created_ms: int
+    expires_ms: int | None
+    last_used_ms: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scopes": sorted(self.scopes),
+            "created": _time(self.created_ms),
+            "expires": _time(self.expires_ms),
+            "lastUsed": _time(self.last_used_ms),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewAPIKey:
+    """A key just created: the full key string (shown once) and its record."""
+
+    key: str
+    info: APIKeyInfo
+
+
+def validate_scopes(scopes: list[str] | tuple[str, ...] | frozenset[str]) -> frozenset[str]:
+    """The scopes as a set, or ValueError naming the first malformed one."""
+    if not 1 <= len(scopes) <= 100:
+        raise ValueError("an API key needs 1..100 scopes")
+    for scope in scopes:
+        if not isinstance(scope, str) or not SCOPE.fullmatch(scope):
+            raise ValueError(
+                f"invalid scope {scope!r}: lower-case words separated by dots, like documents.read"
+            )
+    return frozenset(scopes)
+
+
+class APIKeyCore:
+    """API key operations as sans-IO steps."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._prefix = f"{settings.key_prefix}:{{apikeys}}"
+
+    def _key(self, key_id: str) -> str:
+        return f"{self._prefix}:key:{key_id}"
+
+    @property
+    def _index(self) -> str:
+        return f"{self._prefix}:index"
+
+    def create(
+        self, name: str, scopes: list[str] | tuple[str, ...], *, expires_in: int | None = None
+    ) -> Steps[NewAPIKey]:
+        """Create a key; ``expires_in`` seconds from now, or never."""
+        name = name.strip()
+        if not 1 <= len(name) <= 128 or not name.isprintable():
+            raise ValueError("an API key name is 1..128 printable characters")
+        checked = validate_scopes(scopes)
+        if expires_in is not None and expires_in < 60:
+            raise ValueError("an API key expiry must be at least 60 seconds away")
+        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        expires_ms = int((time.time() + expires_in) * 1000) if expires_in else 0
+        created = yield Script(
+            "key_create",
+            [self._key(key_id), self._index],
+            [
+                key_id,
+                _digest(secret),
+                name,
+                " ".join(sorted(checked)),
+                expires_ms,
+                expires_ms + KEEP_EXPIRED_MS if expires_ms else 0,
+            ],
+        )
+        info = APIKeyInfo(key_id, name, checked, int(created), expires_ms or None, None)
+        return NewAPIKey(f"{PREFIX}_{key_id}_{secret}", info)
+
+    def authenticate(self, key: str) -> Steps[APIKeyInfo]:
+        """The key's record; raises ``APIKeyInvalid`` or ``APIKeyExpired``."""
+        match = _KEY.fullmatch(key) if len(key) <= MAX_KEY_LENGTH else None
+        if match is None:
+            raise APIKeyInvalid("The API key is malformed: expected bst_<id>_<secret>.")
+        key_id, secret = match[1], match[2]
+        digest, name, scopes, created, expires, used = yield Call(
+            "hmget", (self._key(key_id), "h", "n", "s", "c", "x", "u")
+        )
+        if digest is None or not hmac.compare_digest(digest, _digest(secret)):
+            raise APIKeyInvalid()
+        now = int(time.time() * 1000)
+        expires_ms = int(expires or 0)
+        if expires_ms and now >= expires_ms:
+            raise APIKeyExpired()
+        used_ms = int(used or 0)
+        if now - used_ms >= LAST_USED_INTERVAL_MS:
+            used_ms = int((yield Script("key_touch", [self._key(key_id)], [])))
+        return APIKeyInfo(
+            key_id,
+            _text(name or b""),
+            frozenset(_text(scopes or b"").split()),
+            int(created or 0),
+            expires_ms or None,
+            used_ms or None,
+        )
+
+    def list(self) -> Steps[builtins.list[APIKeyInfo]]:
+        """Every key, oldest first."""
+        flat = yield Script("key_list", [self._index], [f"{self._prefix}:key:"])
+        found = []
+        for i in range(0, len(flat), 6):
+            key_id, name, scopes, created, expires, used = (_text(v) for v in flat[i : i + 6])
+            found.append(
+                APIKeyInfo(
+                    key_id,
+                    name,
+                    frozenset(scopes.split()),
+                    int(created or 0),
+                    int(expires or 0) or None,
+                    int(used or 0) or None,
+                )
+            )
+        return sorted(found, key=lambda k: (k.created_ms, k.id))
+
+    def revoke(self, key_id: str) -> Steps[bool]:
+        """Delete a key by id; True if it existed."""
+        if not _KEY_ID.fullmatch(key_id):
+            return False
+        removed = yield Script("key_revoke", [self._key(key_id), self._index], [key_id])
+        return bool(removed)
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("ascii")).digest()
+
+
+class AsyncAPIKeyStore:
+    """API keys for asyncio code."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.core = APIKeyCore(settings)
+        self._run = AsyncRunner(client, SCRIPTS).run
+
+    async def create(
+        self, name: str, scopes: list[str] | tuple[str, ...], *, expires_in: int | None = None
+    ) -> NewAPIKey:
+        """Create a key (the returned ``key`` is the only time its secret is seen)."""
+        return await self._run(self.core.create(name, scopes, expires_in=expires_in))
+
+    async def authenticate(self, key: str) -> APIKeyInfo:
+        """The key's record; raises ``APIKeyInvalid`` or ``APIKeyExpired``."""
+        return await self._run(self.core.authenticate(key))
+
+    async def list(self) -> builtins.list[APIKeyInfo]:
+        """Every key, oldest first, without secrets."""
+        return await self._run(self.core.list())
+
+    async def revoke(self, key_id: str) -> bool:
+        """Delete a key by id; True if it existed."""
+        return await self._run(self.core.revoke(key_id))
+
+
+class SyncAPIKeyStore:
+    """API keys for threaded code and the CLI."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.core = APIKeyCore(settings)
+        self._run = SyncRunner(client, SCRIPTS).run
+
+    def create(
+        self, name: str, scopes: list[str] | tuple[str, ...], *, expires_in: int | None = None
+    ) -> NewAPIKey:
+        """Create a key (the returned ``key`` is the only time its secret is seen)."""
+        return self._run(self.core.create(name, scopes, expires_in=expires_in))
+
+    def authenticate(self, key: str) -> APIKeyInfo:
+        """The key's record; raises ``APIKeyInvalid`` or ``APIKeyExpired``."""
+        return self._run(self.core.authenticate(key))
+
+    def list(self) -> builtins.list[APIKeyInfo]:
+        """Every key, oldest first, without secrets."""
+        return self._run(self.core.list())
+
+    def revoke(self, key_id: str) -> bool:
+        """Delete a key by id; True if it existed."""
+        return self._run(self.core.revoke(key_id))

@@ -1,0 +1,318 @@
+"""Session-bound JWTs, and the RFC 8725 attack list: every forged or stale token gets 401."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from bastion import Bastion, ConfigError, Settings
+from bastion.sessions import keys
+from bastion.settings import JWTKey
+from bastion.tokens.jwt import TYP
+from tests.conftest import demo_app, make_bastion
+
+pytestmark = pytest.mark.anyio
+SECRET = "s" * 40
+COOKIE = "__Host-bastion_session"
+
+
+def _client(bastion: Bastion) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(demo_app(bastion)), base_url="https://t")
+
+
+async def _session_and_jwt(client: httpx.AsyncClient) -> tuple[str, str]:
+    login = await client.post("/login", json={"user": "alice"}, headers={"X-Bastion-Fallback": "1"})
+    token = login.headers["x-bastion-session"]
+    client.cookies.clear()
+    minted = await client.post("/jwt", headers={"X-Bastion-Session": token})
+    assert minted.status_code == 201, minted.text
+    return token, minted.json()["jwt"]
+
+
+async def _me(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.get("/me", headers={"Authorization": f"Bearer {token}"})
+
+
+def _claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "iss": "bastion",
+        "aud": "bastion",
+        "sub": "alice",
+        "sid": "A" * 22,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": "j",
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _b64(data: dict[str, Any] | bytes) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@pytest.fixture
+def hs(backend: str, request: pytest.FixtureRequest) -> Bastion:
+    return make_bastion(backend, request, jwt_secret=SECRET)
+
+
+async def test_jwt_carries_the_sessions_identity(hs: Bastion) -> None:
+    async with _client(hs) as client:
+        session, token = await _session_and_jwt(client)
+        header = jwt.get_unverified_header(token)
+        assert header == {"alg": "HS256", "typ": TYP, "kid": "default"}
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert set(claims) == {"iss", "aud", "sub", "sid", "iat", "nbf", "exp", "jti"}
+        assert claims["exp"] - claims["iat"] == 900
+        by_jwt = (await _me(client, token)).json()
+        by_session = (await client.get("/me", headers={"X-Bastion-Session": session})).json()
+        assert by_jwt["user"] == "alice" and by_jwt["session"] == by_session["session"]
+        assert by_jwt["roles"] == by_session["roles"]
+        assert by_jwt["scopes"] == ["authenticated", "jwt"]
+
+
+async def test_a_jwt_cannot_mint_a_jwt(hs: Bastion) -> None:
+    async with _client(hs) as client:
+        _, token = await _session_and_jwt(client)
+        again = await client.post("/jwt", headers={"Authorization": f"Bearer {token}"})
+        assert again.status_code == 403
+        assert again.json()["type"] == "user_jwt_creation_denied"
+        guest = await client.post("/jwt")
+        assert guest.status_code == 401
+
+
+@pytest.mark.parametrize("how", ["logout", "revoke", "evicted", "expired"])
+async def test_jwt_dies_with_its_session(
+    backend: str, request: pytest.FixtureRequest, how: str
+) -> None:
+    bastion = make_bastion(backend, request, jwt_secret=SECRET, session_limit=1)
+    async with _client(bastion) as client:
+        session, token = await _session_and_jwt(client)
+        assert (await _me(client, token)).status_code == 200
+        sid = session.split(".")[1]
+        if how == "logout":
+            await client.post("/logout", headers={"X-Bastion-Session": session})
+        elif how == "revoke":
+            await bastion.sessions.revoke("alice", sid)
+        elif how == "evicted":
+            await bastion.sessions.create("alice")  # cap 1
+        else:
+            bastion.sync_sessions.client.hset(
+                keys.session("bastion", "alice", sid), "e", int(time.time() * 1000) - 1
+            )
+        dead = await _me(client, token)
+        assert dead.status_code == 401
+        assert dead.json()["type"] == "user_jwt_invalid"
+        assert "session has ended" in dead.json()["message"]
+
+
+def _forge(kind: str, session_token: str, valid: str) -> str:
+    sid = session_token.split(".")[1]
+    good = _claims(sid=sid)
+    header = {"alg": "HS256", "typ": TYP, "kid": "default"}
+
+    def sign(claims: dict[str, Any], **h: Any) -> str:
+        return jwt.encode(claims, SECRET, algorithm="HS256", headers={**header, **h})
+
+    if kind == "alg_none":
+        return f"{_b64({**header, 'alg': 'none'})}.{_b64(good)}."
+    if kind == "alg_outside_list":
+        return jwt.encode(
+            good, SECRET * 2, algorithm="HS512", headers={"typ": TYP, "kid": "default"}
+        )
+    if kind == "tampered_payload":
+        head, _, sig = valid.split(".")
+        return f"{head}.{_b64(_claims(sid=sid, sub='bob'))}.{sig}"
+    if kind == "tampered_signature":
+        head, body, sig = valid.split(".")
+        return f"{head}.{body}.{sig[:-2]}{'AA' if sig[-2:] != 'AA' else 'BB'}"
+    if kind == "expired":
+        return sign(_claims(sid=sid, exp=int(time.time()) - 1))
+    if kind == "nbf_future":
+        return sign(_claims(sid=sid, nbf=int(time.time()) + 300))
+    if kind == "wrong_aud":
+        return sign(_claims(sid=sid, aud="other-app"))
+    if kind == "missing_aud":
+        return sign(_claims(sid=sid, aud=None))
+    if kind == "wrong_iss":
+        return sign(_claims(sid=sid, iss="evil"))
+    if kind == "missing_iss":
+        return sign(_claims(sid=sid, iss=None))
+    if kind == "missing_sid":
+        return sign(_claims(sid=None))
+    if kind == "missing_exp":
+        return sign(_claims(sid=sid, exp=None))
+    if kind == "missing_nbf":
+        return sign(_claims(sid=sid, nbf=None))
+    if kind == "unknown_kid":
+        return sign(good, kid="other")
+    if kind == "no_kid":
+        return jwt.encode(good, SECRET, algorithm="HS256", headers={"typ": TYP})
+    if kind == "wrong_typ":
+        return sign(good, typ="JWT")
+    if kind in ("jku", "x5u", "jwk"):
+        value: Any = (
+            {"kty": "oct", "k": _b64(SECRET.encode())} if kind == "jwk" else "http://127.0.0.1:1/k"
+        )
+        return sign(good, **{kind: value})
+    if kind == "other_deployment":
+        return jwt.encode(good, "o" * 40, algorithm="HS256", headers=header)
+    if kind == "garbage":
+        return "not.a.jwt"
+    if kind == "two_parts":
+        return valid.rsplit(".", 1)[0]
+    raise AssertionError(kind)
+
+
+ATTACKS = [
+    "alg_none", "alg_outside_list", "tampered_payload", "tampered_signature", "expired",
+    "nbf_future", "wrong_aud", "missing_aud", "wrong_iss", "missing_iss", "missing_sid",
+    "missing_exp", "missing_nbf", "unknown_kid", "no_kid", "wrong_typ", "jku", "x5u", "jwk",
+    "other_deployment", "garbage", "two_parts",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ATTACKS)
+async def test_rfc8725_attacks_are_401(hs: Bastion, kind: str) -> None:
+    async with _client(hs) as client:
+        session, valid = await _session_and_jwt(client)
+        assert (await _me(client, valid)).status_code == 200
+        response = await _me(client, _forge(kind, session, valid))
+        assert response.status_code == 401, kind
+        assert response.json()["type"] == "user_jwt_invalid"
+
+
+@pytest.fixture
+def ed_keys(tmp_path: Path) -> tuple[Path, Path]:
+    private = ed25519.Ed25519PrivateKey.generate()
+    private_file, public_file = tmp_path / "ed.pem", tmp_path / "ed.pub.pem"
+    private_file.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public_file.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private_file, public_file
+
+
+async def test_eddsa_and_the_public_key_as_hmac_secret(
+    backend: str, request: pytest.FixtureRequest, ed_keys: tuple[Path, Path]
+) -> None:
+    private_file, public_file = ed_keys
+    key = JWTKey(
+        kid="ed", alg="EdDSA", private_key_file=str(private_file), public_key_file=str(public_file)
+    )
+    bastion = make_bastion(backend, request, jwt_keys=(key,))
+    async with _client(bastion) as client:
+        session, token = await _session_and_jwt(client)
+        assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+        assert (await _me(client, token)).json()["user"] == "alice"
+        # The classic confusion: HS256 "signed" with the public key, under the EdDSA key's kid.
+        claims = _claims(sid=session.split(".")[1])
+        forged = f"{_b64({'alg': 'HS256', 'typ': TYP, 'kid': 'ed'})}.{_b64(claims)}"
+        import hashlib
+        import hmac
+
+        signature = hmac.new(public_file.read_bytes(), forged.encode(), hashlib.sha256).digest()
+        forged += "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+        response = await _me(client, forged)
+        assert response.status_code == 401
+        assert "algorithm" in response.json()["message"]
+
+
+async def test_rotation_old_keys_verify_newest_signs(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    old = JWTKey(kid="2026-10", secret="o" * 40)
+    new = JWTKey(kid="2026-11", secret="n" * 40)
+    before = make_bastion(backend, request, jwt_keys=(old,))
+    async with _client(before) as client:
+        _, old_token = await _session_and_jwt(client)
+    after = Bastion(
+        Settings(jwt_keys=(new, old), redis_url=before.settings.redis_url),
+        redis=before.sessions.client,
+        sync_redis=before.sync_sessions.client,
+    )
+    async with _client(after) as client:
+        assert (await _me(client, old_token)).json()["user"] == "alice"
+        _, new_token = await _session_and_jwt(client)
+        assert jwt.get_unverified_header(new_token)["kid"] == "2026-11"
+    retired = Bastion(
+        Settings(jwt_keys=(new,), redis_url=before.settings.redis_url),
+        redis=before.sessions.client,
+        sync_redis=before.sync_sessions.client,
+    )
+    async with _client(retired) as client:
+        assert (await _me(client, old_token)).status_code == 401
+        assert (await _me(client, new_token)).status_code == 200
+
+
+async def test_jwt_beside_a_session_is_refused(hs: Bastion) -> None:
+    async with _client(hs) as client:
+        session, token = await _session_and_jwt(client)
+        for extra in ({"cookie": f"{COOKIE}={session}"}, {"X-Bastion-Session": session}):
+            response = await client.get(
+                "/me", headers={"Authorization": f"Bearer {token}", **extra}
+            )
+            assert response.status_code == 403
+            assert response.json()["type"] == "user_jwt_and_cookie_set"
+
+
+async def test_jwts_are_off_without_a_key_on_a_real_redis(real_redis: str) -> None:
+    bastion = Bastion(Settings(redis_url=real_redis))
+    assert not bastion.jwt.enabled
+    async with _client(bastion) as client:
+        response = await _me(client, "a.b.c")
+        assert response.status_code == 401
+        assert "not enabled" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"jwt_secret": "short"}, "jwt_keys[default].secret"),
+        ({"jwt_keys": [{"kid": "k", "alg": "HS512", "secret": "x" * 40}]}, "jwt_keys[k].secret"),
+        ({"jwt_keys": [{"kid": "k", "alg": "none", "secret": "x" * 40}]}, "jwt_keys[k].alg"),
+        ({"jwt_keys": [{"kid": "k", "alg": "EdDSA"}]}, "jwt_keys[k].public_key_file"),
+        ({"jwt_keys": [{"kid": "k", "secret": "x" * 40, "color": "red"}]}, "jwt_keys"),
+        ({"jwt_lifetime": 7200}, "jwt_lifetime"),
+        (
+            {"jwt_keys": [{"kid": "a", "secret": "x" * 40}, {"kid": "a", "secret": "y" * 40}]},
+            "jwt_keys",
+        ),
+    ],
+)
+def test_weak_or_broken_jwt_settings_fail_at_start_up(settings: dict[str, Any], name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping(settings)
+    assert info.value.name == name
+
+
+def test_a_key_of_the_wrong_type_fails_at_start_up(
+    tmp_path: Path, ed_keys: tuple[Path, Path]
+) -> None:
+    _, public_file = ed_keys
+    key = JWTKey(kid="rsa", alg="RS256", public_key_file=str(public_file))
+    with pytest.raises(ConfigError, match="suitable for RS256"):
+        Bastion(Settings(jwt_keys=(JWTKey(kid="hs", secret="h" * 40), key)))
+    missing = JWTKey(kid="gone", alg="EdDSA", public_key_file=str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="readable PEM"):
+        Bastion(Settings(jwt_keys=(JWTKey(kid="hs", secret="h" * 40), missing)))
