@@ -1,4 +1,4 @@
-"""Per-request cost of Bastion's session check, next to a bare Starlette app and its peers.
+"""Per-request cost of Bastion's credential checks, next to a bare Starlette app and its peers.
 
 Every request is driven in-process: a fresh ASGI ``scope``, a ``receive`` that returns one
 ``http.request`` message and a ``send`` that only counts ``200`` responses, awaited in a tight
@@ -21,10 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
 import redis.asyncio
 from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    SimpleUser,
+)
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
@@ -44,6 +52,7 @@ TARGET_US = 25.0
 """Budget: an authenticated request may cost one Redis round trip plus this many µs over bare."""
 USER = "alice"
 SECRET_KEY = "bench-secret-key-not-for-production"
+JWT_SECRET = "x" * 40  # HS256 key of Bastion's JWTs and of the plain-pyjwt peer alike
 HMGET_FIELDS = ("h", "e", "l")  # what Bastion reads per request: digest, expiry, last seen
 
 BASE_SCOPE: dict[str, Any] = {
@@ -66,12 +75,15 @@ async def receive() -> Message:
     return REQUEST_MESSAGE
 
 
-def make_scope(path: str = "/me", cookie: bytes | None = None) -> dict[str, Any]:
+def make_scope(
+    path: str = "/me", cookie: bytes | None = None, headers: dict[bytes, bytes] | None = None
+) -> dict[str, Any]:
     """The request template; every request gets a shallow copy (middleware writes to scope)."""
-    headers = [(b"host", b"testserver")]
+    raw = [(b"host", b"testserver")]
     if cookie is not None:
-        headers.append((b"cookie", cookie))
-    return {**BASE_SCOPE, "path": path, "raw_path": path.encode(), "headers": headers}
+        raw.append((b"cookie", cookie))
+    raw += (headers or {}).items()
+    return {**BASE_SCOPE, "path": path, "raw_path": path.encode(), "headers": raw}
 
 
 # --- the apps ------------------------------------------------------------------------------------
@@ -79,8 +91,10 @@ def make_scope(path: str = "/me", cookie: bytes | None = None) -> dict[str, Any]
 
 async def me(request: Request) -> PlainTextResponse:
     """Who the request is, as whichever layer in front of the app saw it."""
-    if "user" in request.scope:  # Bastion
+    if "bastion" in request.scope:  # Bastion: the user id, or key:<id> for an API key
         who = request.user.identity or "guest"
+    elif "user" in request.scope:  # Starlette's AuthenticationMiddleware
+        who = request.user.display_name if request.user.is_authenticated else "guest"
     elif "session" in request.scope:  # Starlette's SessionMiddleware
         who = request.session.get("user", "guest")
     else:
@@ -106,6 +120,45 @@ def hmget_middleware(app: ASGIApp, client: Any, key: str) -> ASGIApp:
         await app(scope, receive, send)
 
     return middleware
+
+
+class PyJWTBackend(AuthenticationBackend):
+    """The peer: Starlette's AuthenticationMiddleware with a plain pyjwt bearer check. Stateless,
+    no Redis, so it cannot revoke a token before its ``exp``."""
+
+    def __init__(self, secret: str, *, audience: str, issuer: str) -> None:
+        self.secret, self.audience, self.issuer = secret, audience, issuer
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=["HS256"],
+                audience=self.audience,
+                issuer=self.issuer,
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError("invalid token") from exc
+        return AuthCredentials(["authenticated"]), SimpleUser(claims["sub"])
+
+
+def pyjwt_token(secret: str, *, audience: str, issuer: str, lifetime: int) -> str:
+    """A token for the peer, with the claims Bastion's JWTs carry (but ``sid``)."""
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": USER,
+        "exp": now + lifetime,
+        "iat": now,
+        "nbf": now,
+        "jti": os.urandom(16).hex(),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 class AnsweringRedis:
@@ -254,7 +307,9 @@ async def pin_cpus(admin: Any, mode: str) -> str:
 
 async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) -> dict[str, Any]:
     app = make_app()
-    bastion = Bastion(Settings(redis_url=url))
+    # One Bastion, with JWTs on, behind every Bastion row, so the rows compare like for like.
+    bastion = Bastion(Settings(redis_url=url, jwt_secret=JWT_SECRET))
+    settings = bastion.settings
     client = bastion.sessions.client  # Bastion's own redis.asyncio.Redis (pool, timeouts, retry)
     admin = redis.asyncio.Redis.from_url(url)
     try:
@@ -270,8 +325,27 @@ async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) 
 
         # Bastion: a real session in the real Redis.
         new = await bastion.sessions.create(USER)
-        bastion_cookie = f"{bastion.settings.cookie_name}={new.token}".encode()
-        session_key = keys.session(bastion.settings.key_prefix, USER, new.session.id)
+        bastion_cookie = f"{settings.cookie_name}={new.token}".encode()
+        session_key = keys.session(settings.key_prefix, USER, new.session.id)
+        # Bastion JWT: minted from that session; each request checks the session is alive.
+        bastion_jwt = bastion.jwt.mint(USER, new.session.id)
+        # Bastion API key. Its first use records last-used (then at most once a minute): do it
+        # here, so the counted and timed requests make only the HMGET.
+        new_key = await bastion.api_keys.create("bench", ["documents.read"])
+        await bastion.api_keys.authenticate(new_key.key)
+        # The peer: Starlette's AuthenticationMiddleware and a plain pyjwt check, no Redis.
+        starlette_auth = AuthenticationMiddleware(
+            app,
+            backend=PyJWTBackend(
+                JWT_SECRET, audience=settings.jwt_audience, issuer=settings.jwt_issuer
+            ),
+        )
+        peer_jwt = pyjwt_token(
+            JWT_SECRET,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            lifetime=settings.jwt_lifetime,
+        )
         if await client.ping() is not True:
             raise SystemExit("Redis PING failed")
         reply = await client.hmget(session_key, *HMGET_FIELDS)
@@ -279,7 +353,7 @@ async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) 
             raise SystemExit(f"HMGET {session_key}: the session hash is missing fields")
         stub = AnsweringRedis(reply)
         bastion_app = bastion.asgi(app)
-        stubbed_app = Bastion(bastion.settings, redis=stub, sync_redis=stub).asgi(app)
+        stubbed_app = Bastion(settings, redis=stub, sync_redis=stub).asgi(app)
 
         async def ping_loop(n: int) -> None:
             for _ in range(n):
@@ -301,11 +375,34 @@ async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) 
                 expect_body=alice,
             ),
             Case.http(
+                "starlette_auth_jwt",
+                "Starlette AuthenticationMiddleware, pyjwt",
+                starlette_auth,
+                make_scope(headers={b"authorization": f"Bearer {peer_jwt}".encode()}),
+                expect_body=alice,
+            ),
+            Case.http(
                 "bastion_session",
                 "Bastion, session cookie (real Redis)",
                 bastion_app,
                 with_cookie,
                 expect_body=alice,
+                expect_redis=1,
+            ),
+            Case.http(
+                "bastion_jwt",
+                "Bastion, JWT (real Redis)",
+                bastion_app,
+                make_scope(headers={b"authorization": f"Bearer {bastion_jwt}".encode()}),
+                expect_body=alice,
+                expect_redis=1,
+            ),
+            Case.http(
+                "bastion_api_key",
+                "Bastion, API key (real Redis)",
+                bastion_app,
+                make_scope(headers={b"x-api-key": new_key.key.encode()}),
+                expect_body=f"key:{new_key.info.id}".encode(),
                 expect_redis=1,
             ),
             Case.http(
