@@ -12,9 +12,11 @@ from bastion.credentials import Credentials
 from bastion.errors import JWTCreationDenied, Unauthorized
 from bastion.identity import Identity
 from bastion.redis_clients import make_clients
+from bastion.redisio import AsyncRunner, SyncRunner
 from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
+from bastion.sessions import scripts as session_scripts
 from bastion.settings import Settings
-from bastion.tokens.apikeys import AsyncAPIKeyStore, SyncAPIKeyStore
+from bastion.tokens import apikeys
 from bastion.tokens.jwt import JWTService
 
 Scope = MutableMapping[str, Any]
@@ -70,10 +72,13 @@ class Bastion:
             made_async, made_sync = make_clients(self.settings)
             redis = redis if redis is not None else made_async
             sync_redis = sync_redis if sync_redis is not None else made_sync
-        self.sessions = AsyncSessionStore(redis, self.settings)
-        self.sync_sessions = SyncSessionStore(sync_redis, self.settings)
-        self.api_keys = AsyncAPIKeyStore(redis, self.settings)
-        self.sync_api_keys = SyncAPIKeyStore(sync_redis, self.settings)
+        scripts = {**session_scripts.ALL, **apikeys.SCRIPTS}
+        self.runner = AsyncRunner(redis, scripts)
+        self.sync_runner = SyncRunner(sync_redis, scripts)
+        self.sessions = AsyncSessionStore(self.runner, self.settings)
+        self.sync_sessions = SyncSessionStore(self.sync_runner, self.settings)
+        self.api_keys = apikeys.AsyncAPIKeyStore(self.runner, self.settings)
+        self.sync_api_keys = apikeys.SyncAPIKeyStore(self.sync_runner, self.settings)
         self.jwt = JWTService(self.settings, embedded=self.settings.redis_url is None)
 
     def asgi(self, app: Any) -> Any:

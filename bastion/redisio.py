@@ -35,8 +35,43 @@ class Script(NamedTuple):
     args: list[Any]
 
 
-Op = Call | Script
+class Batch(NamedTuple):
+    """Several operations sent together in one round trip (a pipeline, not a transaction)."""
+
+    ops: list[Call | Script]
+
+
+Op = Call | Script | Batch
 Steps = Generator[Op, Any, T]
+
+
+def together(*steps: Steps[Any]) -> Steps[list[Any]]:
+    """Run several steps side by side: each round, their next operations go out as one batch."""
+    results: list[Any] = [None] * len(steps)
+    pending: list[tuple[int, Op]] = []
+    for index, step in enumerate(steps):
+        try:
+            pending.append((index, next(step)))
+        except StopIteration as done:
+            results[index] = done.value
+    while pending:
+        if len(pending) == 1:
+            replies = [(yield pending[0][1])]
+        else:
+            flat: list[Call | Script] = []
+            for _, op in pending:
+                if isinstance(op, Batch):
+                    raise TypeError("together() cannot nest batches")
+                flat.append(op)
+            replies = yield Batch(flat)
+        following: list[tuple[int, Op]] = []
+        for (index, _), reply in zip(pending, replies, strict=True):
+            try:
+                following.append((index, steps[index].send(reply)))
+            except StopIteration as done:
+                results[index] = done.value
+        pending = following
+    return results
 
 
 def _unavailable(exc: RedisError) -> ServiceUnavailable:
@@ -44,12 +79,20 @@ def _unavailable(exc: RedisError) -> ServiceUnavailable:
     return ServiceUnavailable()
 
 
-class AsyncRunner:
-    """Runs steps on a ``redis.asyncio`` client."""
-
+class _Runner:
     def __init__(self, client: Any, scripts: Mapping[str, str]) -> None:
         self.client = client
         self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
+
+    def _queue(self, pipe: Any, op: Call | Script) -> None:
+        if isinstance(op, Script):
+            self._scripts[op.name](keys=op.keys, args=op.args, client=pipe)
+        else:
+            getattr(pipe, op.name)(*op.args)
+
+
+class AsyncRunner(_Runner):
+    """Runs steps on a ``redis.asyncio`` client."""
 
     async def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
@@ -57,7 +100,12 @@ class AsyncRunner:
             op = next(steps)
             while True:
                 try:
-                    if isinstance(op, Script):
+                    if isinstance(op, Batch):
+                        pipe = self.client.pipeline(transaction=False)
+                        for item in op.ops:
+                            self._queue(pipe, item)
+                        result = await pipe.execute()
+                    elif isinstance(op, Script):
                         result = await self._scripts[op.name](keys=op.keys, args=op.args)
                     else:
                         result = await getattr(self.client, op.name)(*op.args)
@@ -68,12 +116,8 @@ class AsyncRunner:
             return done.value  # type: ignore[no-any-return]
 
 
-class SyncRunner:
+class SyncRunner(_Runner):
     """Runs steps on a ``redis`` (blocking) client."""
-
-    def __init__(self, client: Any, scripts: Mapping[str, str]) -> None:
-        self.client = client
-        self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
 
     def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
@@ -81,7 +125,12 @@ class SyncRunner:
             op = next(steps)
             while True:
                 try:
-                    if isinstance(op, Script):
+                    if isinstance(op, Batch):
+                        pipe = self.client.pipeline(transaction=False)
+                        for item in op.ops:
+                            self._queue(pipe, item)
+                        result = pipe.execute()
+                    elif isinstance(op, Script):
                         result = self._scripts[op.name](keys=op.keys, args=op.args)
                     else:
                         result = getattr(self.client, op.name)(*op.args)

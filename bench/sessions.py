@@ -463,6 +463,14 @@ async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) 
     return summarize(cases, warmup=warmup, rounds=rounds, requests=requests, pinning=pinning)
 
 
+CREDENTIAL_ROWS = {
+    "bastion_session": "session cookie",
+    "bastion_jwt": "JWT",
+    "bastion_api_key": "API key",
+}
+"""The Bastion rows that each make one HMGET, and their label in the summary lines."""
+
+
 def summarize(
     cases: list[Case], *, warmup: int, rounds: int, requests: int, pinning: str
 ) -> dict[str, Any]:
@@ -490,6 +498,15 @@ def summarize(
     overhead = by_key["bastion_session"].median - bare
     round_trip = by_key["redis_hmget"].median
     beyond = overhead - round_trip
+    # Every Bastion credential costs one HMGET; what each costs beyond it, on the same budget.
+    credentials = {}
+    for key in CREDENTIAL_ROWS:
+        cost = by_key[key].median - bare
+        credentials[key] = {
+            "overhead_us": round(cost, 2),
+            "overhead_minus_round_trip_us": round(cost - round_trip, 2),
+            "within_budget": cost - round_trip <= TARGET_US,
+        }
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -512,6 +529,11 @@ def summarize(
                 by_key["bastion_session"].median - by_key["hmget_middleware"].median, 2
             ),
         },
+        "credentials": credentials,
+        # Bastion's JWT check over the stateless peer: the price of revocation (the HMGET).
+        "bastion_jwt_over_starlette_auth_jwt_us": round(
+            by_key["bastion_jwt"].median - by_key["starlette_auth_jwt"].median, 2
+        ),
     }
 
 
@@ -520,11 +542,11 @@ def render(summary: dict[str, Any]) -> str:
         return "-" if value is None else format(value, fmt)
 
     header = (
-        f"{'case':<40}{'us/req':>9}{'x bare':>8}{'+us vs bare':>13}"
+        f"{'case':<44}{'us/req':>9}{'x bare':>8}{'+us vs bare':>13}"
         f"{'redis cmds/req':>16}{'rounds min..max':>18}"
     )
     lines = [
-        f"Bastion session benchmark: in-process ASGI on {summary['event_loop']}, "
+        f"Bastion auth benchmark: in-process ASGI on {summary['event_loop']}, "
         f"{summary['implementation']} {summary['python']}; median of {summary['rounds']} rounds "
         f"x {summary['requests_per_round']} requests, after {summary['warmup']} warm-up",
         f"CPU: {summary['cpu_pinning']}",
@@ -539,21 +561,28 @@ def render(summary: dict[str, Any]) -> str:
             shown_reference = True
         spread = f"{row['min_us']:.1f}..{row['max_us']:.1f}"
         lines.append(
-            f"{row['name']:<40}{row['us_per_request']:>9.1f}{num(row['ratio_to_bare'], '.2f'):>8}"
+            f"{row['name']:<44}{row['us_per_request']:>9.1f}{num(row['ratio_to_bare'], '.2f'):>8}"
             f"{num(row['overhead_us'], '+.1f'):>13}"
             f"{num(row['redis_commands_per_request'], '.2f'):>16}{spread:>18}"
         )
     t = summary["target"]
     verdict = "WITHIN target" if t["within_target"] else "NOT within target"
     own, over_io = t["bastion_own_work_us"], t["bastion_over_hmget_middleware_us"]
+    lines.append("")
+    width = max(len(label) for label in CREDENTIAL_ROWS.values()) + 2
+    for key, label in CREDENTIAL_ROWS.items():
+        c = summary["credentials"][key]
+        lines.append(
+            f"Bastion overhead {f'({label})':<{width}} {c['overhead_us']:>6.1f} us"
+            f" - one Redis round trip (HMGET) {t['redis_round_trip_us']:.1f} us"
+            f" = {c['overhead_minus_round_trip_us']:.1f} us"
+        )
     lines += [
-        "",
-        f"Bastion overhead (session cookie) {t['bastion_overhead_us']:.1f} us"
-        f" - one Redis round trip (HMGET) {t['redis_round_trip_us']:.1f} us"
-        f" = {t['overhead_minus_round_trip_us']:.1f} us",
-        f"target: one Redis round trip + {t['budget_us']:g} us -> {verdict}",
+        f"target (session cookie): one Redis round trip + {t['budget_us']:g} us -> {verdict}",
         f"  Bastion's own work (Redis stubbed in memory): {own:.1f} us;"
         f" Bastion over the minimal 1-HMGET middleware: {over_io:+.1f} us",
+        f"  Bastion JWT over Starlette AuthenticationMiddleware + pyjwt (no revocation):"
+        f" {summary['bastion_jwt_over_starlette_auth_jwt_us']:+.1f} us",
     ]
     return "\n".join(lines)
 
@@ -561,7 +590,7 @@ def render(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="./scripts/bench",
-        description="us per request of Bastion's session check vs bare Starlette, in-process ASGI.",
+        description="us per request of Bastion's credential checks vs bare Starlette, in-process.",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--quick", action="store_true", help="few requests: a smoke test")

@@ -23,7 +23,18 @@ def test_quick_benchmark_runs(redis_server: RedisServer) -> None:
     )
     summary = json.loads(done.stdout)
     rows = {row["key"]: row for row in summary["rows"]}
-    assert {"bare", "starlette_session", "bastion_session", "bastion_guest"} <= set(rows)
+    assert {
+        "bare",
+        "starlette_session",
+        "bastion_session",
+        "bastion_guest",
+        "bastion_jwt",
+        "bastion_api_key",
+        "starlette_auth_jwt",
+    } <= set(rows)
     assert rows["bastion_session"]["redis_commands_per_request"] == 1.0  # one round trip
+    assert rows["bastion_jwt"]["redis_commands_per_request"] == 1.0  # is the session alive
+    assert rows["bastion_api_key"]["redis_commands_per_request"] == 1.0  # the key's record
     assert rows["bastion_guest"]["redis_commands_per_request"] == 0.0  # guests cost none
+    assert rows["starlette_auth_jwt"]["redis_commands_per_request"] == 0.0  # stateless peer
     assert all(row["us_per_request"] > 0 for row in rows.values())

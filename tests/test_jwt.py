@@ -316,3 +316,23 @@ def test_a_key_of_the_wrong_type_fails_at_start_up(
     missing = JWTKey(kid="gone", alg="EdDSA", public_key_file=str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="readable PEM"):
         Bastion(Settings(jwt_keys=(JWTKey(kid="hs", secret="h" * 40), missing)))
+
+
+def test_verified_tokens_are_cached_but_still_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.errors import JWTInvalid
+    from bastion.tokens import jwt as jwt_module
+    from bastion.tokens.jwt import JWTService
+
+    service = JWTService(Settings(jwt_secret=SECRET, jwt_lifetime=60))
+    token = service.mint("alice", "A" * 22)
+    assert service.verify(token).user_id == "alice"
+    assert token in service._verified
+    assert service.verify(token).session_id == "A" * 22  # served from the cache
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    with pytest.raises(JWTInvalid):
+        service.verify(tampered)  # a different string is never a cache hit
+    later = time.time() + 61
+    monkeypatch.setattr(jwt_module.time, "time", lambda: later)
+    with pytest.raises(JWTInvalid, match="expired"):
+        service.verify(token)
+    assert token not in service._verified

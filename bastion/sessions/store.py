@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from bastion.identity import is_valid_id
 from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
-from bastion.sessions import keys, scripts
+from bastion.sessions import keys
 from bastion.sessions.token import (
     format_token,
     hash_secret,
@@ -249,10 +249,11 @@ class SessionCore:
 class AsyncSessionStore:
     """Session store for asyncio code, on ``redis.asyncio``."""
 
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(self, runner: AsyncRunner, settings: Settings) -> None:
         self.core = SessionCore(settings)
-        self.client = client
-        self._run = AsyncRunner(client, scripts.ALL).run
+        self.runner = runner
+        self.client = runner.client
+        self._run = runner.run
 
     async def create(
         self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
@@ -284,10 +285,11 @@ class AsyncSessionStore:
 class SyncSessionStore:
     """Session store for threaded code (WSGI, CLI, scripts), on ``redis``."""
 
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(self, runner: SyncRunner, settings: Settings) -> None:
         self.core = SessionCore(settings)
-        self.client = client
-        self._run = SyncRunner(client, scripts.ALL).run
+        self.runner = runner
+        self.client = runner.client
+        self._run = runner.run
 
     def create(
         self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None

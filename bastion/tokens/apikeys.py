@@ -224,9 +224,9 @@ def _digest(secret: str) -> bytes:
 class AsyncAPIKeyStore:
     """API keys for asyncio code."""
 
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(self, runner: AsyncRunner, settings: Settings) -> None:
         self.core = APIKeyCore(settings)
-        self._run = AsyncRunner(client, SCRIPTS).run
+        self._run = runner.run
 
     async def create(
         self, name: str, scopes: list[str] | tuple[str, ...], *, expires_in: int | None = None
@@ -250,9 +250,9 @@ class AsyncAPIKeyStore:
 class SyncAPIKeyStore:
     """API keys for threaded code and the CLI."""
 
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(self, runner: SyncRunner, settings: Settings) -> None:
         self.core = APIKeyCore(settings)
-        self._run = SyncRunner(client, SCRIPTS).run
+        self._run = runner.run
 
     def create(
         self, name: str, scopes: list[str] | tuple[str, ...], *, expires_in: int | None = None

@@ -26,6 +26,7 @@ logger = logging.getLogger("bastion.jwt")
 
 TYP = "bastion+jwt"
 MAX_JWT_LENGTH = 4096
+VERIFIED_CACHE_SIZE = 10_000
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "iat", "nbf", "exp", "jti"]
 _REFUSED_HEADERS = ("jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256")
 _EMBEDDED_KID = "embedded"
@@ -101,6 +102,10 @@ class JWTService:
             keyset = (JWTKey(kid=_EMBEDDED_KID, secret=secrets.token_urlsafe(48)),)
         self._keys = {k.kid: _load(k) for k in keyset}
         self._signer = self._keys[keyset[0].kid] if keyset else None
+        # token -> (subject, nbf, exp). A token is immutable: once its signature and claims have
+        # been checked, the same string needs only its time window checked again. The session
+        # behind it is still checked on every request by the caller.
+        self._verified: dict[str, tuple[JWTSubject, int, int]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -127,6 +132,19 @@ class JWTService:
 
     def verify(self, token: str) -> JWTSubject:
         """The session a JWT speaks for; raises ``JWTInvalid`` with the reason."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            subject, not_before, expires = hit
+            if not_before <= time.time() < expires:
+                return subject
+            self._verified.pop(token, None)
+        subject, not_before, expires = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (subject, not_before, expires)
+        return subject
+
+    def _verify(self, token: str) -> tuple[JWTSubject, int, int]:
         if not self._keys:
             raise JWTInvalid("Failed to verify JWT: JWTs are not enabled on this server.")
         if len(token) > MAX_JWT_LENGTH or token.count(".") != 2:
@@ -174,4 +192,8 @@ class JWTService:
             raise JWTInvalid("Failed to verify JWT: invalid subject.")
         if not (isinstance(sid, str) and is_session_id(sid)) or not isinstance(jti, str):
             raise JWTInvalid("Failed to verify JWT: invalid session id.")
-        return JWTSubject(sub, sid, jti)
+        not_before, expires = int(claims["nbf"]), int(claims["exp"])
+        # The cache in verify() judges the time window by this clock, so the first check does too.
+        if time.time() >= expires:
+            raise JWTInvalid("Failed to verify JWT: the token has expired.")
+        return JWTSubject(sub, sid, jti), not_before, expires
