@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -117,6 +118,56 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_paths(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(policy paths, config files): the PATHS given, else those of the settings, else '.'."""
+    paths = [p for p in args.paths if not p.endswith(".toml")]
+    configs = [p for p in args.paths if p.endswith(".toml")]
+    config = args.config or os.environ.get("BASTION_CONFIG")
+    if config and config not in configs:
+        configs.append(config)
+    if not paths:
+        for toml in configs:
+            try:
+                settings = Settings.load(toml, env={})
+            except ConfigError:
+                continue  # reported by the config check below
+            paths += list(settings.policy_files)
+            if settings.policy_model:
+                paths.append(settings.policy_model)
+    return (paths or (["."] if not configs else [])), configs
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from bastion.policies import tooling
+
+    paths, configs = _policy_paths(args)
+    if args.action == "reload":
+        settings = _shared_redis(args, "policy reload")
+        if settings is None:
+            return 2
+        from bastion.core import Bastion
+        from bastion.policies.watch import announce
+
+        version = announce(settings, Bastion(settings).sync_sessions.client)
+        print(f"announced policy version {version}: every worker reloads at its next check")
+        return 0
+    if args.action == "check":
+        status = 0
+        for toml in configs:
+            try:
+                Settings.load(toml, env={})
+                print(f"{toml}: ok")
+            except ConfigError as exc:
+                print(f"{toml}: error: {exc}")
+                status = 1
+        if paths:
+            status = max(status, tooling.check(paths, sys.stdout))
+        return status
+    if args.action == "test":
+        return tooling.test(paths, sys.stdout)
+    return tooling.explain(paths, args.principal, args.act, args.resource, sys.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bastion`` command."""
     parser = argparse.ArgumentParser(prog="bastion", description=__doc__)
@@ -159,12 +210,36 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_key.add_argument("key_id")
     common(revoke_key)
     keys.set_defaults(run=_keys)
+
+    policy = sub.add_parser("policy", help="check, test or explain policy files; announce reloads")
+    policy_actions = policy.add_subparsers(dest="action", required=True)
+    paths_help = "policy files, folders or bastion.toml (default: those of --config, else .)"
+    check = policy_actions.add_parser("check", help="strict parsing with file:line errors")
+    check.add_argument("paths", nargs="*", help=paths_help)
+    check.add_argument("--config", metavar="FILE", help="bastion.toml to check with its routes")
+    test = policy_actions.add_parser("test", help="run the YAML test suites beside the policy")
+    test.add_argument("paths", nargs="*", help=paths_help)
+    test.add_argument("--config", metavar="FILE", help="bastion.toml naming the policy files")
+    explain = policy_actions.add_parser("explain", help="allow or deny, and the rule(s) why")
+    explain.add_argument("paths", nargs="*", help=paths_help)
+    explain.add_argument("--config", metavar="FILE", help="bastion.toml naming the policy files")
+    explain.add_argument(
+        "--as", dest="principal", required=True, help="a user id, or roles joined by commas"
+    )
+    explain.add_argument("--action", dest="act", required=True)
+    explain.add_argument("--resource", required=True)
+    reload = policy_actions.add_parser("reload", help="tell every worker to reload its policy")
+    reload.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    common(reload)
+    policy.set_defaults(run=_policy)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bastion`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # pycasbin logs every model and policy line at INFO: noise here, and not ours to print.
+    logging.getLogger("casbin").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))

@@ -11,6 +11,9 @@ from bastion.cookies import clear_cookie, session_cookie
 from bastion.credentials import Credentials
 from bastion.errors import JWTCreationDenied, Unauthorized
 from bastion.identity import Identity
+from bastion.policies import grants
+from bastion.policies.authorizer import Authorizer
+from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
 from bastion.redisio import AsyncRunner, SyncRunner
 from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
@@ -72,7 +75,7 @@ class Bastion:
             made_async, made_sync = make_clients(self.settings)
             redis = redis if redis is not None else made_async
             sync_redis = sync_redis if sync_redis is not None else made_sync
-        scripts = {**session_scripts.ALL, **apikeys.SCRIPTS}
+        scripts = {**session_scripts.ALL, **apikeys.SCRIPTS, **grants.SCRIPTS}
         self.runner = AsyncRunner(redis, scripts)
         self.sync_runner = SyncRunner(sync_redis, scripts)
         self.sessions = AsyncSessionStore(self.runner, self.settings)
@@ -80,6 +83,17 @@ class Bastion:
         self.api_keys = apikeys.AsyncAPIKeyStore(self.runner, self.settings)
         self.sync_api_keys = apikeys.SyncAPIKeyStore(self.sync_runner, self.settings)
         self.jwt = JWTService(self.settings, embedded=self.settings.redis_url is None)
+        self.policy = load_holder(self.settings)
+        self.authorizer = Authorizer(self.settings, lambda: self.policy.engine)
+        grant_core = grants.GrantCore(
+            self.settings.key_prefix,
+            lambda: self.policy.engine,
+            admin_roles=self.settings.admin_roles,
+            child_security=[r.path for r in self.settings.resources if r.child_security],
+        )
+        self.permissions = grants.AsyncGrantStore(self.runner, grant_core)
+        self.sync_permissions = grants.SyncGrantStore(self.sync_runner, grant_core)
+        self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis)
 
     def asgi(self, app: Any) -> Any:
         """Wrap an ASGI app so every request is authenticated."""

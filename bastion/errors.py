@@ -140,3 +140,19 @@ class MissingScope(Unauthorized):
     def __init__(self, scope: str, who: str = "API key") -> None:
         self.scope = scope
         super().__init__(f"{who} is missing the scope {scope!r} that this route requires.")
+
+
+class Forbidden(BastionError):
+    """A signed-in caller whom the permissions do not allow this action on this resource."""
+
+    status = 403
+    type = "general_access_forbidden"
+    default_message = "The current user is not allowed to perform this action on this resource."
+
+
+class NotFound(BastionError):
+    """A denied read on a route that hides whether the resource exists."""
+
+    status = 404
+    type = "general_not_found"
+    default_message = "The requested resource could not be found."

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
 from bastion.errors import ConfigError
+from bastion.identity import is_role
+from bastion.policies.routes import ResourceSpec, RouteSpec
 
 SameSite = Literal["lax", "strict", "none"]
+Unmatched = Literal["deny", "authenticated", "allow"]
 
 ONE_YEAR = 31_536_000
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
@@ -111,6 +114,23 @@ class Settings:
     jwt_audience: str = "bastion"
     """``aud`` of the JWTs this deployment mints and accepts; give each deployment its own."""
 
+    policy_model: str | None = None
+    """Casbin model file; None uses the shipped Appwrite-style model."""
+    policy_files: tuple[str, ...] = ()
+    """Casbin policy CSV files (``p`` and ``g`` lines) the teams edit."""
+    policy_reload_interval: float = 2.0
+    """Seconds between checks for changed policy files and announced reloads; 0 turns them off."""
+    routes: tuple[RouteSpec, ...] = ()
+    """The route map (``[[routes]]``): authorization is on when it has entries or policy files."""
+    resources: tuple[ResourceSpec, ...] = ()
+    """Container settings (``[[resources]]``): where children's own permissions count."""
+    unmatched_routes: Unmatched = "deny"
+    """What happens to requests no route matches once authorization is on."""
+    report_only: bool = False
+    """Log every decision without enforcing it, to roll Bastion out on an existing app."""
+    admin_roles: tuple[str, ...] = ()
+    """Roles whose holders may grant per-resource permissions to any role."""
+
     def __post_init__(self) -> None:
         _in_range("redis_timeout", self.redis_timeout, 0.05, 60.0)
         if not _KEY_PREFIX.fullmatch(self.key_prefix):
@@ -164,6 +184,20 @@ class Settings:
         for name in ("jwt_issuer", "jwt_audience"):
             if not 1 <= len(getattr(self, name)) <= 256:
                 raise ConfigError(name, getattr(self, name), "1-256 characters")
+        if self.policy_reload_interval != 0:
+            _in_range("policy_reload_interval", self.policy_reload_interval, 0.1, 3600)
+        if self.unmatched_routes not in get_args(Unmatched):
+            raise ConfigError(
+                "unmatched_routes", self.unmatched_routes, "one of deny, authenticated, allow"
+            )
+        for role in self.admin_roles:
+            if not is_role(role):
+                raise ConfigError("admin_roles", role, "roles like label:admin or team:ops/owner")
+
+    @property
+    def authorization(self) -> bool:
+        """Whether requests are authorized (a route map or policy files are configured)."""
+        return bool(self.routes or self.policy_files)
 
     @property
     def jwt_keyset(self) -> tuple[JWTKey, ...]:
@@ -254,6 +288,17 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             return value.strip() if hint is str else value.strip().lower()
         raise ConfigError(name, value, "a string")
+    for spec in (RouteSpec, ResourceSpec):
+        if hint == tuple[spec, ...]:  # type: ignore[valid-type]
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(name, value, f"a list of [[{name}]] tables")
+            specs = []
+            for index, item in enumerate(value):
+                try:
+                    specs.append(item if isinstance(item, spec) else spec.from_table(item))
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise ConfigError(f"{name}[{index}]", item, f"a valid entry ({exc})") from None
+            return tuple(specs)
     if hint == tuple[JWTKey, ...]:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(name, value, "a list of [[jwt_keys]] tables")
@@ -290,7 +335,21 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("config", str(path), f"valid TOML ({exc})") from None
     # Settings may sit at the top level or under [bastion]; other tables belong to later layers.
     section = data.get("bastion", data)
-    return {k: v for k, v in section.items() if not isinstance(v, dict)}
+    values = {k: v for k, v in section.items() if not isinstance(v, dict)}
+    # File names in the file are relative to the file, wherever the app is started from.
+    base = path.parent
+    for name in ("policy_model",):
+        if isinstance(values.get(name), str):
+            values[name] = str(base / values[name])
+    if isinstance(values.get("policy_files"), list):
+        values["policy_files"] = [
+            str(base / f) if isinstance(f, str) else f for f in values["policy_files"]
+        ]
+    for key in values.get("jwt_keys", ()) if isinstance(values.get("jwt_keys"), list) else ():
+        for name in ("private_key_file", "public_key_file"):
+            if isinstance(key, dict) and isinstance(key.get(name), str):
+                key[name] = str(base / key[name])
+    return values
 
 
 def _read_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,50 @@ def test_console_script_is_installed() -> None:
         [sys.executable, "-m", "bastion.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "demo" in out and "sessions" in out
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "bastion" / "policies" / "examples"
+
+
+def test_policy_check_test_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "check", str(EXAMPLES)]) == 0
+    assert main(["policy", "test", str(EXAMPLES)]) == 0
+    assert " 0 failed" in capsys.readouterr().out
+    resource = "databases/main/collections/notes/documents/n1"
+    assert main(["policy", "explain", str(EXAMPLES), "--as", "alice", "--action", "update",
+                 "--resource", resource]) == 0  # fmt: skip
+    assert "ALLOW" in capsys.readouterr().out
+    assert main(["policy", "explain", str(EXAMPLES), "--as", "any,guests", "--action", "read",
+                 "--resource", resource]) == 1  # fmt: skip
+
+    broken = tmp_path / "policy.csv"
+    broken.write_text((EXAMPLES / "policy.csv").read_text() + "p, users, notes*, read\n")
+    capsys.readouterr()
+    assert main(["policy", "check", str(broken)]) == 1
+    lines = (EXAMPLES / "policy.csv").read_text().count("\n") + 1
+    assert f"policy.csv:{lines}: error" in capsys.readouterr().out
+
+
+def test_policy_check_reads_the_route_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "policy.csv").write_text("p, users, notes/*, read\n")
+    config = tmp_path / "bastion.toml"
+    config.write_text(
+        'policy_files = ["policy.csv"]\n'
+        "[[routes]]\n"
+        'method = "GET"\npath = "/notes/{id}"\naction = "read"\nresource = "notes/{id}"\n'
+    )
+    assert main(["policy", "check", "--config", str(config)]) == 0
+    config.write_text(
+        config.read_text().replace('resource = "notes/{id}"', 'resource = "notes/{nid}"')
+    )
+    assert main(["policy", "check", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "routes[0]" in out and "{nid}" in out
+
+
+def test_policy_reload_announces(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "reload", "--redis-url", real_redis]) == 0
+    assert main(["policy", "reload", "--redis-url", real_redis]) == 0
+    assert "version 2" in capsys.readouterr().out

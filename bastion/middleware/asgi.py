@@ -23,6 +23,7 @@ from bastion.errors import (
     Unauthorized,
 )
 from bastion.identity import Identity
+from bastion.redisio import Steps, together
 from bastion.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -61,14 +62,25 @@ class BastionMiddleware:
         self._session_header = s.session_header.lower().encode()
         self._allowed_origins = s.allowed_origins
         self._clear_cookie = (b"set-cookie", clear_cookie(s).encode())
+        self._watching = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if not self._watching:
+            # Started by the first request, so each worker process (after a fork) runs its own.
+            self._watching = True
+            if self.bastion.authorizer.active:
+                self.bastion.policy_watcher.start()
         credentials = read_credentials(scope["headers"], self._cookie_name, self._session_header)
+        authorizer = self.bastion.authorizer
         try:
-            identity = await self._authenticate(credentials)
+            target = None
+            if authorizer.active:
+                target = authorizer.target(scope.get("method", "GET"), _raw_path(scope))
+            rows_for = target.resource if target and authorizer.needs_rows(target) else None
+            identity, rows = await self._authenticate(credentials, rows_for)
             if credentials.source == "cookie" and is_cross_site(
                 scope.get("method", "GET"),
                 scope.get("scheme", "http"),
@@ -77,6 +89,8 @@ class BastionMiddleware:
                 websocket=scope["type"] == "websocket",
             ):
                 raise CrossSiteRequest()
+            if authorizer.active:
+                authorizer.authorize(identity, target, rows)
         except BastionError as exc:
             # A stale cookie is cleared with the 401 so the browser's next request is a guest's.
             clear = credentials.source == "cookie" and isinstance(exc, Unauthorized)
@@ -108,25 +122,48 @@ class BastionMiddleware:
                 raise
             await self._refuse(scope, receive, send, exc, clear=False)
 
-    async def _authenticate(self, credentials: Credentials) -> Identity:
+    async def _authenticate(
+        self, credentials: Credentials, rows_for: str | None
+    ) -> tuple[Identity, list[tuple[str, str]]]:
+        """Who is calling, plus the resource's own permission rows when they count.
+
+        The rows are read in the same round trip as the credential (one pipeline), never after
+        it; API keys skip resource permissions, so their requests do not read them.
+        """
         kind, token = credentials.kind, credentials.token
         if credentials.problem is not None:
             raise _PROBLEMS[credentials.problem, kind]()
+        bastion = self.bastion
+        rows_steps = bastion.permissions.core.rows(rows_for) if rows_for and kind != "key" else None
         if kind is None or token is None:
-            return Identity.guest()
+            rows = await bastion.runner.run(rows_steps) if rows_steps is not None else []
+            return Identity.guest(), rows
         if kind == "session":
-            active = await self.bastion.sessions.authenticate(token)
+            active, rows = await self._with_rows(
+                bastion.sessions.core.authenticate(token), rows_steps
+            )
             if active is None:
                 raise SessionInvalid()
-            return Identity.for_session(active.user_id, active.session_id)
+            return Identity.for_session(active.user_id, active.session_id), rows
         if kind == "jwt":
-            subject = self.bastion.jwt.verify(token)
+            subject = bastion.jwt.verify(token)
             # Session-bound: a JWT dies with its session (revoked, evicted, expired).
-            if await self.bastion.sessions.alive(subject.user_id, subject.session_id) is None:
+            active, rows = await self._with_rows(
+                bastion.sessions.core.alive(subject.user_id, subject.session_id), rows_steps
+            )
+            if active is None:
                 raise JWTInvalid("Failed to verify JWT: its session has ended.")
-            return Identity.for_jwt(subject.user_id, subject.session_id)
-        info = await self.bastion.api_keys.authenticate(token)
-        return Identity.for_key(info.id, info.scopes)
+            return Identity.for_jwt(subject.user_id, subject.session_id), rows
+        info = await bastion.api_keys.authenticate(token)
+        return Identity.for_key(info.id, info.scopes), []
+
+    async def _with_rows(
+        self, steps: Steps[Any], rows_steps: Steps[list[tuple[str, str]]] | None
+    ) -> tuple[Any, list[tuple[str, str]]]:
+        if rows_steps is None:
+            return await self.bastion.runner.run(steps), []
+        found, rows = await self.bastion.runner.run(together(steps, rows_steps))
+        return found, rows
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, exc: BastionError, clear: bool
@@ -161,3 +198,11 @@ class BastionMiddleware:
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": 1008})
+
+
+def _raw_path(scope: Scope) -> str:
+    # The path as sent, still percent-encoded, so an encoded "/" cannot split an id in two.
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes):
+        return raw.split(b"?", 1)[0].decode("latin-1")
+    return str(scope.get("path", "/"))

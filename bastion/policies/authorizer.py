@@ -1,0 +1,130 @@
+"""Steps 3 and 4 of a request: which resource and action it asks for, and whether it may (sans-IO).
+
+The middleware hands over the identity and, where the container's ``document_security`` is on,
+the resource's own permission rows (read in the same round trip as the credential). Guests who
+are refused get 401 (logging in may help), signed-in users 403, or 404 on routes that hide
+existence; API keys skip resource permissions but need the route's scope.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bastion.errors import BastionError, Forbidden, MissingScope, NotFound, Unauthorized
+from bastion.identity import Identity
+from bastion.policies.engine import Decision, PolicyEngine
+from bastion.policies.grants import child_of
+from bastion.policies.routes import RouteMap, Target
+from bastion.settings import Settings
+
+logger = logging.getLogger("bastion.decisions")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What was decided for one request, for the log and for ``scope["bastion"]``."""
+
+    allowed: bool
+    reason: str
+    decision: Decision | None = None
+
+
+class Authorizer:
+    """The route map, the container settings and the current policy, applied to requests."""
+
+    def __init__(self, settings: Settings, engine: Callable[[], PolicyEngine]) -> None:
+        self.settings = settings
+        self.active = settings.authorization
+        self.routes = RouteMap(settings.routes)
+        self._engine = engine
+        self._child_security = frozenset(r.path for r in settings.resources if r.child_security)
+
+    def target(self, method: str, raw_path: str) -> Target | None:
+        """The route and resource of a request (``BadRequest`` for an unusable id)."""
+        return self.routes.match(method, raw_path)
+
+    def needs_rows(self, target: Target | None) -> bool:
+        """Whether the resource's own permission rows count for this request."""
+        if target is None:
+            return False
+        child = child_of(target.resource)
+        return child is not None and child.container in self._child_security
+
+    def authorize(
+        self, identity: Identity, target: Target | None, rows: Sequence[tuple[str, str]] = ()
+    ) -> Verdict:
+        """Allow, or raise the error the caller should see (unless report-only)."""
+        try:
+            verdict = self._judge(identity, target, rows)
+        except BastionError as refusal:
+            self._log(identity, target, False, f"{refusal.type}: {refusal.message}", None)
+            if self.settings.report_only:
+                return Verdict(True, f"report-only: would refuse ({refusal.type})")
+            raise
+        if not verdict.allowed:
+            self._log(identity, target, False, verdict.reason, verdict.decision)
+            if self.settings.report_only:
+                return Verdict(
+                    True, f"report-only: would deny ({verdict.reason})", verdict.decision
+                )
+            raise self._refusal(identity, target)
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log(identity, target, True, verdict.reason, verdict.decision)
+        return verdict
+
+    def _judge(
+        self, identity: Identity, target: Target | None, rows: Sequence[tuple[str, str]]
+    ) -> Verdict:
+        if target is None:
+            rule = self.settings.unmatched_routes
+            if rule == "allow" or (rule == "authenticated" and identity.is_authenticated):
+                return Verdict(True, f"no route matched; unmatched_routes = {rule}")
+            if not identity.is_authenticated:
+                raise Unauthorized()
+            return Verdict(False, f"no route matched; unmatched_routes = {rule}")
+        route = target.route
+        if identity.kind == "key":
+            if route.scope is None:
+                raise MissingScope("(none: this route accepts no API key)")
+            identity.require_scope(route.scope)
+            return Verdict(True, f"API key holds scope {route.scope}")
+        decision = self._engine().decide(identity.roles, route.action, target.resource, rows)
+        return Verdict(decision.allowed, decision.reason, decision)
+
+    @staticmethod
+    def _refusal(identity: Identity, target: Target | None) -> BastionError:
+        if target is not None and target.route.not_found:
+            return NotFound()
+        if not identity.is_authenticated:
+            return Unauthorized()
+        return Forbidden()
+
+    def _log(
+        self,
+        identity: Identity,
+        target: Target | None,
+        allowed: bool,
+        reason: str,
+        decision: Decision | None,
+    ) -> None:
+        event = {
+            "result": "allow" if allowed else "deny",
+            "subject": identity.identity or "guest",
+            "kind": identity.kind,
+            "roles": sorted(identity.roles),
+            "action": target.route.action if target else None,
+            "resource": target.resource if target else None,
+            "route": target.route.path if target else None,
+            "rule": [f"{r} ({r.source})" for r in decision.rules] if decision else [],
+            "reason": reason,
+            "report_only": self.settings.report_only,
+        }
+        logger.log(
+            logging.DEBUG if allowed else logging.INFO,
+            "%(result)s subject=%(subject)s action=%(action)s resource=%(resource)s "
+            "reason=%(reason)s",
+            event,
+            extra={"bastion_decision": event},
+        )

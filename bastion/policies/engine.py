@@ -1,0 +1,492 @@
+"""The decision engine: Casbin's meaning, served from an index.
+
+For the two shipped models a decision gathers only the rules that can match: under the grammar,
+``keyMatch(r.obj, p.obj)`` can only be true for ``p.obj`` equal to the path, to one of its
+ancestors followed by ``/*``, or to ``*``; ``p.sub in r.sub`` only for subjects in the role set;
+and the action clause only for ``p.act`` equal to the action or ``write``. The rules are indexed
+``obj → sub → act``, so gathering is a few dict look-ups whatever the policy size. Casbin's own
+compiled matcher (its SimpleEval expression and function map) then decides on those few rules
+plus the resource's own permission rows, and Casbin's effector combines the results.
+
+Any other model is served by ``casbin.Enforcer`` itself (a linear scan per decision).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from casbin import Enforcer  # type: ignore[import-untyped]
+from casbin.core_enforcer import CoreEnforcer  # type: ignore[import-untyped]
+from casbin.effect import Effector, effect_to_bool, get_effector  # type: ignore[import-untyped]
+from casbin.persist import Adapter  # type: ignore[import-untyped]
+from casbin.util import generate_g_function, util  # type: ignore[import-untyped]
+
+from bastion.policies.diagnostics import Diagnostic, PolicyError
+from bastion.policies.grammar import ACTIONS, covering_objects, is_resource, resource_problem
+from bastion.policies.loader import load_policy_strict
+from bastion.policies.modeldef import ModelSpec, casbin_functions, default_model
+from bastion.policies.rules import DOCUMENT, Policy, Rule
+
+__all__ = ["Decision", "PolicyEngine"]
+
+_REQUEST_ACTIONS: Final = frozenset(ACTIONS)
+_NO_RULE: Final = "no rule grants this action on this resource or its ancestors to these roles"
+_OTHER_EFFECT: Final = "the only matching rules have an effect other than allow or deny"
+_EXPAND_CACHE: Final = 4096
+# The measured cost of pycasbin 2.8.0's enforce() on this model (research/casbin.md §3).
+_SCAN_FLOOR_US: Final = 35.0
+_SCAN_PER_RULE_US: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one request: allowed or not, the rules that decided, and why in words."""
+
+    allowed: bool
+    rules: tuple[Rule, ...] = ()
+    """The rule(s) that decided, each with its ``source`` (``file:line`` or ``document``)."""
+    note: str = ""
+    """Why, when no rule decided (a refused request, or no rule matched)."""
+
+    @property
+    def reason(self) -> str:
+        """Human text: the rule(s) that allowed or denied, or why nothing matched."""
+        return _describe(self.allowed, self.rules) if self.rules else self.note
+
+
+class _RowsAdapter(Adapter):  # type: ignore[misc]
+    """Hands rules already read (and checked) to a Casbin Enforcer, as its file adapter would."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self._rules = list(rules)
+
+    def load_policy(self, model: Any) -> None:
+        """Append every rule to its section, exactly like Casbin's ``load_policy_line``."""
+        for rule in self._rules:
+            section = model.model.get(rule.ptype[0])
+            if section is not None and rule.ptype in section:
+                section[rule.ptype].policy.append(list(rule.fields))
+
+
+class _PerThread(threading.local):
+    """One SimpleEval per thread: ``eval(names)`` stores the names on the instance."""
+
+    evaluator: Any = None
+
+
+def _describe(allowed: bool, rules: Sequence[Rule]) -> str:
+    """The human reason for a decision that rules made."""
+    verb = "allowed" if allowed else "denied"
+    more = f" (and {len(rules) - 1} more rule(s))" if len(rules) > 1 else ""
+    return f"{verb} by '{rules[0]}' ({rules[0].source}){more}"
+
+
+class PolicyEngine:
+    """Decides requests for one model and policy; immutable after construction, so thread-safe."""
+
+    def __init__(
+        self,
+        rules: Iterable[Rule] = (),
+        links: Iterable[Rule] = (),
+        *,
+        model: ModelSpec | None = None,
+    ) -> None:
+        self._model = model if model is not None else default_model()
+        self._rules = tuple(rules)
+        self._links = tuple(links)
+        self._p_tokens = self._model.policy_tokens["p"]
+        self._has_eft = "p_eft" in self._p_tokens
+        self._graph = self._role_graph()
+        self._expand_cached = functools.lru_cache(maxsize=_EXPAND_CACHE)(self._expand)
+        self._files = {file: i for i, file in enumerate(dict.fromkeys(r.file for r in self._rules))}
+        self._index: dict[str, dict[str, dict[str, list[Rule]]]] | None = None
+        self._depths: tuple[int, ...] = ()
+        self._enforcer: Any = None
+        self._lock = threading.Lock()
+        self._local = _PerThread()
+        self._functions = casbin_functions()
+        self._effector = get_effector(self._model.effect)
+        if self._model.kind is not None:
+            self._index = self._build_index()
+        else:
+            self._enforcer = self._build_enforcer()
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> PolicyEngine:
+        """The engine for a policy read by the loader."""
+        return cls(policy.rules, policy.links, model=policy.model)
+
+    @classmethod
+    def from_files(
+        cls,
+        model_path: str | os.PathLike[str] | None,
+        policy_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    ) -> PolicyEngine:
+        """Read, check and build; raises :class:`PolicyError` (file:line) on any error."""
+        return cls.from_policy(load_policy_strict(model_path, policy_paths))
+
+    @property
+    def is_indexed(self) -> bool:
+        """Whether decisions come from the index (True) or from Casbin's linear Enforcer."""
+        return self._index is not None
+
+    @property
+    def model(self) -> ModelSpec:
+        """The model this engine serves."""
+        return self._model
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The policy rules, in file order."""
+        return self._rules
+
+    @property
+    def links(self) -> tuple[Rule, ...]:
+        """The role links (``g`` lines), in file order."""
+        return self._links
+
+    # -- building -------------------------------------------------------------------------
+
+    def _role_graph(self) -> dict[str, tuple[str, ...]]:
+        """``member → roles`` from the two-field ``g`` lines."""
+        graph: dict[str, list[str]] = {}
+        for link in self._links:
+            if link.ptype != "g":
+                continue
+            if len(link.fields) != self._model.role_arity.get("g", 2):
+                raise PolicyError(
+                    f"'{link}' has {len(link.fields)} fields; the model's g needs "
+                    f"{self._model.role_arity.get('g', 2)}",
+                    file=link.file or None,
+                    line=link.line or None,
+                )
+            if len(link.fields) == 2:
+                graph.setdefault(link.fields[0], []).append(link.fields[1])
+        return {member: tuple(roles) for member, roles in graph.items()}
+
+    def _check_rule(self, rule: Rule) -> None:
+        """Refuse a rule Casbin would choke on, or one the index could not serve faithfully."""
+        tokens = self._model.policy_tokens.get(rule.ptype)
+        if tokens is None:
+            raise PolicyError(
+                f"'{rule}': the model has no policy type {rule.ptype!r}",
+                file=rule.file or None,
+                line=rule.line or None,
+            )
+        if len(rule.fields) != len(tokens):
+            raise PolicyError(
+                f"'{rule}' has {len(rule.fields)} fields; the model's {rule.ptype} needs "
+                f"{len(tokens)} (Casbin would fail every request with 'invalid policy size')",
+                file=rule.file or None,
+                line=rule.line or None,
+            )
+
+    def _build_index(self) -> dict[str, dict[str, dict[str, list[Rule]]]]:
+        """``obj → sub → act → rules`` over every rule (file order kept within a bucket)."""
+        index: dict[str, dict[str, dict[str, list[Rule]]]] = {}
+        for rule in self._rules:
+            self._check_rule(rule)
+            sub, obj, act = rule.fields[0], rule.fields[1], rule.fields[2]
+            # keyMatch treats any '*' as "any suffix from here"; only a whole trailing '*'
+            # segment keeps the candidate set to the ancestors of the requested path.
+            if "*" in obj and obj != "*" and not (obj.endswith("/*") and obj.count("*") == 1):
+                raise PolicyError(
+                    f"'{rule}': '*' is allowed only as a whole trailing segment",
+                    file=rule.file or None,
+                    line=rule.line or None,
+                )
+            index.setdefault(obj, {}).setdefault(sub, {}).setdefault(act, []).append(rule)
+        # Ancestor look-ups only at the depths some "PREFIX/*" rule has (0 for "*" alone): a
+        # request then costs one look-up per depth in use, not one per segment.
+        depths = {0 if obj == "*" else obj.count("/") for obj in index if obj.endswith("*")}
+        self._depths = tuple(sorted(depths))
+        return index
+
+    def _build_enforcer(self) -> Any:
+        """Casbin's own Enforcer for a model the index cannot serve, built once."""
+        for rule in self._rules:
+            self._check_rule(rule)
+        cost = _SCAN_FLOOR_US + _SCAN_PER_RULE_US * len(self._rules)
+        warnings.warn(
+            f"policy model {self._model.file} is not one Bastion can index "
+            f"({self._model.not_indexed_because}): every decision scans all "
+            f"{len(self._rules)} rules with casbin.Enforcer, about {_SCAN_FLOOR_US:.0f} µs + "
+            f"{_SCAN_PER_RULE_US:.0f} µs per rule (~{cost:,.0f} µs here)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        enforcer = Enforcer(self._model.casbin_model(), _RowsAdapter((*self._rules, *self._links)))
+        functions = dict(self._functions)
+        for key, assertion in (enforcer.model["g"] or {}).items():
+            functions[key] = generate_g_function(assertion.rm)
+        self._functions = functions
+        return enforcer
+
+    # -- deciding -------------------------------------------------------------------------
+
+    def _expand(self, roles: frozenset[str]) -> frozenset[str]:
+        """The transitive closure of ``roles`` through the role links (cycles are harmless)."""
+        found = set(roles)
+        pending = [role for role in roles if role in self._graph]
+        while pending:
+            for granted in self._graph.get(pending.pop(), ()):
+                if granted not in found:
+                    found.add(granted)
+                    pending.append(granted)
+        return frozenset(found) if len(found) != len(roles) else roles
+
+    def expand_roles(self, roles: frozenset[str]) -> frozenset[str]:
+        """``roles`` plus every role granted to them through ``g`` lines, transitively."""
+        if not self._graph:
+            return roles
+        return self._expand_cached(frozenset(roles))
+
+    def _evaluator(self) -> Any:
+        """This thread's compiled matcher: Casbin's own rewriting, SimpleEval and functions."""
+        evaluator = self._local.evaluator
+        if evaluator is None:
+            evaluator = CoreEnforcer._get_expression(self._model.matcher, self._functions)
+            self._local.evaluator = evaluator
+        return evaluator
+
+    def decide(
+        self,
+        roles: frozenset[str],
+        action: str,
+        resource: str,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> Decision:
+        """Decide whether ``roles`` may do ``action`` on ``resource``.
+
+        ``extra`` are the resource's own permission rows ``(role, action)``: they count as
+        allow rules on exactly this resource. Invalid actions or paths are denied, never raised.
+        """
+        if action not in _REQUEST_ACTIONS:
+            return Decision(False, (), f"refused: unknown action {action!r}")
+        if not is_resource(resource):
+            return Decision(False, (), f"refused: {resource_problem(resource)}")
+        roles = self.expand_roles(roles)
+        if self._index is None:
+            return self._decide_with_enforcer(roles, action, resource, extra)
+        candidates = self._candidates(self._index, roles, action, resource)
+        for role, granted in extra:
+            if role in roles and (granted == action or granted == "write"):
+                fields = (
+                    (role, resource, granted, "allow")
+                    if self._has_eft
+                    else (role, resource, granted)
+                )
+                candidates.append(Rule("p", fields))
+        if not candidates:
+            return Decision(False, (), _NO_RULE)
+        return self._evaluate(candidates, roles, action, resource)
+
+    def _candidates(
+        self,
+        index: dict[str, dict[str, dict[str, list[Rule]]]],
+        roles: frozenset[str],
+        action: str,
+        resource: str,
+    ) -> list[Rule]:
+        """The only rules the matcher can accept for this request: a few dict look-ups."""
+        # The matcher's action clause is true only for p.act == r.act, or p.act == "write"
+        # when r.act is not "read".
+        wanted = ("read",) if action == "read" else (action, "write")
+        found: list[Rule] = []
+        for obj in covering_objects(resource, self._depths):
+            by_sub = index.get(obj)
+            if by_sub is None or roles.isdisjoint(by_sub):
+                continue
+            for sub in by_sub.keys() & roles:
+                acts = by_sub[sub]
+                for act in wanted:
+                    rules = acts.get(act)
+                    if rules:
+                        found.extend(rules)
+        return found
+
+    def _evaluate(
+        self, candidates: list[Rule], roles: frozenset[str], action: str, resource: str
+    ) -> Decision:
+        """Casbin's matcher on the candidates in policy order, combined by Casbin's effector.
+
+        Like ``enforce_ex``, it stops as soon as the effect is settled (the first allow for the
+        allow-only model, the first deny for the deny model), so ``rules`` are the rules Casbin
+        itself would name.
+        """
+        if len(candidates) > 1:
+            candidates.sort(key=self._position)
+        evaluator = self._evaluator()
+        has_eft = self._has_eft
+        effector = self._effector
+        effects: set[int] = set()
+        allowing: list[Rule] = []
+        denying: list[Rule] = []
+        for rule in candidates:
+            fields = rule.fields
+            # The names enforce_ex passes: both shipped models define exactly these fields.
+            names = {
+                "r_sub": roles,
+                "r_obj": resource,
+                "r_act": action,
+                "p_sub": fields[0],
+                "p_obj": fields[1],
+                "p_act": fields[2],
+            }
+            if has_eft:
+                names["p_eft"] = fields[3]
+            if not evaluator.eval(names):
+                continue
+            # The effect of a matching rule, as enforce_ex assigns it.
+            eft = fields[3] if has_eft else "allow"
+            if eft == "allow":
+                effects.add(Effector.ALLOW)
+                allowing.append(rule)
+            elif eft == "deny":
+                effects.add(Effector.DENY)
+                denying.append(rule)
+            else:
+                effects.add(Effector.INDETERMINATE)
+            if effector.intermediate_effect(effects) != Effector.INDETERMINATE:
+                break
+        allowed = bool(effect_to_bool(effector.final_effect(effects)))
+        deciding = allowing if allowed else denying
+        if deciding:
+            return Decision(allowed, tuple(deciding))
+        return Decision(allowed, (), _OTHER_EFFECT if effects else _NO_RULE)
+
+    def _position(self, rule: Rule) -> tuple[int, int]:
+        """Where a rule stands in the policy: file order, then line; document rows last."""
+        return (
+            self._files.get(rule.file, len(self._files)) if rule.file else len(self._files),
+            rule.line,
+        )
+
+    def _decide_with_enforcer(
+        self, roles: frozenset[str], action: str, resource: str, extra: Sequence[tuple[str, str]]
+    ) -> Decision:
+        """Casbin's Enforcer (under a lock: its role manager grows on unknown names)."""
+        values = {"sub": roles, "obj": resource, "act": action}
+        rvals = [values[token.split("_", 1)[1]] for token in self._model.request_tokens]
+        with self._lock:
+            if extra:
+                allowed, explained = self._scan_with_extra(rvals, resource, extra)
+            else:
+                allowed, row = self._enforcer.enforce_ex(*rvals)
+                explained = self._rule_for(row)
+        allowed = bool(allowed)
+        if explained is not None:
+            return Decision(allowed, (explained,))
+        return Decision(allowed, (), "no rule matched (casbin.Enforcer)")
+
+    def _rule_for(self, row: Sequence[str]) -> Rule | None:
+        """The policy rule behind the row Casbin's enforce_ex names as its explanation."""
+        if not row:
+            return None
+        fields = tuple(row)
+        return next((r for r in self._rules if r.ptype == "p" and r.fields == fields), None)
+
+    def _scan_with_extra(
+        self, rvals: list[Any], resource: str, extra: Sequence[tuple[str, str]]
+    ) -> tuple[bool, Rule | None]:
+        """enforce_ex's loop over the policy plus the document rows, with Casbin's own pieces.
+
+        A Casbin Enforcer cannot take extra rows for one call without mutating shared state, so
+        the file rules and the rows are walked here, exactly as ``enforce_ex`` walks its policy.
+        """
+        model = self._enforcer.model
+        tokens = list(self._p_tokens)
+        request = dict(zip(self._model.request_tokens, rvals, strict=True))
+        rows: list[tuple[list[str], Rule | None]] = [
+            (list(p), None) for p in model["p"]["p"].policy
+        ]
+        for role, granted in extra:
+            values = {"sub": role, "obj": resource, "act": granted, "eft": "allow"}
+            fields = tuple(values.get(t.split("_", 1)[1], "") for t in tokens)
+            rows.append((list(fields), Rule("p", fields)))
+        matcher = self._model.matcher
+        has_eval = util.has_eval(matcher)
+        expression = None if has_eval else CoreEnforcer._get_expression(matcher, self._functions)
+        effects: set[int] = set()
+        explained: Rule | None = None
+        for fields_list, document_rule in rows:
+            names = dict(request, **dict(zip(tokens, fields_list, strict=True)))
+            if has_eval:
+                rule_names = util.get_eval_value(matcher)
+                rules = [util.escape_assertion(names[name]) for name in rule_names]
+                expression = CoreEnforcer._get_expression(
+                    util.replace_eval(matcher, rules), self._functions
+                )
+            assert expression is not None
+            result = expression.eval(names)
+            if not result:
+                effects.add(Effector.INDETERMINATE)
+                continue
+            eft = names.get("p_eft")
+            if eft is None or eft == "allow":
+                effects.add(Effector.ALLOW)
+            elif eft == "deny":
+                effects.add(Effector.DENY)
+            else:
+                effects.add(Effector.INDETERMINATE)
+            explained = document_rule or self._rule_for(fields_list)
+            if self._effector.intermediate_effect(effects) != Effector.INDETERMINATE:
+                break
+        return bool(effect_to_bool(self._effector.final_effect(effects))), explained
+
+    # -- self-check -----------------------------------------------------------------------
+
+    def self_check(self, sample: int = 64, cross_check_up_to: int = 2000) -> list[Diagnostic]:
+        """Problems found by deciding a sample of the rules' own requests (empty when sound).
+
+        Each sampled rule must decide its own request (allow rules allow unless a deny wins,
+        deny rules deny); for policies up to ``cross_check_up_to`` rules the same requests are
+        also decided by a fresh ``casbin.Enforcer`` and must agree.
+        """
+        problems: list[Diagnostic] = []
+
+        def problem(rule: Rule, message: str) -> None:
+            """Record a problem at the rule's file:line."""
+            problems.append(Diagnostic(rule.file or DOCUMENT, rule.line or None, message))
+
+        rules = [r for r in self._rules if r.ptype == "p" and len(r.fields) >= 3]
+        step = max(1, len(rules) // max(1, sample))
+        decided: list[tuple[Rule, frozenset[str], str, str, Decision]] = []
+        for rule in rules[::step][:sample]:
+            sub, obj, act = rule.fields[0], rule.fields[1], rule.fields[2]
+            resource = obj[:-1] + "x" if obj.endswith("*") else obj
+            action = "update" if act == "write" else act
+            roles = frozenset({sub})
+            try:
+                decision = self.decide(roles, action, resource)
+            except Exception as exc:  # a matcher that raises is exactly what this looks for
+                problem(rule, f"deciding the rule's own request raised {exc!r}")
+                continue
+            decided.append((rule, roles, action, resource, decision))
+            if not self.is_indexed:
+                continue  # what a rule's own request should get depends on the custom model
+            if rule.eft == "allow" and not decision.allowed and not decision.rules:
+                problem(rule, f"'{rule}' does not allow its own request ({decision.reason})")
+            elif rule.eft == "deny" and decision.allowed:
+                problem(rule, f"'{rule}' does not deny its own request")
+        if self.is_indexed and decided and len(self._rules) <= cross_check_up_to:
+            enforcer = Enforcer(
+                self._model.casbin_model(), _RowsAdapter((*self._rules, *self._links))
+            )
+            for rule, roles, action, resource, decision in decided:
+                if not is_resource(resource) or action not in _REQUEST_ACTIONS:
+                    continue
+                expected = bool(enforcer.enforce(self.expand_roles(roles), resource, action))
+                if expected != decision.allowed:
+                    problem(
+                        rule,
+                        f"the index decides {decision.allowed} where casbin.Enforcer decides "
+                        f"{expected} for {sorted(roles)} {action} {resource}",
+                    )
+        return problems

@@ -1,0 +1,320 @@
+"""Per-resource permissions as data (Appwrite's ``$permissions``), in Redis beside the resource.
+
+A document (file, or any child resource ``CONTAINER/KIND/ID``) holds rows ``(role, action)``:
+``read user:alice``, ``write team:t1/editor``. They are granted and revoked at run time, read in
+the same round trip as the session when a request needs them, and count only where the container's
+``document_security`` (``file_security``) is on.
+
+Keys share the container's hash tag, so every script here touches one cluster slot:
+
+* ``P:perm:{CONTAINER}:KIND/ID`` — a set of ``"action role"`` rows of one resource;
+* ``P:permidx:{CONTAINER}:KIND:ACTION:ROLE`` — the ids of KIND children granting ACTION to
+  ROLE, so a list endpoint learns which children a caller may see without a look-up per child.
+"""
+
+from __future__ import annotations
+
+import builtins
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from bastion.errors import Forbidden
+from bastion.identity import Identity, is_role
+from bastion.policies.engine import PolicyEngine
+from bastion.policies.grammar import ACTIONS, POLICY_ACTIONS, is_resource
+from bastion.policies.rules import Rule
+from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
+
+SCRIPTS = {
+    # KEYS: rows, index. ARGV: row, id. Returns 1 if the row is new.
+    "perm_grant": """
+redis.call('SADD', KEYS[2], ARGV[2])
+return redis.call('SADD', KEYS[1], ARGV[1])
+""",
+    # KEYS: rows, index. ARGV: row, id. Returns 1 if the row existed.
+    "perm_revoke": """
+redis.call('SREM', KEYS[2], ARGV[2])
+return redis.call('SREM', KEYS[1], ARGV[1])
+""",
+    # KEYS: rows. ARGV: index-key prefix ('P:permidx:{C}:KIND:'), id. Returns the rows removed.
+    "perm_clear": """
+local rows = redis.call('SMEMBERS', KEYS[1])
+for _, row in ipairs(rows) do
+  local space = string.find(row, ' ', 1, true)
+  local action, role = string.sub(row, 1, space - 1), string.sub(row, space + 1)
+  redis.call('SREM', ARGV[1] .. action .. ':' .. role, ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+return rows
+""",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """A resource that can hold its own permissions: ``CONTAINER/KIND/ID``."""
+
+    container: str
+    kind: str
+    id: str
+
+    @property
+    def path(self) -> str:
+        """The full resource path."""
+        return f"{self.container}/{self.kind}/{self.id}"
+
+
+def child_of(resource: str) -> Child | None:
+    """Split a resource into container, kind and id; None if it has no container (< 3 segments)."""
+    if not is_resource(resource):
+        return None
+    parts = resource.rsplit("/", 2)
+    if len(parts) != 3:
+        return None
+    return Child(parts[0], parts[1], parts[2])
+
+
+def _check(resource: str, role: str, action: str) -> Child:
+    child = child_of(resource)
+    if child is None:
+        raise ValueError(
+            f"{resource!r} cannot hold permissions: expected CONTAINER/KIND/ID, like "
+            "databases/db1/collections/c1/documents/d1"
+        )
+    if not is_role(role):
+        raise ValueError(f"{role!r} is not a role (any, users, user:ID, team:ID/ROLE, ...)")
+    if action not in POLICY_ACTIONS:
+        raise ValueError(f"{action!r} is not one of {', '.join(POLICY_ACTIONS)}")
+    return child
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFilter:
+    """Which children of a container a caller may act on, as a predicate a query can use.
+
+    ``all``: every child but those in ``excluded``; otherwise only the children in ``ids``.
+    Push it into a query as ``WHERE id NOT IN excluded`` or ``WHERE id IN ids``.
+    """
+
+    all: bool
+    ids: frozenset[str] = frozenset()
+    excluded: frozenset[str] = frozenset()
+
+    def allows(self, child_id: str) -> bool:
+        """Whether the caller may act on this child."""
+        if self.all:
+            return child_id not in self.excluded
+        return child_id in self.ids
+
+
+class GrantCore:
+    """Permission rows as sans-IO steps, with who may grant what and the list filter."""
+
+    def __init__(
+        self,
+        key_prefix: str,
+        engine: Callable[[], PolicyEngine] | None = None,
+        *,
+        admin_roles: Iterable[str] = (),
+        child_security: Iterable[str] = (),
+    ) -> None:
+        self._prefix = key_prefix
+        self._engine = engine or PolicyEngine
+        self._admin_roles = frozenset(admin_roles)
+        self._child_security = frozenset(child_security)
+        # Per engine, so a reload starts afresh and an old engine is not kept alive.
+        self._specific: weakref.WeakKeyDictionary[PolicyEngine, dict[str, dict[str, list[Rule]]]]
+        self._specific = weakref.WeakKeyDictionary()
+
+    def _may_grant(self, by: Identity | None, role: str) -> None:
+        # Server code (by=None), API keys and admins may grant any role; a user only roles they
+        # hold, so nobody can hand out more than they have (Appwrite's rule).
+        if by is None or by.kind == "key":
+            return
+        held = self._engine().expand_roles(by.roles)
+        if held & self._admin_roles or role in held:
+            return
+        raise Forbidden(f"You can only grant roles you hold; you do not hold {role!r}.")
+
+    def _specific_rules(self, engine: PolicyEngine, prefix: str) -> dict[str, list[Rule]]:
+        """Policy-file rules naming single children under ``prefix`` (built once per engine)."""
+        per_engine = self._specific.setdefault(engine, {})
+        found = per_engine.get(prefix)
+        if found is None:
+            found = {}
+            for rule in engine.rules:
+                obj = rule.obj
+                if obj.startswith(prefix) and "/" not in obj[len(prefix) :] and obj[-1] != "*":
+                    found.setdefault(obj[len(prefix) :], []).append(rule)
+            per_engine[prefix] = found
+        return found
+
+    def _rows_key(self, child: Child) -> str:
+        return f"{self._prefix}:perm:{{{child.container}}}:{child.kind}/{child.id}"
+
+    def _index_prefix(self, container: str, kind: str) -> str:
+        return f"{self._prefix}:permidx:{{{container}}}:{kind}:"
+
+    def grant(
+        self, resource: str, role: str, action: str, *, by: Identity | None = None
+    ) -> Steps[bool]:
+        """Give ``role`` ``action`` on ``resource``; True if the row is new."""
+        child = _check(resource, role, action)
+        self._may_grant(by, role)
+        index = f"{self._index_prefix(child.container, child.kind)}{action}:{role}"
+        added = yield Script(
+            "perm_grant", [self._rows_key(child), index], [f"{action} {role}", child.id]
+        )
+        return bool(added)
+
+    def revoke(
+        self, resource: str, role: str, action: str, *, by: Identity | None = None
+    ) -> Steps[bool]:
+        """Take one row away; True if it existed."""
+        child = _check(resource, role, action)
+        self._may_grant(by, role)
+        index = f"{self._index_prefix(child.container, child.kind)}{action}:{role}"
+        removed = yield Script(
+            "perm_revoke", [self._rows_key(child), index], [f"{action} {role}", child.id]
+        )
+        return bool(removed)
+
+    def clear(self, resource: str) -> Steps[int]:
+        """Delete every row of a resource (when it is deleted); returns how many there were."""
+        child = child_of(resource)
+        if child is None:
+            return 0
+        removed = yield Script(
+            "perm_clear",
+            [self._rows_key(child)],
+            [self._index_prefix(child.container, child.kind), child.id],
+        )
+        return len(removed)
+
+    def rows(self, resource: str) -> Steps[list[tuple[str, str]]]:
+        """The resource's own rows as ``(role, action)`` pairs, in a stable order."""
+        child = child_of(resource)
+        if child is None:
+            return []
+        members = yield Call("smembers", (self._rows_key(child),))
+        pairs = []
+        for member in members:
+            text = member.decode() if isinstance(member, bytes) else member
+            action, _, role = text.partition(" ")
+            pairs.append((role, action))
+        return sorted(pairs)
+
+    def ids_for(
+        self, container: str, kind: str, roles: Iterable[str], action: str
+    ) -> Steps[set[str]]:
+        """Ids of KIND children of ``container`` whose rows give ``action`` to one of ``roles``."""
+        if action not in ACTIONS:
+            raise ValueError(f"{action!r} is not one of {', '.join(ACTIONS)}")
+        granting = (action, "write") if action != "read" else (action,)
+        prefix = self._index_prefix(container, kind)
+        keys = [f"{prefix}{a}:{role}" for a in granting for role in sorted(roles)]
+        if not keys:
+            return set()
+        members = yield Call("sunion", tuple(keys))
+        return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+    def filter(
+        self, identity: Identity, action: str, container: str, kind: str
+    ) -> Steps[ChildFilter]:
+        """Which ``KIND`` children of ``container`` the caller may ``action``, in one round trip.
+
+        Policy lines on the container's children (``…/documents/*`` and above) decide "all";
+        lines naming single children and, where child security is on, the children's own rows
+        (from an index kept beside them) add or remove single ids.
+        """
+        if identity.kind == "key":
+            return ChildFilter(True)  # keys skip resource permissions
+        engine = self._engine()
+        roles = engine.expand_roles(identity.roles)
+        prefix = f"{container}/{kind}/"
+        specific = self._specific_rules(engine, prefix)
+        probe = "bastion-probe"
+        while probe in specific:
+            probe += "-"
+        everyone = engine.decide(roles, action, prefix + probe).allowed
+        from_rows: set[str] = set()
+        if container in self._child_security:
+            from_rows = yield from self.ids_for(container, kind, roles, action)
+        if everyone:
+            excluded = {i for i in specific if not engine.decide(roles, action, prefix + i).allowed}
+            return ChildFilter(True, excluded=frozenset(excluded - from_rows))
+        ids = {i for i in specific if engine.decide(roles, action, prefix + i).allowed}
+        return ChildFilter(False, ids=frozenset(ids | from_rows))
+
+
+class AsyncGrantStore:
+    """Per-resource permissions for asyncio code."""
+
+    def __init__(self, runner: AsyncRunner, core: GrantCore) -> None:
+        self.core = core
+        self._run = runner.run
+
+    async def grant(
+        self, resource: str, role: str, action: str, *, by: Identity | None = None
+    ) -> bool:
+        """Give ``role`` ``action`` on ``resource``; ``by``: the asking user (None: server code)."""
+        return await self._run(self.core.grant(resource, role, action, by=by))
+
+    async def revoke(
+        self, resource: str, role: str, action: str, *, by: Identity | None = None
+    ) -> bool:
+        """Take one row away; True if it existed."""
+        return await self._run(self.core.revoke(resource, role, action, by=by))
+
+    async def filter(
+        self, identity: Identity, action: str, container: str, kind: str
+    ) -> ChildFilter:
+        """Which children of ``container`` the caller may ``action`` (for list endpoints)."""
+        return await self._run(self.core.filter(identity, action, container, kind))
+
+    async def clear(self, resource: str) -> int:
+        """Delete every row of a resource; returns how many there were."""
+        return await self._run(self.core.clear(resource))
+
+    async def list(self, resource: str) -> builtins.list[tuple[str, str]]:
+        """The resource's own rows as ``(role, action)`` pairs."""
+        return await self._run(self.core.rows(resource))
+
+    async def ids_for(
+        self, container: str, kind: str, roles: Iterable[str], action: str
+    ) -> set[str]:
+        """Ids of children whose own rows give ``action`` to one of ``roles``."""
+        return await self._run(self.core.ids_for(container, kind, roles, action))
+
+
+class SyncGrantStore:
+    """Per-resource permissions for threaded code."""
+
+    def __init__(self, runner: SyncRunner, core: GrantCore) -> None:
+        self.core = core
+        self._run = runner.run
+
+    def grant(self, resource: str, role: str, action: str, *, by: Identity | None = None) -> bool:
+        """Give ``role`` ``action`` on ``resource``; ``by``: the asking user (None: server code)."""
+        return self._run(self.core.grant(resource, role, action, by=by))
+
+    def revoke(self, resource: str, role: str, action: str, *, by: Identity | None = None) -> bool:
+        """Take one row away; True if it existed."""
+        return self._run(self.core.revoke(resource, role, action, by=by))
+
+    def filter(self, identity: Identity, action: str, container: str, kind: str) -> ChildFilter:
+        """Which children of ``container`` the caller may ``action`` (for list endpoints)."""
+        return self._run(self.core.filter(identity, action, container, kind))
+
+    def clear(self, resource: str) -> int:
+        """Delete every row of a resource; returns how many there were."""
+        return self._run(self.core.clear(resource))
+
+    def list(self, resource: str) -> builtins.list[tuple[str, str]]:
+        """The resource's own rows as ``(role, action)`` pairs."""
+        return self._run(self.core.rows(resource))
+
+    def ids_for(self, container: str, kind: str, roles: Iterable[str], action: str) -> set[str]:
+        """Ids of children whose own rows give ``action`` to one of ``roles``."""
+        return self._run(self.core.ids_for(container, kind, roles, action))

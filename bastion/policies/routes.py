@@ -1,0 +1,255 @@
+"""The route map: method + path template → action + resource (+ the API-key scope, + 404 on deny).
+
+Teams write it in ``bastion.toml``::
+
+    [[routes]]
+    method = "GET"
+    path = "/databases/{db}/collections/{coll}/documents/{doc}"
+    action = "read"
+    resource = "databases/{db}/collections/{coll}/documents/{doc}"
+    scope = "documents.read"      # what an API key must hold on this route
+    not_found = true              # a denied read answers 404, so ids do not leak
+
+Matching walks a tree of path segments (static before ``{param}``), so its cost follows the
+path's depth, not the number of routes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from bastion.errors import BadRequest
+from bastion.policies.grammar import ACTIONS, resource
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_SCOPE = re.compile(r"[a-z][a-z0-9_-]{0,31}(?:\.[a-z][a-z0-9_-]{0,31}){0,3}")
+_STATIC = re.compile(r"[A-Za-z0-9._~@:+!$&'()*,;=-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One entry of the route map, validated when built."""
+
+    methods: tuple[str, ...]
+    path: str
+    action: str
+    resource: str
+    scope: str | None = None
+    not_found: bool = False
+    params: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            raise ValueError(f"route {' '.join(self.methods)} {self.path}: {problem}")
+        object.__setattr__(self, "params", tuple(_PARAM.findall(self.path)))
+
+    def problem(self) -> str | None:
+        """Why this route cannot be used, or None."""
+        if not self.methods or not set(self.methods) <= _METHODS:
+            return f"methods must be among {', '.join(sorted(_METHODS))}"
+        if not self.path.startswith("/"):
+            return "path must start with '/'"
+        names: list[str] = []
+        for segment in self.path.strip("/").split("/") if self.path != "/" else []:
+            match = _PARAM.fullmatch(segment)
+            if match:
+                names.append(match[1])
+            elif "{" in segment or "}" in segment:
+                return f"'{segment}': a {{param}} must be a whole path segment"
+            elif not _STATIC.fullmatch(segment):
+                return f"'{segment}' is not a valid path segment"
+        if len(set(names)) != len(names):
+            return "a {param} name appears twice"
+        if self.action not in ACTIONS:
+            return f"action must be one of {', '.join(ACTIONS)}"
+        used = _PARAM.findall(self.resource)
+        unknown = sorted(set(used) - set(names))
+        if unknown:
+            return f"resource uses {{{unknown[0]}}}, which the path does not capture"
+        try:
+            resource(*(("x" if _PARAM.fullmatch(s) else s) for s in self.resource.split("/")))
+        except ValueError as exc:
+            return f"resource {self.resource!r} points at no valid resource ({exc})"
+        if self.scope is not None and not _SCOPE.fullmatch(self.scope):
+            return f"scope {self.scope!r} is not a scope like documents.read"
+        if self.not_found and self.action != "read":
+            return "not_found applies to reads only"
+        return None
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> RouteSpec:
+        """A route from a ``[[routes]]`` table (``method`` may be one string or a list)."""
+        allowed = {"method", "methods", "path", "action", "resource", "scope", "not_found"}
+        extra = sorted(set(table) - allowed)
+        if extra:
+            raise ValueError(f"route table has unknown key {extra[0]!r}")
+        methods = table.get("methods", table.get("method"))
+        if isinstance(methods, str):
+            methods = [methods]
+        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            raise ValueError('route needs method = "GET" or methods = ["GET", ...]')
+        for name in ("path", "action", "resource"):
+            if not isinstance(table.get(name), str):
+                raise ValueError(f'route needs {name} = "..."')
+        scope = table.get("scope")
+        not_found = table.get("not_found", False)
+        if scope is not None and not isinstance(scope, str):
+            raise ValueError("route scope must be a string")
+        if not isinstance(not_found, bool):
+            raise ValueError("route not_found must be true or false")
+        return cls(
+            tuple(m.upper() for m in methods),
+            table["path"],
+            table["action"],
+            table["resource"],
+            scope,
+            not_found,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    """Settings of one container resource: whether its children's own permissions count.
+
+    ``document_security`` (collections) and ``file_security`` (buckets) are the same switch under
+    Appwrite's two names: when on, a document's (file's) own rows count beside the policy lines;
+    when off, only the policy lines do.
+    """
+
+    path: str
+    child_security: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            resource(*self.path.split("/"))
+        except ValueError as exc:
+            raise ValueError(f"resource {self.path!r}: {exc}") from None
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> ResourceSpec:
+        """A resource from a ``[[resources]]`` table."""
+        allowed = {"path", "document_security", "file_security"}
+        extra = sorted(set(table) - allowed)
+        if extra:
+            raise ValueError(f"resource table has unknown key {extra[0]!r}")
+        if not isinstance(table.get("path"), str):
+            raise ValueError('resource needs path = "databases/DB/collections/C"')
+        flags = [table[k] for k in ("document_security", "file_security") if k in table]
+        if not all(isinstance(f, bool) for f in flags):
+            raise ValueError("document_security / file_security must be true or false")
+        return cls(table["path"], any(flags))
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request asks for: the route it matched and the concrete resource path."""
+
+    route: RouteSpec
+    resource: str
+
+
+class _Node:
+    __slots__ = ("param", "route", "static")
+
+    def __init__(self) -> None:
+        self.static: dict[str, _Node] = {}
+        self.param: _Node | None = None
+        self.route: RouteSpec | None = None
+
+
+class RouteMap:
+    """All routes, indexed for matching by method and path segments."""
+
+    def __init__(self, routes: tuple[RouteSpec, ...] | list[RouteSpec]) -> None:
+        self.routes = tuple(routes)
+        self._trees: dict[str, _Node] = {}
+        for route in self.routes:
+            for method in route.methods:
+                self._insert(method, route)
+            if "GET" in route.methods and "HEAD" not in route.methods:
+                self._insert("HEAD", route, replace=False)
+
+    def _insert(self, method: str, route: RouteSpec, *, replace: bool = True) -> None:
+        node = self._trees.setdefault(method, _Node())
+        for segment in _segments(route.path):
+            if _PARAM.fullmatch(segment):
+                node.param = node.param or _Node()
+                node = node.param
+            else:
+                node = node.static.setdefault(segment, _Node())
+        if node.route is not None:
+            if not replace:
+                return
+            raise ValueError(
+                f"routes {node.route.path} and {route.path} both match {method} requests "
+                "of the same shape"
+            )
+        node.route = route
+
+    def __bool__(self) -> bool:
+        return bool(self.routes)
+
+    def match(self, method: str, raw_path: str) -> Target | None:
+        """The route and resource for a request, None when no route matches.
+
+        ``raw_path`` is the path as sent (still percent-encoded): each segment is decoded once,
+        so an encoded ``/`` stays inside its segment and the resource grammar refuses it.
+        Raises ``BadRequest`` when a captured id cannot be part of a resource.
+        """
+        tree = self._trees.get(method)
+        if tree is None:
+            return None
+        segments = _segments(raw_path)
+        values: list[str] = []
+        route = _walk(tree, segments, 0, values)
+        if route is None:
+            return None
+        captured = dict(zip(route.params, values, strict=True))
+        parts = []
+        for part in route.resource.split("/"):
+            param = _PARAM.fullmatch(part)
+            parts.append(captured[param[1]] if param else part)
+        try:
+            path = resource(*parts)
+        except ValueError as exc:
+            raise BadRequest(f"The request names an invalid resource: {exc}.") from None
+        return Target(route, path)
+
+
+def _segments(path: str) -> list[str]:
+    return (
+        []
+        if path in ("", "/")
+        else path[1:].split("/")
+        if path.startswith("/")
+        else path.split("/")
+    )
+
+
+def _walk(node: _Node, segments: list[str], index: int, values: list[str]) -> RouteSpec | None:
+    if index == len(segments):
+        return node.route
+    raw = segments[index]
+    if raw == "":
+        return None
+    child = node.static.get(raw)
+    if child is not None:
+        found = _walk(child, segments, index + 1, values)
+        if found is not None:
+            return found
+    if node.param is not None:
+        try:
+            value = unquote(raw, errors="strict") if "%" in raw else raw
+        except UnicodeDecodeError:
+            value = raw  # still holds '%', which the resource grammar refuses
+        values.append(value)
+        found = _walk(node.param, segments, index + 1, values)
+        if found is not None:
+            return found
+        values.pop()
+    return None

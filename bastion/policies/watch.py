@@ -1,0 +1,127 @@
+"""Policy reloads: changed files, or a reload announced over Redis by another worker or the CLI.
+
+A reload builds the new engine aside (parse, lint, self-check) and swaps it in with one
+assignment; a broken file is logged with its file:line and never replaces the policy in force.
+Announcements bump a version number in Redis that every worker polls, so a worker that was
+briefly disconnected still sees it (pub/sub would drop it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from bastion.policies.diagnostics import PolicyError
+from bastion.policies.holder import PolicyHolder
+from bastion.settings import Settings
+
+logger = logging.getLogger("bastion.policy")
+
+
+def suites_beside(policy_files: tuple[str, ...]) -> list[str]:
+    """The YAML test suites next to the policy files; a reload must pass them too."""
+    found: list[str] = []
+    for folder in dict.fromkeys(os.path.dirname(os.path.abspath(f)) for f in policy_files):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        found += [
+            os.path.join(folder, n) for n in names if n.endswith((".test.yaml", "_test.yaml"))
+        ]
+    return found
+
+
+def load_holder(settings: Settings) -> PolicyHolder:
+    """The policy of these settings, built, linted and self-tested; ``PolicyError`` if broken."""
+    return PolicyHolder.from_files(
+        settings.policy_model, settings.policy_files, suites=suites_beside(settings.policy_files)
+    )
+
+
+def version_key(settings: Settings) -> str:
+    """The Redis key whose value changes whenever a reload is announced."""
+    return f"{settings.key_prefix}:policy:version"
+
+
+class PolicyWatcher:
+    """Polls the policy files and the announced version; reloads when either changes."""
+
+    def __init__(self, holder: PolicyHolder, settings: Settings, client: Any) -> None:
+        self.holder = holder
+        self.settings = settings
+        self.client = client
+        self._files = self._signature()
+        self._version = self._announced()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+        paths = [*self.settings.policy_files]
+        if self.settings.policy_model:
+            paths.append(self.settings.policy_model)
+        found = []
+        for path in paths:
+            try:
+                stat = os.stat(path)
+                found.append((path, stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                found.append((path, -1, -1))
+        return tuple(found)
+
+    def _announced(self) -> bytes | None:
+        try:
+            value = self.client.get(version_key(self.settings))
+        except Exception as exc:  # a Redis outage must not stop file reloads
+            logger.warning("cannot read the announced policy version: %s", exc)
+            return self._version if hasattr(self, "_version") else None
+        return bytes(value) if value is not None else None
+
+    def check_now(self) -> bool:
+        """Reload if the files or the announced version changed; True when a new policy is in."""
+        files, version = self._signature(), self._announced()
+        if files == self._files and version == self._version:
+            return False
+        self._files, self._version = files, version
+        return self.reload()
+
+    def reload(self) -> bool:
+        """Build the policy aside and swap it in; on any error keep the current one."""
+        try:
+            engine = self.holder.reload(suites=suites_beside(self.settings.policy_files))
+        except PolicyError as exc:
+            logger.error("policy reload refused, keeping the current policy: %s", exc)
+            return False
+        logger.info("policy reloaded: %d rules", len(engine.rules))
+        return True
+
+    def start(self) -> None:
+        """Poll every ``policy_reload_interval`` seconds in a daemon thread."""
+        interval = self.settings.policy_reload_interval
+        if interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._loop, args=(interval,), name="bastion-policy-watch", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.check_now()
+            except Exception:  # the watcher must outlive any surprise; the old policy stays
+                logger.exception("policy watcher error")
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def announce(settings: Settings, client: Any) -> int:
+    """Tell every worker to reload its policy now; returns the new version number."""
+    return int(client.incr(version_key(settings)))
