@@ -5,11 +5,14 @@ The middleware needs three names: :class:`PolicyHolder` (``holder.engine`` once 
 """
 
 from bastion.policies.diagnostics import Diagnostic, PolicyError
+from bastion.policies.distribution import check_casbin
 from bastion.policies.engine import Decision, PolicyEngine
 from bastion.policies.holder import PolicyHolder, build_engine
 from bastion.policies.loader import load_policy, load_policy_strict
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, DENY_MODEL_PATH, ModelSpec
 from bastion.policies.rules import Policy, Rule
+
+check_casbin()
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
