@@ -340,3 +340,40 @@ def test_a_broken_policy_stops_start_up(tmp_path: Path) -> None:
     broken.write_text("p, users, databases/*, read\np, users, notes*, read\n")
     with pytest.raises(PolicyError, match=r"policy\.csv:2"):
         Bastion(Settings(policy_files=(str(broken),)))
+
+
+def test_no_reader_sees_half_a_policy_under_threads(tmp_path: Path) -> None:
+    import threading
+
+    filler = "".join(
+        f"p, user:u{i}, databases/main/collections/c{i}/documents/*, read\n" for i in range(2000)
+    )
+    policy_a = filler + "p, users, notes/x, read\n"
+    policy_b = filler + "p, users, notes/y, read\n"
+    path = tmp_path / "policy.csv"
+    path.write_text(policy_a)
+    bastion = Bastion(Settings(policy_files=(str(path),), policy_reload_interval=0))
+    roles = frozenset({"any", "users", "user:alice"})
+    seen: set[tuple[bool, bool]] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            engine = bastion.policy.engine  # once per request, as the middleware does
+            x = engine.decide(roles, "read", "notes/x").allowed
+            y = engine.decide(roles, "read", "notes/y").allowed
+            seen.add((x, y))
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    try:
+        for round_ in range(6):
+            path.write_text(policy_b if round_ % 2 == 0 else policy_a)
+            assert bastion.policy_watcher.reload()
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert seen <= {(True, False), (False, True)}
+    assert seen == {(True, False), (False, True)}
