@@ -156,3 +156,80 @@ class NotFound(BastionError):
     status = 404
     type = "general_not_found"
     default_message = "The requested resource could not be found."
+
+
+class PasswordRejected(BastionError):
+    """A new password that a password rule refuses."""
+
+    status = 400
+
+
+class PasswordTooShort(PasswordRejected):
+    """Fewer characters than ``password_min_length``."""
+
+    type = "password_too_short"
+    default_message = "The password is too short."
+
+
+class PasswordTooLong(PasswordRejected):
+    """More characters than ``password_max_length``."""
+
+    type = "password_too_long"
+    default_message = "The password is too long."
+
+
+class PasswordInDictionary(PasswordRejected):
+    """One of the most common passwords."""
+
+    type = "password_in_dictionary"
+    default_message = (
+        "This password is one of the most commonly used passwords. Choose a less common one; "
+        "a few unrelated words make a strong password."
+    )
+
+
+class PasswordPersonalData(PasswordRejected):
+    """A password that contains the user's own id, email, name or phone number."""
+
+    type = "password_personal_data"
+    default_message = (
+        "The password must not contain your name, email address, phone number or user id."
+    )
+
+
+class PasswordRecentlyUsed(PasswordRejected):
+    """A password among the user's last ``password_history`` passwords."""
+
+    type = "password_recently_used"
+    default_message = "You used this password recently. Choose one you have not used before."
+
+
+class InvalidCredentials(Unauthorized):
+    """Unknown email or wrong password: the same answer for both, after the same work."""
+
+    type = "user_invalid_credentials"
+    default_message = "Invalid credentials. Check the email and password."
+
+
+class UserAlreadyExists(BastionError):
+    """Sign-up with an email that has an account already."""
+
+    status = 409
+    type = "user_already_exists"
+    default_message = "A user with the same email already exists."
+
+
+class RateLimited(BastionError):
+    """Too many attempts; ``Retry-After`` says when to try again."""
+
+    status = 429
+    type = "general_rate_limit_exceeded"
+    default_message = "Rate limit for the current endpoint has been exceeded. Try again later."
+
+
+class SessionLimitInvalid(BastionError):
+    """A session limit outside 1..100."""
+
+    status = 400
+    type = "session_limit_invalid"
+    default_message = "The session limit must be between 1 and 100."

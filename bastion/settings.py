@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -131,6 +132,36 @@ class Settings:
     admin_roles: tuple[str, ...] = ()
     """Roles whose holders may grant per-resource permissions to any role."""
 
+    password_min_length: int = 8
+    """Fewest characters a password may have (never below 8)."""
+    password_max_length: int = 256
+    """Most characters a password may have; longer ones are refused before any hashing."""
+    password_dictionary: bool = True
+    """Refuse the 10,000 most common passwords (compared after NFKC and casefolding)."""
+    password_dictionary_path: str | None = None
+    """A dictionary file of your own, one password a line; None uses the shipped list."""
+    password_personal_data: bool = True
+    """Refuse passwords that contain the user's id, email, name or phone."""
+    password_history: int = 0
+    """How many previous passwords a user may not reuse (0 turns history off)."""
+    password_hash_memory_kib: int = 19_456
+    """argon2id memory cost in KiB (OWASP's minimum is 19 MiB with 2 passes)."""
+    password_hash_time_cost: int = 2
+    """argon2id passes."""
+    password_hash_parallelism: int = 1
+    """argon2id lanes."""
+    revoke_sessions_on_password_change: bool = True
+    """A password change ends every other session of the user."""
+
+    rate_limit_per_email: int = 10
+    """Attempts per window on each account endpoint for one email from one client IP."""
+    rate_limit_per_ip: int = 100
+    """Attempts per window on each account endpoint from one client IP, whatever the email."""
+    rate_limit_window: int = 3600
+    """Length of a rate-limit window in seconds."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Proxy addresses (IPs or CIDRs) whose X-Forwarded-For names the client IP."""
+
     def __post_init__(self) -> None:
         _in_range("redis_timeout", self.redis_timeout, 0.05, 60.0)
         if not _KEY_PREFIX.fullmatch(self.key_prefix):
@@ -193,6 +224,26 @@ class Settings:
         for role in self.admin_roles:
             if not is_role(role):
                 raise ConfigError("admin_roles", role, "roles like label:admin or team:ops/owner")
+        _in_range("password_min_length", self.password_min_length, 8, 256)
+        _in_range("password_max_length", self.password_max_length, self.password_min_length, 1024)
+        _in_range("password_history", self.password_history, 0, 20)
+        _in_range("password_hash_memory_kib", self.password_hash_memory_kib, 19_456, 4_194_304)
+        _in_range("password_hash_time_cost", self.password_hash_time_cost, 1, 20)
+        _in_range("password_hash_parallelism", self.password_hash_parallelism, 1, 16)
+        if self.password_hash_time_cost < 2 and self.password_hash_memory_kib < 47_104:
+            raise ConfigError(
+                "password_hash_time_cost",
+                self.password_hash_time_cost,
+                "at least 2, or 1 with password_hash_memory_kib >= 47104 (OWASP's minimums)",
+            )
+        _in_range("rate_limit_per_email", self.rate_limit_per_email, 1, 1_000_000)
+        _in_range("rate_limit_per_ip", self.rate_limit_per_ip, 1, 1_000_000)
+        _in_range("rate_limit_window", self.rate_limit_window, 1, 86_400)
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError("trusted_proxies", proxy, "IP addresses or CIDRs") from None
 
     @property
     def authorization(self) -> bool:
