@@ -1,71 +1,170 @@
-"""``Bastion``: the one object an app builds, and the per-request state the middleware keeps."""
+"""``Bastion``: the one object an app builds, and the per-request state the middleware keeps.
+
+Authentication, log-in and log-out are written once as sans-IO steps (:mod:`bastion.redisio`);
+the ASGI middleware runs them with the async runner, the WSGI middleware with the sync one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import logging
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from starlette.authentication import AuthCredentials
 
+from bastion import ratelimit
+from bastion.clientip import client_ip, parse_networks
 from bastion.cookies import clear_cookie, session_cookie
-from bastion.credentials import Credentials
-from bastion.errors import JWTCreationDenied, Unauthorized
+from bastion.credentials import Credentials, read_credentials
+from bastion.csrf import is_cross_site
+from bastion.errors import (
+    APIKeyAndSession,
+    APIKeyInvalid,
+    BastionError,
+    CrossSiteRequest,
+    Forbidden,
+    JWTAndSession,
+    JWTCreationDenied,
+    JWTInvalid,
+    MissingScope,
+    SessionInvalid,
+    Unauthorized,
+)
 from bastion.identity import Identity
 from bastion.policies import grants
 from bastion.policies.authorizer import Authorizer
 from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
-from bastion.redisio import AsyncRunner, SyncRunner
+from bastion.redisio import AsyncRunner, Steps, SyncRunner, together
+from bastion.security import SecurityCore
 from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
 from bastion.sessions import scripts as session_scripts
+from bastion.sessions.token import parse_token
 from bastion.settings import Settings
 from bastion.tokens import apikeys
 from bastion.tokens.jwt import JWTService
+from bastion.users import UserCore, roles_from_fields
+
+logger = logging.getLogger("bastion.middleware")
 
 Scope = MutableMapping[str, Any]
+Rows = list[tuple[str, str]]
 
 # A client that cannot keep cookies sends this header on its log-in request to get the token back.
 FALLBACK_REQUEST_HEADER = b"x-bastion-fallback"
 
+_PROBLEMS: dict[tuple[str, str | None], type[BastionError]] = {
+    ("malformed", "session"): SessionInvalid,
+    ("malformed", "jwt"): JWTInvalid,
+    ("malformed", "key"): APIKeyInvalid,
+    ("jwt_and_session", "jwt"): JWTAndSession,
+    ("key_and_session", "key"): APIKeyAndSession,
+}
+
 
 class RequestState:
-    """What Bastion knows about one request; kept at ``scope["bastion"]``."""
+    """What Bastion knows about one request; kept at ``scope["bastion"]`` (``environ`` in WSGI).
 
-    __slots__ = ("bastion", "credentials", "identity", "response_headers")
+    The client's address, user agent and token request are read from the headers only when a
+    log-in asks for them, so ordinary requests do not pay for it.
+    """
 
-    def __init__(self, bastion: Bastion, identity: Identity, credentials: Credentials) -> None:
+    __slots__ = (
+        "_facts",
+        "bastion",
+        "credentials",
+        "headers",
+        "identity",
+        "peer",
+        "publish",
+        "response_headers",
+    )
+
+    def __init__(
+        self,
+        bastion: Bastion,
+        identity: Identity,
+        credentials: Credentials,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        peer: str = "",
+        publish: Callable[[Identity], None] | None = None,
+    ) -> None:
         self.bastion = bastion
         self.identity = identity
         self.credentials = credentials
+        self.headers = headers or []
+        self.peer = peer
+        self.publish = publish
         self.response_headers: list[tuple[bytes, bytes]] = []
+        self._facts: tuple[str, str, bool] | None = None
+
+    def _read_facts(self) -> tuple[str, str, bool]:
+        if self._facts is None:
+            forwarded = agent = None
+            wants = False
+            for name, value in self.headers:
+                if name == b"x-forwarded-for":
+                    forwarded = value if forwarded is None else forwarded + b"," + value
+                elif name == b"user-agent":
+                    agent = value
+                elif name == FALLBACK_REQUEST_HEADER:
+                    wants = value.strip().lower() in (b"1", b"true")
+            self._facts = (
+                self.bastion.client_ip(self.peer, forwarded),
+                agent.decode("latin-1") if agent else "",
+                wants,
+            )
+        return self._facts
+
+    @property
+    def client_ip(self) -> str:
+        """The client's address (``trusted_proxies`` honoured)."""
+        return self._read_facts()[0]
+
+    @property
+    def user_agent(self) -> str:
+        """The client's User-Agent header."""
+        return self._read_facts()[1]
+
+    @property
+    def wants_token(self) -> bool:
+        """Whether the client sent ``X-Bastion-Fallback: true`` (it cannot keep cookies)."""
+        return self._read_facts()[2]
+
+    def set_identity(self, identity: Identity) -> None:
+        """Change who the request is (after a log-in or log-out) everywhere it is visible."""
+        self.identity = identity
+        if self.publish is not None:
+            self.publish(identity)
 
 
-def _scope_of(conn: Any) -> Scope:
-    scope = getattr(conn, "scope", conn)
-    if not isinstance(scope, MutableMapping) or "bastion" not in scope:
+def publish_to_scope(scope: Scope) -> Callable[[Identity], None]:
+    """Publish an identity as Starlette's ``request.user`` / ``request.auth``."""
+
+    def publish(identity: Identity) -> None:
+        scope["user"] = identity
+        scope["auth"] = AuthCredentials(identity.auth_scopes)
+
+    return publish
+
+
+def state_of(conn: Any) -> RequestState:
+    """The request state of a Starlette request, an ASGI scope or a WSGI environ."""
+    if isinstance(conn, RequestState):
+        return conn
+    scope = getattr(conn, "scope", None) or getattr(conn, "environ", None) or conn
+    state = scope.get("bastion") if isinstance(scope, MutableMapping) else None
+    if not isinstance(state, RequestState):
         raise RuntimeError(
-            "Bastion is not installed on this app: wrap it with bastion.asgi(app) or add "
-            "Middleware(BastionMiddleware, bastion=...) before calling login/logout."
+            "Bastion is not installed on this app: wrap it with bastion.asgi(app) / "
+            "bastion.wsgi(app) (or Flask's init_app) before calling login/logout."
         )
-    return scope
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value)
-    return None
-
-
-def _set_identity(scope: Scope, state: RequestState, identity: Identity) -> None:
-    """Publish the identity for Bastion and for Starlette's ``request.user``/``request.auth``."""
-    state.identity = identity
-    scope["user"] = identity
-    scope["auth"] = AuthCredentials(identity.auth_scopes)
+    return state
 
 
 class Bastion:
-    """Settings, the session stores and the log-in helpers of one app."""
+    """Settings, stores, policy and the log-in helpers of one app."""
 
     def __init__(
         self, settings: Settings | None = None, *, redis: Any = None, sync_redis: Any = None
@@ -75,13 +174,15 @@ class Bastion:
             made_async, made_sync = make_clients(self.settings)
             redis = redis if redis is not None else made_async
             sync_redis = sync_redis if sync_redis is not None else made_sync
-        scripts = {**session_scripts.ALL, **apikeys.SCRIPTS, **grants.SCRIPTS}
+        scripts = {**session_scripts.ALL, **apikeys.SCRIPTS, **grants.SCRIPTS, **ratelimit.SCRIPTS}
         self.runner = AsyncRunner(redis, scripts)
         self.sync_runner = SyncRunner(sync_redis, scripts)
         self.sessions = AsyncSessionStore(self.runner, self.settings)
         self.sync_sessions = SyncSessionStore(self.sync_runner, self.settings)
         self.api_keys = apikeys.AsyncAPIKeyStore(self.runner, self.settings)
         self.sync_api_keys = apikeys.SyncAPIKeyStore(self.sync_runner, self.settings)
+        self.users = UserCore(self.settings.key_prefix)
+        self.security = SecurityCore(self.settings)
         self.jwt = JWTService(self.settings, embedded=self.settings.redis_url is None)
         self.policy = load_holder(self.settings)
         self.authorizer = Authorizer(self.settings, lambda: self.policy.engine)
@@ -94,18 +195,150 @@ class Bastion:
         self.permissions = grants.AsyncGrantStore(self.runner, grant_core)
         self.sync_permissions = grants.SyncGrantStore(self.sync_runner, grant_core)
         self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis)
+        self.trusted_proxies = parse_networks(self.settings.trusted_proxies)
+        from bastion.account import AccountService  # it builds on the stores above
+
+        self.account = AccountService(self)
+        self._cookie_name = self.settings.cookie_name.encode()
+        self._session_header = self.settings.session_header.lower().encode()
 
     def asgi(self, app: Any) -> Any:
-        """Wrap an ASGI app so every request is authenticated."""
+        """Wrap an ASGI app so every request is authenticated (and authorized)."""
         from bastion.middleware.asgi import BastionMiddleware
 
         return BastionMiddleware(app, bastion=self)
 
-    @staticmethod
-    def identity(conn: Any) -> Identity:
-        """The identity of the request (a Starlette ``Request`` or an ASGI scope)."""
-        state: RequestState = _scope_of(conn)["bastion"]
-        return state.identity
+    def wsgi(self, app: Any) -> Any:
+        """Wrap a WSGI app (Flask, ...) so every request is authenticated (and authorized)."""
+        from bastion.middleware.wsgi import BastionWSGIMiddleware
+
+        return BastionWSGIMiddleware(app, bastion=self)
+
+    # -- per request ------------------------------------------------------------------------
+
+    def client_ip(self, peer: str, forwarded_for: bytes | None) -> str:
+        """The client's address, honouring ``trusted_proxies``."""
+        return client_ip(peer, forwarded_for, self.trusted_proxies)
+
+    def authenticate(
+        self, credentials: Credentials, rows_for: str | None
+    ) -> Steps[tuple[Identity, Rows]]:
+        """Who is calling, plus the resource's own permission rows when they count.
+
+        A session (or a JWT's session), the user's role fields and the rows are read in one
+        round trip (one pipeline); API keys skip resource permissions and read no rows.
+        """
+        kind, token = credentials.kind, credentials.token
+        if credentials.problem is not None:
+            raise _PROBLEMS[credentials.problem, kind]()
+        rows_steps = self.permissions.core.rows(rows_for) if rows_for and kind != "key" else None
+        rows: Rows = []
+        if kind is None or token is None:
+            if rows_steps is not None:
+                rows = yield from rows_steps
+            return Identity.guest(), rows
+        if kind == "key":
+            info = yield from self.api_keys.core.authenticate(token)
+            return Identity.for_key(info.id, info.scopes), []
+        if kind == "session":
+            parsed = parse_token(token)
+            if parsed is None:
+                raise SessionInvalid()
+            user_id = parsed.user_id
+            failure: BastionError = SessionInvalid()
+            check = self.sessions.core.authenticate(token)
+        else:
+            subject = self.jwt.verify(token)
+            user_id = subject.user_id
+            failure = JWTInvalid("Failed to verify JWT: its session has ended.")
+            check = self.sessions.core.alive(subject.user_id, subject.session_id)
+        if rows_steps is None:
+            active = yield from check
+        else:
+            active, rows = yield from together(check, rows_steps)
+        if active is None:
+            raise failure
+        roles = roles_from_fields(user_id, active.verified, active.labels, active.teams)
+        return Identity(kind, active.user_id, active.session_id, roles), rows
+
+    def admit(
+        self,
+        method: str,
+        scheme: str,
+        raw_path: str,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        websocket: bool = False,
+    ) -> Steps[tuple[Identity, Credentials]]:
+        """Steps 1-4 of a request: credentials, identity, cross-site check, decision.
+
+        Raises the ``BastionError`` the client must get instead of the app's answer.
+        """
+        credentials = read_credentials(headers, self._cookie_name, self._session_header)
+        authorizer, target = self.authorizer, None
+        guarded = authorizer.guards(raw_path)
+        if guarded:
+            target = authorizer.target(method, raw_path)
+        rows_for = target.resource if target and authorizer.needs_rows(target) else None
+        identity, rows = yield from self.authenticate(credentials, rows_for)
+        if credentials.source == "cookie" and is_cross_site(
+            method, scheme, headers, self.settings.allowed_origins, websocket=websocket
+        ):
+            raise CrossSiteRequest()
+        if guarded:
+            authorizer.authorize(identity, target, rows)
+        return identity, credentials
+
+    def refusal(
+        self, exc: BastionError, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and JSON body of an error response."""
+        body = exc.body()
+        out = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+        ]
+        # A stale cookie is cleared with the 401 so the browser's next request is a guest's.
+        if isinstance(exc, Unauthorized):
+            sent = read_credentials(headers, self._cookie_name, self._session_header)
+            if sent.source == "cookie":
+                out.append((b"set-cookie", clear_cookie(self.settings).encode()))
+        logger.info("refused: %s (%d)", exc.type, exc.status)
+        return exc.status, out, body
+
+    # -- log-in and log-out ---------------------------------------------------------------------
+
+    def login_steps(self, state: RequestState, user_id: str) -> Steps[NewSession]:
+        """Start a session for ``user_id`` on this request (see :meth:`login`)."""
+        current = state.identity
+        if current.kind == "session" and current.user_id and current.session_id:
+            yield from self.sessions.core.revoke(current.user_id, current.session_id)
+        limits = yield from self.security.current()
+        new = yield from self.sessions.core.create(
+            user_id, ip=state.client_ip, user_agent=state.user_agent, limit=limits.session_limit
+        )
+        state.set_identity(Identity.for_session(new.session.user_id, new.session.id))
+        state.response_headers = [
+            (b"set-cookie", session_cookie(self.settings, new.token).encode()),
+            # The response carries a secret: no shared or browser cache may keep it.
+            (b"cache-control", b"no-store"),
+        ]
+        if state.wants_token or state.credentials.source == "header":
+            state.response_headers.append(
+                (self.settings.session_header.lower().encode(), new.token.encode())
+            )
+        return new
+
+    def logout_steps(self, state: RequestState) -> Steps[bool]:
+        """End the request's session and clear its cookie (see :meth:`logout`)."""
+        identity, revoked = state.identity, False
+        if identity.kind in ("session", "jwt") and identity.user_id and identity.session_id:
+            revoked = yield from self.sessions.core.revoke(identity.user_id, identity.session_id)
+        state.set_identity(Identity.guest())
+        state.response_headers = [(b"set-cookie", clear_cookie(self.settings).encode())]
+        return revoked
 
     async def login(self, conn: Any, user_id: str) -> NewSession:
         """Start a new session for ``user_id`` and set its cookie on the response.
@@ -113,21 +346,43 @@ class Bastion:
         Any session the request came with is revoked first, so a log-in always yields a fresh
         session id (no fixation). A client that sent ``X-Bastion-Fallback: true`` or that
         authenticates by header also gets the token in the session header of the response.
+        The per-user session cap in force (``bastion security set session_limit``) applies.
         """
-        scope = _scope_of(conn)
-        state: RequestState = scope["bastion"]
-        current = state.identity
-        if current.kind == "session" and current.user_id and current.session_id:
-            await self.sessions.revoke(current.user_id, current.session_id)
-        client = scope.get("client")
-        user_agent = _header(scope, b"user-agent") or b""
-        new = await self.sessions.create(
-            user_id,
-            ip=client[0] if client else "",
-            user_agent=user_agent.decode("latin-1"),
-        )
-        self._remember_login(scope, state, new)
-        return new
+        return await self.runner.run(self.login_steps(state_of(conn), user_id))
+
+    def login_sync(self, conn: Any, user_id: str) -> NewSession:
+        """:meth:`login` for WSGI apps (``conn``: the environ or a Flask request)."""
+        return self.sync_runner.run(self.login_steps(state_of(conn), user_id))
+
+    async def logout(self, conn: Any) -> bool:
+        """Revoke the request's session and clear its cookie; False if there was none."""
+        return await self.runner.run(self.logout_steps(state_of(conn)))
+
+    def logout_sync(self, conn: Any) -> bool:
+        """:meth:`logout` for WSGI apps."""
+        return self.sync_runner.run(self.logout_steps(state_of(conn)))
+
+    @staticmethod
+    def identity(conn: Any) -> Identity:
+        """The identity of the request (a Starlette/Flask request, an ASGI scope or environ)."""
+        return state_of(conn).identity
+
+    def require(
+        self, identity: Identity, action: str, resource: str, *, scope: str | None = None
+    ) -> None:
+        """Raise the refusal the caller should get unless they may ``action`` on ``resource``.
+
+        For checks inside views (per-document rows are not read here: pass them through the
+        route map for that). API keys need ``scope``; users and guests the policy.
+        """
+        if identity.kind == "key":
+            if scope is None:
+                raise MissingScope("(none: this route accepts no API key)")
+            identity.require_scope(scope)
+            return
+        decision = self.policy.engine.decide(identity.roles, action, resource)
+        if not decision.allowed:
+            raise Forbidden() if identity.is_authenticated else Unauthorized()
 
     def create_jwt(self, conn: Any) -> str:
         """A JWT for the request's session; only a session can mint one (not a JWT, not a key)."""
@@ -137,30 +392,3 @@ class Bastion:
         if identity.kind != "session" or not identity.user_id or not identity.session_id:
             raise Unauthorized("Log in first: a JWT is minted from a session.")
         return self.jwt.mint(identity.user_id, identity.session_id)
-
-    async def logout(self, conn: Any) -> bool:
-        """Revoke the request's session and clear its cookie; False if there was none."""
-        scope = _scope_of(conn)
-        state: RequestState = scope["bastion"]
-        revoked = False
-        if state.identity.session_id is not None and state.identity.user_id is not None:
-            revoked = await self.sessions.revoke(state.identity.user_id, state.identity.session_id)
-        self._remember_logout(scope, state)
-        return revoked
-
-    def _remember_login(self, scope: Scope, state: RequestState, new: NewSession) -> None:
-        _set_identity(scope, state, Identity.for_session(new.session.user_id, new.session.id))
-        state.response_headers = [
-            (b"set-cookie", session_cookie(self.settings, new.token).encode()),
-            # The response carries a secret: no shared or browser cache may keep it.
-            (b"cache-control", b"no-store"),
-        ]
-        asked = (_header(scope, FALLBACK_REQUEST_HEADER) or b"").strip().lower() in (b"1", b"true")
-        if asked or state.credentials.source == "header":
-            state.response_headers.append(
-                (self.settings.session_header.lower().encode(), new.token.encode())
-            )
-
-    def _remember_logout(self, scope: Scope, state: RequestState) -> None:
-        _set_identity(scope, state, Identity.guest())
-        state.response_headers = [(b"set-cookie", clear_cookie(self.settings).encode())]

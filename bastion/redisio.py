@@ -1,14 +1,16 @@
 """Redis work as data: sans-IO steps that yield operations, and the async and sync drivers.
 
-A store method is a generator that yields :class:`Call` or :class:`Script` and receives each
-result, so its logic exists once; :class:`AsyncRunner` (redis.asyncio) and :class:`SyncRunner`
-(redis) carry the operations to Redis. Any Redis failure becomes ``ServiceUnavailable`` (503).
+A store method is a generator that yields :class:`Call`, :class:`Script`, :class:`Batch` or
+:class:`Compute` and receives each result, so its logic exists once; :class:`AsyncRunner`
+(redis.asyncio) and :class:`SyncRunner` (redis) carry the operations out. Any Redis failure
+becomes ``ServiceUnavailable`` (503).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 from redis.exceptions import RedisError
@@ -41,12 +43,19 @@ class Batch(NamedTuple):
     ops: list[Call | Script]
 
 
-Op = Call | Script | Batch
+class Compute(NamedTuple):
+    """CPU work (password hashing): off the event loop when async, inline when sync."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+Op = Call | Script | Batch | Compute
 Steps = Generator[Op, Any, T]
 
 
 def together(*steps: Steps[Any]) -> Steps[list[Any]]:
-    """Run several steps side by side: each round, their next operations go out as one batch."""
+    """Run several steps side by side: each round, their Redis operations go out as one batch."""
     results: list[Any] = [None] * len(steps)
     pending: list[tuple[int, Op]] = []
     for index, step in enumerate(steps):
@@ -55,15 +64,27 @@ def together(*steps: Steps[Any]) -> Steps[list[Any]]:
         except StopIteration as done:
             results[index] = done.value
     while pending:
+        replies: list[Any] = []
         if len(pending) == 1:
             replies = [(yield pending[0][1])]
         else:
             flat: list[Call | Script] = []
+            spans: list[tuple[int, int] | None] = []
             for _, op in pending:
-                if isinstance(op, Batch):
-                    raise TypeError("together() cannot nest batches")
-                flat.append(op)
-            replies = yield Batch(flat)
+                if isinstance(op, Compute):
+                    spans.append(None)
+                    continue
+                parts = list(op.ops) if isinstance(op, Batch) else [op]
+                spans.append((len(flat), len(flat) + len(parts)))
+                flat.extend(parts)
+            answers = (yield Batch(flat)) if flat else []
+            for (_, op), span in zip(pending, spans, strict=True):
+                if span is None:
+                    replies.append((yield op))
+                elif isinstance(op, Batch):
+                    replies.append(answers[span[0] : span[1]])
+                else:
+                    replies.append(answers[span[0]])
         following: list[tuple[int, Op]] = []
         for (index, _), reply in zip(pending, replies, strict=True):
             try:
@@ -74,9 +95,16 @@ def together(*steps: Steps[Any]) -> Steps[list[Any]]:
     return results
 
 
-def _unavailable(exc: RedisError) -> ServiceUnavailable:
-    logger.error("Redis unavailable: %s: %s", type(exc).__name__, exc)
-    return ServiceUnavailable()
+def _failure(op: Op, exc: Exception) -> Exception:
+    """What the steps see when an operation fails: Redis trouble is a 503, CPU work's own error."""
+    if isinstance(op, Compute):
+        return exc
+    if isinstance(exc, RedisError):
+        logger.error("Redis unavailable: %s: %s", type(exc).__name__, exc)
+        unavailable = ServiceUnavailable()
+        unavailable.__cause__ = exc
+        return unavailable
+    return exc
 
 
 class _Runner:
@@ -99,8 +127,12 @@ class AsyncRunner(_Runner):
         try:
             op = next(steps)
             while True:
+                result: Any = None
+                error: Exception | None = None
                 try:
-                    if isinstance(op, Batch):
+                    if isinstance(op, Compute):
+                        result = await asyncio.to_thread(op.fn, *op.args)
+                    elif isinstance(op, Batch):
                         pipe = self.client.pipeline(transaction=False)
                         for item in op.ops:
                             self._queue(pipe, item)
@@ -109,9 +141,10 @@ class AsyncRunner(_Runner):
                         result = await self._scripts[op.name](keys=op.keys, args=op.args)
                     else:
                         result = await getattr(self.client, op.name)(*op.args)
-                except RedisError as exc:
-                    raise _unavailable(exc) from exc
-                op = steps.send(result)
+                except Exception as exc:
+                    error = _failure(op, exc)
+                # Failures go back into the steps, so their own handlers see them.
+                op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
@@ -124,8 +157,12 @@ class SyncRunner(_Runner):
         try:
             op = next(steps)
             while True:
+                result: Any = None
+                error: Exception | None = None
                 try:
-                    if isinstance(op, Batch):
+                    if isinstance(op, Compute):
+                        result = op.fn(*op.args)
+                    elif isinstance(op, Batch):
                         pipe = self.client.pipeline(transaction=False)
                         for item in op.ops:
                             self._queue(pipe, item)
@@ -134,8 +171,8 @@ class SyncRunner(_Runner):
                         result = self._scripts[op.name](keys=op.keys, args=op.args)
                     else:
                         result = getattr(self.client, op.name)(*op.args)
-                except RedisError as exc:
-                    raise _unavailable(exc) from exc
-                op = steps.send(result)
+                except Exception as exc:
+                    error = _failure(op, exc)
+                op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]

@@ -132,6 +132,9 @@ class Settings:
     admin_roles: tuple[str, ...] = ()
     """Roles whose holders may grant per-resource permissions to any role."""
 
+    account_prefix: str = "/account"
+    """Where the account routes are mounted; the account service guards them itself."""
+
     password_min_length: int = 8
     """Fewest characters a password may have (never below 8)."""
     password_max_length: int = 256
@@ -224,6 +227,8 @@ class Settings:
         for role in self.admin_roles:
             if not is_role(role):
                 raise ConfigError("admin_roles", role, "roles like label:admin or team:ops/owner")
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", self.account_prefix):
+            raise ConfigError("account_prefix", self.account_prefix, "a path like /account")
         _in_range("password_min_length", self.password_min_length, 8, 256)
         _in_range("password_max_length", self.password_max_length, self.password_min_length, 1024)
         _in_range("password_history", self.password_history, 0, 20)

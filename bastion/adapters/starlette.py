@@ -1,11 +1,20 @@
-"""Starlette helpers: render Bastion's errors as its JSON body from inside an app."""
+"""Starlette helpers: the account routes, and rendering Bastion's errors from inside an app."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, Router
+
+from bastion.account import ROUTES, Reply
+from bastion.core import state_of
 from bastion.errors import BastionError
+
+if TYPE_CHECKING:
+    from bastion.core import Bastion
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:
@@ -22,3 +31,42 @@ async def handle_error(request: Request, exc: Exception) -> Response:
 
 exception_handlers = {BastionError: handle_error}
 """Pass to ``Starlette(exception_handlers=...)`` so Bastion's errors keep their status and body."""
+
+
+def to_response(reply: Reply) -> Response:
+    """A Starlette response for an account-service reply."""
+    headers = {"cache-control": "no-store", **reply.headers}
+    if reply.body is None:
+        return Response(status_code=reply.status, headers=headers)
+    return JSONResponse(reply.body, status_code=reply.status, headers=headers)
+
+
+def account_endpoint(bastion: Bastion, name: str) -> Callable[[Request], Any]:
+    """The Starlette endpoint of one account route."""
+
+    async def endpoint(request: Request) -> Response:
+        body = await request.body() if request.method in ("POST", "PATCH") else b""
+        steps = bastion.account.handle(name, state_of(request), body, dict(request.path_params))
+        return to_response(await bastion.runner.run(steps))
+
+    endpoint.__name__ = name
+    return endpoint
+
+
+def account_routes(bastion: Bastion) -> list[Route]:
+    """The account routes (DESIGN.md section 4) at ``settings.account_prefix``."""
+    prefix = bastion.settings.account_prefix
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for method, path, name in ROUTES:
+        grouped.setdefault((path, name), []).append(method)
+    return [
+        Route(
+            prefix + path, account_endpoint(bastion, name), methods=methods, name=f"account_{name}"
+        )
+        for (path, name), methods in grouped.items()
+    ]
+
+
+def account_router(bastion: Bastion) -> Router:
+    """A Starlette ``Router`` with the account routes; add its routes to your app."""
+    return Router(routes=account_routes(bastion))

@@ -40,6 +40,13 @@ class Authorizer:
         self.routes = RouteMap(settings.routes)
         self._engine = engine
         self._child_security = frozenset(r.path for r in settings.resources if r.child_security)
+        self._account = settings.account_prefix
+
+    def guards(self, raw_path: str) -> bool:
+        """Whether the route map decides this path (the account routes guard themselves)."""
+        if not self.active:
+            return False
+        return not (raw_path == self._account or raw_path.startswith(self._account + "/"))
 
     def target(self, method: str, raw_path: str) -> Target | None:
         """The route and resource of a request (``BadRequest`` for an unusable id)."""

@@ -36,6 +36,8 @@ def suites_beside(policy_files: tuple[str, ...]) -> list[str]:
 
 def load_holder(settings: Settings) -> PolicyHolder:
     """The policy of these settings, built, linted and self-tested; ``PolicyError`` if broken."""
+    if not settings.authorization:
+        return PolicyHolder()  # nothing is authorized: no files to read, nothing to test
     return PolicyHolder.from_files(
         settings.policy_model, settings.policy_files, suites=suites_beside(settings.policy_files)
     )
@@ -54,7 +56,10 @@ class PolicyWatcher:
         self.settings = settings
         self.client = client
         self._files = self._signature()
-        self._version = self._announced()
+        self._version: bytes | None = None
+        # Without authorization there is nothing to reload: no Redis read at start-up either.
+        if settings.authorization:
+            self._version = self._announced()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

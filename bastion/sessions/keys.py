@@ -16,3 +16,8 @@ def session_prefix(prefix: str, user_id: str) -> str:
 def session(prefix: str, user_id: str, session_id: str) -> str:
     """Hash of one session: secret digest, created, expires, last seen, IP, user agent."""
     return f"{prefix}:{{{user_id}}}:session:{session_id}"
+
+
+def user(prefix: str, user_id: str) -> str:
+    """Hash of the user's account record (same hash tag as their sessions)."""
+    return f"{prefix}:{{{user_id}}}:user"

@@ -14,7 +14,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: sorted set, new session hash.
+# KEYS: sorted set, new session hash, the user's account hash (may not exist).
 # ARGV: session id, secret digest, length ms, idle ms (0 = off), cap, ip, user agent, key prefix.
 # Returns {score, created ms, {evicted ids...}}.
 CREATE = (
@@ -35,6 +35,9 @@ local score_s = string.format('%d', score)
 redis.call('ZADD', zkey, score_s, ARGV[1])
 redis.call('HSET', KEYS[2], 'h', ARGV[2], 'c', now, 'e', now + length, 'l', now,
            'ip', ARGV[6], 'ua', ARGV[7])
+-- The fields roles are made of travel with the session, so a request reads one hash only.
+local r = redis.call('HMGET', KEYS[3], 'verified', 'labels', 'teams')
+if r[1] then redis.call('HSET', KEYS[2], 'v', r[1], 'lb', r[2] or '', 'tm', r[3] or '') end
 local ttl = length
 if idle > 0 and idle < ttl then ttl = idle end
 redis.call('PEXPIRE', KEYS[2], ttl)
@@ -110,4 +113,33 @@ end
 return removed
 """
 
-ALL = {"create": CREATE, "touch": TOUCH, "list": LIST, "revoke": REVOKE, "revoke_all": REVOKE_ALL}
+# KEYS: the user's account hash, their sorted set of sessions. ARGV: session-key prefix, then
+# field/value pairs among verified, labels, teams. Writes them to the account and to every live
+# session at once, so a changed role applies from each session's next request.
+ROLES = """
+local prefix = ARGV[1]
+local short = {verified = 'v', labels = 'lb', teams = 'tm'}
+local account, session = {}, {}
+for i = 2, #ARGV, 2 do
+  account[#account + 1] = ARGV[i]
+  account[#account + 1] = ARGV[i + 1]
+  session[#session + 1] = short[ARGV[i]]
+  session[#session + 1] = ARGV[i + 1]
+end
+redis.call('HSET', KEYS[1], unpack(account))
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('EXISTS', prefix .. sid) == 1 then
+    redis.call('HSET', prefix .. sid, unpack(session))
+  end
+end
+return 1
+"""
+
+ALL = {
+    "create": CREATE,
+    "touch": TOUCH,
+    "list": LIST,
+    "revoke": REVOKE,
+    "revoke_all": REVOKE_ALL,
+    "roles": ROLES,
+}

@@ -93,10 +93,13 @@ class NewSession:
 
 
 class ActiveSession(NamedTuple):
-    """The result of a successful token check: whose session it is."""
+    """The result of a successful token check: whose session it is, and its role fields."""
 
     user_id: str
     session_id: str
+    verified: bytes | None = None
+    labels: bytes | None = None
+    teams: bytes | None = None
 
 
 def _text(value: bytes | str) -> str:
@@ -135,6 +138,7 @@ class SessionCore:
             [
                 keys.user_sessions(self._prefix, user_id),
                 keys.session(self._prefix, user_id, session_id),
+                keys.user(self._prefix, user_id),
             ],
             [
                 session_id,
@@ -178,7 +182,9 @@ class SessionCore:
         self, user_id: str, session_id: str, secret: str | None
     ) -> Steps[ActiveSession | None]:
         key = keys.session(self._prefix, user_id, session_id)
-        digest, expires, last_seen = yield Call("hmget", (key, "h", "e", "l"))
+        digest, expires, last_seen, verified, labels, teams = yield Call(
+            "hmget", (key, "h", "e", "l", "v", "lb", "tm")
+        )
         if digest is None or expires is None or last_seen is None:
             return None
         if secret is not None and not hmac.compare_digest(digest, hash_secret(secret)):
@@ -193,7 +199,7 @@ class SessionCore:
             alive = yield Script("touch", [key], [self._idle_ms])
             if not alive:
                 return None
-        return ActiveSession(user_id, session_id)
+        return ActiveSession(user_id, session_id, verified, labels, teams)
 
     def list(self, user_id: str) -> Steps[list[SessionInfo]]:
         """The user's live sessions, oldest first."""

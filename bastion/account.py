@@ -1,0 +1,252 @@
+"""The account service: sign up, log in, log out, sessions, JWTs, password change.
+
+Framework-neutral and written once as sans-IO steps: the Starlette and FastAPI routers run them
+with the async runner (password hashing off the event loop), the Flask blueprint with the sync
+one. :meth:`AccountService.handle` is the whole HTTP contract (DESIGN.md section 4); the
+adapters only move bytes in and out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bastion.errors import (
+    BadRequest,
+    BastionError,
+    InvalidCredentials,
+    MissingScope,
+    NotFound,
+    Unauthorized,
+)
+from bastion.identity import Identity
+from bastion.passwords import PasswordHasher, PasswordPolicy
+from bastion.ratelimit import RateLimitCore
+from bastion.redisio import Compute, Steps
+from bastion.security import SecurityValues
+from bastion.sessions import NewSession
+from bastion.users import User, normalize_email, validate_profile
+
+if TYPE_CHECKING:
+    from bastion.core import Bastion
+
+MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer: status, JSON body (None for 204) and extra headers."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("POST", "", "sign_up"),
+    ("GET", "", "get_account"),
+    ("POST", "/sessions", "log_in"),
+    ("GET", "/sessions", "list_sessions"),
+    ("DELETE", "/sessions", "delete_sessions"),
+    ("DELETE", "/sessions/{session_id}", "delete_session"),
+    ("POST", "/jwts", "create_jwt"),
+    ("PATCH", "/password", "change_password"),
+)
+"""The account routes under their prefix (``/account``): method, path, handler name."""
+
+
+def _fields(body: bytes, *required: str, optional: tuple[str, ...] = ()) -> dict[str, str]:
+    if len(body) > MAX_BODY:
+        raise BadRequest("The request body is too large.")
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("The request body must be a JSON object.") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    out: dict[str, str] = {}
+    for name in (*required, *optional):
+        value = data.get(name)
+        if value is None:
+            if name in required:
+                raise BadRequest(f"Missing required field {name!r}.")
+            continue
+        if not isinstance(value, str):
+            raise BadRequest(f"Field {name!r} must be a string.")
+        out[name] = value
+    return out
+
+
+class AccountService:
+    """Account operations for one :class:`~bastion.core.Bastion`."""
+
+    def __init__(self, bastion: Bastion) -> None:
+        self.bastion = bastion
+        self.settings = bastion.settings
+        self.hasher = PasswordHasher.from_settings(self.settings)
+        self.limits = RateLimitCore(self.settings)
+        # Built now so a broken custom dictionary fails at start-up, not at the first sign-up.
+        PasswordPolicy.from_settings(self.settings)
+
+    def _policy(self, values: SecurityValues) -> PasswordPolicy:
+        s = self.settings
+        return PasswordPolicy(
+            min_length=s.password_min_length,
+            max_length=s.password_max_length,
+            dictionary=values.password_dictionary,
+            dictionary_path=s.password_dictionary_path,
+            personal_data=values.password_personal_data,
+            history=values.password_history,
+        )
+
+    @staticmethod
+    def _user_of(state: Any) -> tuple[Identity, str]:
+        """The signed-in caller and their user id; API keys and guests are refused."""
+        identity: Identity = state.identity
+        if identity.kind == "key":
+            raise MissingScope("account", "An API key")
+        if identity.kind not in ("session", "jwt") or not identity.user_id:
+            raise Unauthorized()
+        return identity, identity.user_id
+
+    def _limit(self, endpoint: str, email: str | None, ip: str) -> Steps[None]:
+        decision = yield from self.limits.hit(endpoint, email=email, ip=ip)
+        decision.raise_if_denied()
+
+    # -- operations -------------------------------------------------------------------------
+
+    def sign_up(
+        self, state: Any, email: str, password: str, name: str = "", phone: str = ""
+    ) -> Steps[User]:
+        """Create an account (it does not log in)."""
+        email, name, phone = validate_profile(email, name, phone)
+        yield from self._limit("signup", email, state.client_ip)
+        values = yield from self.bastion.security.current()
+        policy = self._policy(values)
+        user_id = self.bastion.users.new_id()
+        policy.check(password, user_id=user_id, email=email, name=name, phone=phone)
+        password_hash = yield Compute(self.hasher.hash, (password,))
+        history = tuple(policy.remember(password_hash, ()))
+        return (
+            yield from self.bastion.users.create(
+                email, password_hash, name=name, phone=phone, history=history, user_id=user_id
+            )
+        )
+
+    def log_in(self, state: Any, email: str, password: str) -> Steps[tuple[User, NewSession]]:
+        """Check the password and start a session (new id every time; the cap applies)."""
+        email = normalize_email(email)
+        yield from self._limit("login", email, state.client_ip)
+        if len(password) > self.settings.password_max_length:
+            raise InvalidCredentials()  # never hash what no account can have
+        user = yield from self.bastion.users.by_email(email)
+        if user is None or not user.password_hash:
+            # The same argon2 work as a real check, so timing does not tell which emails exist.
+            yield Compute(self.hasher.dummy_verify, (password,))
+            raise InvalidCredentials()
+        if not (yield Compute(self.hasher.verify, (user.password_hash, password))):
+            raise InvalidCredentials()
+        if self.hasher.needs_rehash(user.password_hash):
+            upgraded = yield Compute(self.hasher.hash, (password,))
+            yield from self.bastion.users.set_password(user.id, upgraded, user.password_history)
+        new = yield from self.bastion.login_steps(state, user.id)
+        return user, new
+
+    def current_user(self, state: Any) -> Steps[User]:
+        """The signed-in user's record."""
+        _, user_id = self._user_of(state)
+        user = yield from self.bastion.users.get(user_id)
+        if user is None:
+            raise Unauthorized("The account no longer exists.")
+        return user
+
+    def change_password(self, state: Any, password: str, old_password: str) -> Steps[User]:
+        """Change the password (the old one is required); other sessions end by default."""
+        identity, _ = self._user_of(state)
+        user = yield from self.current_user(state)
+        yield from self._limit("password", user.email, state.client_ip)
+        if len(old_password) > self.settings.password_max_length or not (
+            yield Compute(self.hasher.verify, (user.password_hash, old_password))
+        ):
+            raise InvalidCredentials("The current password is wrong.")
+        values = yield from self.bastion.security.current()
+        policy = self._policy(values)
+        policy.check(password, user_id=user.id, email=user.email, name=user.name, phone=user.phone)
+        # The expensive rule last, and off the event loop: one argon2 verify per old password.
+        yield Compute(policy.check_history, (password, user.password_history, self.hasher))
+        new_hash = yield Compute(self.hasher.hash, (password,))
+        history = tuple(policy.remember(new_hash, user.password_history))
+        yield from self.bastion.users.set_password(user.id, new_hash, history)
+        if self.settings.revoke_sessions_on_password_change:
+            yield from self.bastion.sessions.core.revoke_all(user.id, keep=identity.session_id)
+        return user
+
+    # -- the HTTP contract ------------------------------------------------------------------
+
+    def handle(
+        self, name: str, state: Any, body: bytes, params: dict[str, str] | None = None
+    ) -> Steps[Reply]:
+        """Run one account route; every outcome, errors included, is a :class:`Reply`."""
+        try:
+            result: Reply | Steps[Reply] = getattr(self, "_http_" + name)(state, body, params or {})
+            if isinstance(result, Reply):
+                return result
+            reply: Reply = yield from result
+            return reply
+        except BastionError as exc:
+            return Reply(exc.status, exc.to_dict(), dict(exc.headers))
+        except ValueError as exc:  # bad input found deep in a store (an id, a label)
+            error = BadRequest(str(exc))
+            return Reply(error.status, error.to_dict())
+
+    def _http_sign_up(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
+        data = _fields(body, "email", "password", optional=("name", "phone"))
+        user = yield from self.sign_up(
+            state, data["email"], data["password"], data.get("name", ""), data.get("phone", "")
+        )
+        return Reply(201, user.to_public())
+
+    def _http_get_account(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
+        user = yield from self.current_user(state)
+        return Reply(200, user.to_public())
+
+    def _http_log_in(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
+        data = _fields(body, "email", "password")
+        _, new = yield from self.log_in(state, data["email"], data["password"])
+        return Reply(201, new.session.to_dict(current_id=new.session.id))
+
+    def _http_list_sessions(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
+        identity, user_id = self._user_of(state)
+        found = yield from self.bastion.sessions.core.list(user_id)
+        rows = [s.to_dict(current_id=identity.session_id) for s in found]
+        return Reply(200, {"total": len(rows), "sessions": rows})
+
+    def _http_delete_sessions(
+        self, state: Any, body: bytes, params: dict[str, str]
+    ) -> Steps[Reply]:
+        _, user_id = self._user_of(state)
+        yield from self.bastion.sessions.core.revoke_all(user_id)
+        yield from self.bastion.logout_steps(state)
+        return Reply(204)
+
+    def _http_delete_session(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
+        identity, user_id = self._user_of(state)
+        session_id = params.get("session_id", "")
+        if session_id in ("current", identity.session_id):
+            yield from self.bastion.logout_steps(state)
+            return Reply(204)
+        if not (yield from self.bastion.sessions.core.revoke(user_id, session_id)):
+            raise NotFound("No such session.")
+        return Reply(204)
+
+    def _http_create_jwt(self, state: Any, body: bytes, params: dict[str, str]) -> Reply:
+        self._user_of(state)
+        return Reply(201, {"jwt": self.bastion.create_jwt(state)})
+
+    def _http_change_password(
+        self, state: Any, body: bytes, params: dict[str, str]
+    ) -> Steps[Reply]:
+        data = _fields(body, "password", "oldPassword")
+        user = yield from self.change_password(state, data["password"], data["oldPassword"])
+        return Reply(200, user.to_public())

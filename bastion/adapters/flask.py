@@ -1,0 +1,100 @@
+"""Flask helpers: ``init_app``, the current identity, a ``require`` decorator, the account routes.
+
+Flask runs Bastion natively over WSGI: the same steps as the ASGI path, on the sync Redis client.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+
+from bastion.account import ROUTES, Reply
+from bastion.core import state_of
+from bastion.errors import BastionError
+from bastion.identity import Identity
+
+if TYPE_CHECKING:
+    from bastion.core import Bastion
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
+    response = current_app.response_class(
+        b"" if body is None else current_app.json.dumps(body),
+        status=status,
+        mimetype="application/json",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _error(exc: BastionError) -> Response:
+    return _json(exc.to_dict(), exc.status, dict(exc.headers))
+
+
+def init_app(app: Flask, bastion: Bastion, *, account: bool = True) -> None:
+    """Install Bastion on a Flask app: the WSGI middleware, ``g.identity``, JSON errors, routes."""
+    app.wsgi_app = bastion.wsgi(app.wsgi_app)  # type: ignore[method-assign]
+    app.extensions["bastion"] = bastion
+    app.register_error_handler(BastionError, _error)
+
+    @app.before_request
+    def _identity() -> None:
+        g.identity = state_of(request.environ).identity
+
+    if account:
+        app.register_blueprint(account_blueprint(bastion))
+
+
+def current_identity() -> Identity:
+    """Who sent the current request."""
+    return state_of(request.environ).identity
+
+
+def require(action: str, resource: str, *, scope: str | None = None) -> Callable[[F], F]:
+    """Refuse the view unless the caller may ``action`` on ``resource`` (``{arg}`` from the URL).
+
+    Users and guests are judged by the policy, API keys by ``scope`` (no scope: keys refused).
+    """
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bastion: Bastion = current_app.extensions["bastion"]
+            target = resource.format(**(request.view_args or {}))
+            bastion.require(current_identity(), action, target, scope=scope)
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
+    def view(**params: str) -> Response:
+        body = request.get_data(cache=False) if request.method in ("POST", "PATCH") else b""
+        reply: Reply = bastion.sync_runner.run(
+            bastion.account.handle(name, state_of(request.environ), body, params)
+        )
+        return _json(reply.body, reply.status, reply.headers)
+
+    view.__name__ = name
+    return view
+
+
+def account_blueprint(bastion: Bastion) -> Blueprint:
+    """A ``Blueprint`` with the account routes at ``settings.account_prefix``."""
+    blueprint = Blueprint("bastion_account", __name__, url_prefix=bastion.settings.account_prefix)
+    for method, path, name in ROUTES:
+        rule = path.replace("{session_id}", "<session_id>") or "/"
+        blueprint.add_url_rule(
+            rule, endpoint=f"{name}_{method.lower()}", view_func=_view(bastion, name),
+            methods=[method], strict_slashes=False,
+        )  # fmt: skip
+    return blueprint

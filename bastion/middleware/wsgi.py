@@ -1,0 +1,134 @@
+"""``BastionWSGIMiddleware``: the WSGI twin of the ASGI middleware (Flask and friends).
+
+Both run the same steps (:meth:`Bastion.admit`); this one drives them with the sync Redis client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from bastion.core import Bastion, RequestState
+from bastion.errors import BastionError
+from bastion.identity import Identity
+from bastion.settings import Settings
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+logger = logging.getLogger("bastion.middleware")
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def headers_of(environ: Environ) -> list[tuple[bytes, bytes]]:
+    """The request headers as ASGI spells them: lower-case names, bytes."""
+    found = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower().encode("latin-1")
+            found.append((name, str(value).encode("latin-1")))
+    return found
+
+
+def _raw_path(environ: Environ) -> str:
+    # PEP 3333 delivers PATH_INFO decoded; servers that keep the raw form expose it (gunicorn and
+    # werkzeug as RAW_URI / REQUEST_URI), which lets an encoded "/" stay inside its segment.
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if isinstance(raw, str) and raw.startswith("/"):
+        return raw.split("?", 1)[0]
+    return str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "/"))
+
+
+def status_line(status: int) -> str:
+    """``"401 Unauthorized"`` for 401."""
+    return f"{status} {_REASONS.get(status, 'Error')}"
+
+
+class BastionWSGIMiddleware:
+    """Authenticate and authorize each WSGI request, then call the app.
+
+    Sets ``environ["bastion"]`` (a :class:`RequestState`) and ``environ["bastion.identity"]``;
+    refusals are JSON errors and the app is never called for them.
+    """
+
+    def __init__(
+        self, app: WSGIApp, bastion: Bastion | None = None, *, settings: Settings | None = None
+    ) -> None:
+        self.app = app
+        self.bastion = bastion if bastion is not None else Bastion(settings)
+        self._watching = False
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self._watching:
+            self._watching = True
+            if self.bastion.authorizer.active:
+                self.bastion.policy_watcher.start()
+        headers = headers_of(environ)
+        try:
+            identity, credentials = self.bastion.sync_runner.run(
+                self.bastion.admit(
+                    str(environ.get("REQUEST_METHOD", "GET")),
+                    str(environ.get("wsgi.url_scheme", "http")),
+                    _raw_path(environ),
+                    headers,
+                )
+            )
+        except BastionError as exc:
+            return self._refuse(exc, headers, start_response)
+
+        def publish(who: Identity) -> None:
+            environ["bastion.identity"] = who
+
+        state = RequestState(
+            self.bastion,
+            identity,
+            credentials,
+            headers=headers,
+            peer=str(environ.get("REMOTE_ADDR", "")),
+            publish=publish,
+        )
+        environ["bastion"] = state
+        state.set_identity(identity)
+
+        def start_with_cookies(
+            status: str, response_headers: list[Any], exc_info: Any = None
+        ) -> Any:
+            extra = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in state.response_headers]
+            return start_response(status, [*response_headers, *extra], exc_info)
+
+        try:
+            return _closing(self.app(environ, start_with_cookies))
+        except BastionError as exc:
+            # Raised by Bastion's calls inside the app before it answered (log-in while Redis
+            # is down, ...): rendered as its JSON error.
+            return self._refuse(exc, headers, start_response)
+
+    def _refuse(
+        self, exc: BastionError, headers: list[tuple[bytes, bytes]], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        status, out, body = self.bastion.refusal(exc, headers)
+        start_response(
+            status_line(status), [(k.decode("latin-1"), v.decode("latin-1")) for k, v in out]
+        )
+        return [body]
+
+
+def _closing(result: Iterable[bytes]) -> Iterator[bytes]:
+    try:
+        yield from result
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()

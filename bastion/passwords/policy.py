@@ -1,0 +1,209 @@
+"""Password rules: length, the common-password dictionary, personal data and history.
+
+``check`` runs the cheap rules and is safe on the event loop: it looks at the length before
+anything reads the content, so an oversized password costs one ``len()``.  ``check_history``
+does one argon2 verify per remembered hash, so run it in a worker thread and after ``check``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from bastion.errors import (
+    ConfigError,
+    PasswordInDictionary,
+    PasswordPersonalData,
+    PasswordRecentlyUsed,
+    PasswordTooLong,
+    PasswordTooShort,
+)
+from bastion.passwords.dictionary import fold, load_dictionary
+
+if TYPE_CHECKING:
+    from bastion.settings import Settings
+
+MIN_LENGTH_FLOOR = 8
+"""No policy accepts passwords shorter than this (OWASP ASVS 5.0 V6.2.1)."""
+
+_MIN_TOKEN = 3  # Keycloak's MIN_NAME_LENGTH: "Ed" or "Li" would block half of all passwords.
+_MIN_DIGIT_TOKEN = 4  # "007" or "42" in an id or name part is too common to forbid.
+_MIN_SUBSCRIBER = 7  # Shortest phone number left once a country code is dropped.
+_NAME_SPLIT = re.compile(r"\W+")
+_LOCAL_SPLIT = re.compile(r"[._+\-]+")
+_NOT_DIGIT = re.compile(r"[^0-9]+")
+
+
+class HashVerifier(Protocol):
+    """What ``check_history`` needs from a hasher (``PasswordHasher`` is one)."""
+
+    def verify(self, stored_hash: str, password: str) -> bool:
+        """Whether ``password`` matches ``stored_hash``."""
+        ...
+
+
+def character_count(password: str) -> int:
+    """The characters ``password`` counts as for the minimum length (see ``PasswordPolicy``)."""
+    # NFC merges "e" + combining accent into one character; NFKC also expands compatibility
+    # characters (ﬃ -> ffi, one Arabic ligature -> 18 letters). The smaller of the two counts
+    # what the user chose, so neither an accent nor an expanding ligature inflates the length.
+    return min(
+        len(unicodedata.normalize("NFC", password)),
+        len(unicodedata.normalize("NFKC", password)),
+    )
+
+
+def _keep(token: str) -> bool:
+    return len(token) >= (_MIN_DIGIT_TOKEN if token.isdigit() else _MIN_TOKEN)
+
+
+def personal_tokens(
+    *,
+    user_id: str | None = None,
+    email: str | None = None,
+    name: str | None = None,
+    phone: str | None = None,
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The folded text tokens and phone-digit tokens a password must not contain."""
+    text: set[str] = set()
+    if user_id:
+        text.add(fold(user_id).strip())
+    if email:
+        address = fold(email).strip()
+        local = address.rpartition("@")[0] if "@" in address else address
+        text.update((address, local, *_LOCAL_SPLIT.split(local)))
+    if name:
+        full = fold(name).strip()
+        text.update((full, *_NAME_SPLIT.split(full)))
+    digits: set[str] = set()
+    if phone:
+        raw = fold(phone).strip()
+        number = _NOT_DIGIT.sub("", raw)
+        if raw.startswith("+") or raw.startswith("00"):
+            # International form: the leading 1-3 digits are the country code (+1, +44, +353),
+            # and people type their number without it. Each drop is kept only while a
+            # plausible subscriber number (7+ digits) remains, so a short number keeps its code.
+            number = number[2:] if raw.startswith("00") else number
+            digits.update(number[cut:] for cut in (1, 2, 3) if len(number) - cut >= _MIN_SUBSCRIBER)
+        elif number.startswith("0") and len(number.lstrip("0")) >= _MIN_SUBSCRIBER:
+            # National form with a trunk prefix (07700 900123): the part after it is the number.
+            digits.add(number.lstrip("0"))
+        digits.add(number)
+    return frozenset(t for t in text if _keep(t)), frozenset(d for d in digits if _keep(d))
+
+
+class PasswordPolicy:
+    """The password rules of one deployment; each rule is a setting and can be switched off.
+
+    Lengths: the maximum counts code points as received (it is a cost bound, checked before
+    anything reads the content); the minimum counts characters after normalisation (the smaller
+    of the NFC and NFKC lengths), unlike Appwrite, which counts UTF-8 bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_length: int = 8,
+        max_length: int = 256,
+        dictionary: bool = True,
+        dictionary_path: str | None = None,
+        personal_data: bool = True,
+        history: int = 0,
+    ) -> None:
+        if min_length < MIN_LENGTH_FLOOR:
+            raise ConfigError("password_min_length", min_length, f"at least {MIN_LENGTH_FLOOR}")
+        if max_length < min_length:
+            raise ConfigError("password_max_length", max_length, f"at least {min_length}")
+        if history < 0:
+            raise ConfigError("password_history", history, "0 (off) or more")
+        self.min_length = min_length
+        self.max_length = max_length
+        self.dictionary = dictionary
+        self.dictionary_path = dictionary_path
+        self.personal_data = personal_data
+        self.history = history
+        if dictionary and dictionary_path is not None:
+            # A missing or unreadable custom file fails at start-up, not at the first sign-up;
+            # the shipped list cannot be missing and stays lazy.
+            load_dictionary(dictionary_path)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PasswordPolicy:
+        """The policy the ``password_*`` settings describe."""
+        return cls(
+            min_length=settings.password_min_length,
+            max_length=settings.password_max_length,
+            dictionary=settings.password_dictionary,
+            dictionary_path=settings.password_dictionary_path,
+            personal_data=settings.password_personal_data,
+            history=settings.password_history,
+        )
+
+    def check(
+        self,
+        password: str,
+        *,
+        user_id: str | None = None,
+        email: str | None = None,
+        name: str | None = None,
+        phone: str | None = None,
+    ) -> None:
+        """Raise the first failing cheap rule's error: too long, too short, common, personal."""
+        # len() is O(1) on a str: nothing below runs for an oversized password.
+        if len(password) > self.max_length:
+            raise PasswordTooLong(
+                f"The password must be at most {self.max_length} characters long."
+            )
+        if character_count(password) < self.min_length:
+            raise PasswordTooShort(
+                f"The password must be at least {self.min_length} characters long."
+            )
+        folded = fold(password)
+        if self.dictionary and folded.strip() in load_dictionary(self.dictionary_path):
+            raise PasswordInDictionary()
+        if self.personal_data and _contains_personal_data(
+            folded, user_id=user_id, email=email, name=name, phone=phone
+        ):
+            raise PasswordPersonalData()
+
+    def check_history(self, password: str, history: Sequence[str], hasher: HashVerifier) -> None:
+        """Raise ``PasswordRecentlyUsed`` if ``password`` matches one of the last N hashes."""
+        if self.history == 0:
+            return
+        # check() should have run first; repeat its O(1) length guard so a forgotten check()
+        # cannot turn N argon2 verifies of a huge string into a denial of service.
+        if len(password) > self.max_length:
+            raise PasswordTooLong(
+                f"The password must be at most {self.max_length} characters long."
+            )
+        # Only the newest N count, even if the stored list is longer (history was lowered).
+        for stored_hash in history[-self.history :]:
+            if hasher.verify(stored_hash, password):
+                raise PasswordRecentlyUsed()
+
+    def remember(self, new_hash: str, history: Sequence[str]) -> list[str]:
+        """The history to store after setting a password with hash ``new_hash`` (newest last)."""
+        if self.history == 0:
+            return []
+        return [*history, new_hash][-self.history :]
+
+
+def _contains_personal_data(
+    folded: str,
+    *,
+    user_id: str | None,
+    email: str | None,
+    name: str | None,
+    phone: str | None,
+) -> bool:
+    text, digits = personal_tokens(user_id=user_id, email=email, name=name, phone=phone)
+    if any(token in folded for token in text):
+        return True
+    if not digits:
+        return False
+    # Phone numbers are also looked for in the password's digits alone, so "555-123-4567" and
+    # "(555) 123 4567" are caught like "5551234567".
+    only_digits = _NOT_DIGIT.sub("", folded)
+    return any(token in folded or token in only_digits for token in digits)

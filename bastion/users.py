@@ -1,0 +1,246 @@
+"""Users: the record the account service keeps, and its default store on Redis.
+
+A user's hash shares the ``{user id}`` hash tag with their sessions, so the middleware reads the
+fields that make roles (verified, labels, teams) in the same round trip as the session. Emails
+are claimed through a key named by the email's digest, so sign-up is unique under concurrency.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import secrets
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.errors import BadRequest, UserAlreadyExists
+from bastion.identity import is_valid_id, user_roles
+from bastion.redisio import Call, Script, Steps
+from bastion.sessions import keys
+
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
+_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+_LABEL = re.compile(r"[A-Za-z0-9]{1,36}")
+
+
+def normalize_email(email: str) -> str:
+    """The form emails are compared and stored in: NFKC, trimmed, casefolded."""
+    return unicodedata.normalize("NFKC", email).strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One account; ``password_hash`` and ``password_history`` never leave the server."""
+
+    id: str
+    email: str
+    name: str = ""
+    phone: str = ""
+    verified: bool = False
+    labels: tuple[str, ...] = ()
+    teams: dict[str, tuple[str, ...]] | None = None
+    password_hash: str = ""
+    password_history: tuple[str, ...] = ()
+    created_ms: int = 0
+
+    def to_public(self) -> dict[str, Any]:
+        """The user as the account routes show it (no hashes)."""
+        return {
+            "id": self.id,
+            "email": self.email,
+            "name": self.name,
+            "phone": self.phone,
+            "emailVerification": self.verified,
+            "labels": list(self.labels),
+        }
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The user's Appwrite roles."""
+        return user_roles(
+            self.id, verified=self.verified, teams=self.teams or {}, labels=self.labels
+        )
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+@functools.lru_cache(maxsize=4096)
+def roles_from_fields(
+    user_id: str, verified: bytes | None, labels: bytes | None, teams: bytes | None
+) -> frozenset[str]:
+    """Roles from the raw ``verified``/``labels``/``teams`` fields (cached: they rarely change)."""
+    team_map: dict[str, list[str]] = {}
+    if teams:
+        try:
+            loaded = json.loads(teams)
+            if isinstance(loaded, dict):
+                team_map = {str(k): [str(r) for r in v] for k, v in loaded.items()}
+        except (ValueError, TypeError):
+            team_map = {}
+    return user_roles(
+        user_id,
+        verified=verified == b"1",
+        teams=team_map,
+        labels=_text(labels).split(),
+    )
+
+
+def validate_profile(email: str, name: str, phone: str) -> tuple[str, str, str]:
+    """Check and normalise sign-up fields; ``BadRequest`` says which one is wrong."""
+    email = normalize_email(email)
+    if not _EMAIL.fullmatch(email) or len(email) > 320:
+        raise BadRequest("Invalid email: expected an address like name@example.com.")
+    name = unicodedata.normalize("NFKC", name).strip()
+    if len(name) > 128 or not name.isprintable():
+        raise BadRequest("Invalid name: at most 128 printable characters.")
+    phone = phone.replace(" ", "").replace("-", "")
+    if phone and not _PHONE.fullmatch(phone):
+        raise BadRequest("Invalid phone: expected E.164, like +15551234567.")
+    return email, name, phone
+
+
+class UserCore:
+    """The Redis user store as sans-IO steps."""
+
+    def __init__(self, key_prefix: str) -> None:
+        self._prefix = key_prefix
+
+    @staticmethod
+    def new_id() -> str:
+        """A fresh random user id."""
+        return secrets.token_hex(10)
+
+    def user_key(self, user_id: str) -> str:
+        """The hash of one user (same hash tag as their sessions)."""
+        return keys.user(self._prefix, user_id)
+
+    def _email_key(self, email: str) -> str:
+        digest = hashlib.sha256(normalize_email(email).encode()).hexdigest()[:40]
+        return f"{self._prefix}:email:{{{digest}}}"
+
+    def create(
+        self,
+        email: str,
+        password_hash: str,
+        *,
+        name: str = "",
+        phone: str = "",
+        history: tuple[str, ...] = (),
+        user_id: str | None = None,
+    ) -> Steps[User]:
+        """Store a new user; ``UserAlreadyExists`` if the email is taken."""
+        user_id = user_id or self.new_id()
+        if not is_valid_id(user_id):
+            raise ValueError(f"invalid user id {user_id!r}")
+        email = normalize_email(email)
+        claimed = yield Call("setnx", (self._email_key(email), user_id))
+        if not claimed:
+            raise UserAlreadyExists()
+        created_ms = int(time.time() * 1000)
+        user = User(
+            user_id,
+            email,
+            name,
+            phone,
+            password_hash=password_hash,
+            password_history=history,
+            created_ms=created_ms,
+        )
+        yield Call("hset", (self.user_key(user_id), None, None, self._mapping(user)))
+        return user
+
+    @staticmethod
+    def _mapping(user: User) -> dict[str, str]:
+        return {
+            "email": user.email,
+            "name": user.name,
+            "phone": user.phone,
+            "verified": "1" if user.verified else "0",
+            "labels": " ".join(user.labels),
+            "teams": json.dumps({k: list(v) for k, v in (user.teams or {}).items()}),
+            "hash": user.password_hash,
+            "history": json.dumps(list(user.password_history)),
+            "created": str(user.created_ms),
+        }
+
+    def get(self, user_id: str) -> Steps[User | None]:
+        """The user with this id, or None."""
+        if not is_valid_id(user_id):
+            return None
+        fields = yield Call("hgetall", (self.user_key(user_id),))
+        return self._user(user_id, fields)
+
+    def by_email(self, email: str) -> Steps[User | None]:
+        """The user with this email, or None."""
+        user_id = yield Call("get", (self._email_key(email),))
+        if user_id is None:
+            return None
+        return (yield from self.get(_text(user_id)))
+
+    def set_password(
+        self, user_id: str, password_hash: str, history: tuple[str, ...]
+    ) -> Steps[None]:
+        """Replace the password hash and the history of previous hashes."""
+        mapping = {"hash": password_hash, "history": json.dumps(list(history))}
+        yield Call("hset", (self.user_key(user_id), None, None, mapping))
+
+    def update(
+        self,
+        user_id: str,
+        *,
+        verified: bool | None = None,
+        labels: tuple[str, ...] | None = None,
+        teams: dict[str, tuple[str, ...]] | None = None,
+    ) -> Steps[None]:
+        """Change the fields that make a user's roles (they apply from the next request)."""
+        mapping: dict[str, str] = {}
+        if verified is not None:
+            mapping["verified"] = "1" if verified else "0"
+        if labels is not None:
+            for label in labels:
+                if not _LABEL.fullmatch(label):
+                    raise ValueError(f"invalid label {label!r}: 1-36 letters and digits")
+            mapping["labels"] = " ".join(labels)
+        if teams is not None:
+            for team, team_roles in teams.items():
+                if not is_valid_id(team) or not all(is_valid_id(r) for r in team_roles):
+                    raise ValueError(f"invalid team {team!r} or team roles {team_roles!r}")
+            mapping["teams"] = json.dumps({k: list(v) for k, v in teams.items()})
+        if mapping:
+            # The account and every live session of the user change together (one script).
+            pairs = [item for pair in mapping.items() for item in pair]
+            yield Script(
+                "roles",
+                [self.user_key(user_id), keys.user_sessions(self._prefix, user_id)],
+                [keys.session_prefix(self._prefix, user_id), *pairs],
+            )
+
+    def _user(self, user_id: str, fields: dict[bytes, bytes]) -> User | None:
+        if not fields:
+            return None
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        try:
+            teams = {k: tuple(v) for k, v in json.loads(f.get("teams") or "{}").items()}
+            history = tuple(json.loads(f.get("history") or "[]"))
+        except (ValueError, TypeError, AttributeError):
+            teams, history = {}, ()
+        return User(
+            user_id,
+            f.get("email", ""),
+            f.get("name", ""),
+            f.get("phone", ""),
+            f.get("verified") == "1",
+            tuple(f.get("labels", "").split()),
+            teams,
+            f.get("hash", ""),
+            history,
+            int(f.get("created") or 0),
+        )

@@ -1,0 +1,144 @@
+"""The common-password dictionary: the shipped list, folding, custom files and their errors."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from bastion import ConfigError, Settings
+from bastion.errors import PasswordInDictionary, PasswordTooShort
+from bastion.passwords import PasswordPolicy, fold, is_common, load_dictionary
+
+
+def shipped_lines() -> list[str]:
+    data = resources.files("bastion.passwords").joinpath("data/common-passwords.txt")
+    return data.read_text("utf-8").splitlines()
+
+
+def test_shipped_file_is_folded_unique_and_as_counted_in_notice() -> None:
+    lines = shipped_lines()
+    assert len(lines) == 18_440
+    assert len(set(lines)) == len(lines)
+    assert all(line and line == fold(line).strip() for line in lines)
+    assert sum(len(line) >= 8 for line in lines) == 10_526
+    assert load_dictionary() == frozenset(lines)
+    assert resources.files("bastion.passwords").joinpath("data/NOTICE").is_file()
+
+
+def test_every_shipped_entry_is_refused() -> None:
+    # Entries of 8+ characters are refused as common; shorter ones never get that far.
+    policy = PasswordPolicy()
+    common = short = 0
+    for entry in shipped_lines():
+        expected = PasswordInDictionary if len(entry) >= 8 else PasswordTooShort
+        with pytest.raises(expected):
+            policy.check(entry)
+        common += expected is PasswordInDictionary
+        short += expected is PasswordTooShort
+    assert (common, short) == (10_526, 18_440 - 10_526)
+
+
+@pytest.mark.parametrize(
+    ("password", "common"),
+    [
+        ("password", True),
+        ("PASSWORD", True),
+        ("Password", True),
+        (
+            "\uff30\uff21\uff33\uff33\uff37\uff2f\uff32\uff24",
+            True,
+        ),  # full-width: NFKC maps it to ASCII
+        ("  password\t", True),  # surrounding whitespace is ignored
+        ("\u3000password\u3000", True),  # ideographic spaces become spaces under NFKC
+        ("\ufb01rebird", True),  # the "fi" ligature: NFKC expands it to "f" + "i"
+        ("FIREBIRD", True),
+        ("password1", True),
+        ("pass word", False),  # inner whitespace is kept
+        ("pass\u200bword", False),  # a zero-width space survives NFKC
+        ("p\u0430ssword", False),  # Cyrillic a: NFKC does not map confusables (by design)
+        ("correct horse battery staple", False),
+    ],
+)
+def test_is_common_compares_the_folded_password(password: str, common: bool) -> None:
+    assert is_common(password) is common
+
+
+def test_fold_is_nfkc_then_casefold() -> None:
+    assert fold("\uff30\uff21\uff33\uff33") == "pass"
+    assert fold("\ufb03") == "ffi"
+    assert fold("Straße") == "strasse"
+    assert fold("e\u0301") == "\u00e9"  # combining accent composed into one character
+    assert fold("\u2168") == "ix"  # Roman numeral nine
+
+
+def test_shipped_list_is_loaded_once() -> None:
+    assert load_dictionary() is load_dictionary()
+    assert load_dictionary(None) is load_dictionary()
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8", newline="")
+    return str(path)
+
+
+def test_custom_file_lines_are_folded_like_the_shipped_list(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "words.txt",
+        "\uff28\uff35\uff2e\uff34\uff25\uff32\uff12\uff12\r\n  Tr0ub4dor&3  \n\n\ufb01refly-9\n",
+    )
+    assert load_dictionary(path) == {"hunter22", "tr0ub4dor&3", "firefly-9"}
+    assert is_common("hunter22", path)
+    assert is_common("TR0UB4DOR&3", Path(path))
+    assert is_common("FIREFLY-9", path)
+    assert not is_common("password", path)  # a custom file replaces the shipped list
+
+
+def test_custom_file_is_cached_per_path(tmp_path: Path) -> None:
+    path = write(tmp_path / "words.txt", "alpha-omega\n")
+    first = load_dictionary(path)
+    write(tmp_path / "words.txt", "something-else\n")
+    # Read once: edits need a restart, like every other setting.
+    assert load_dictionary(path) is first
+    other = write(tmp_path / "other.txt", "something-else\n")
+    assert load_dictionary(other) == {"something-else"}
+
+
+def bad_files(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9-au-lait\n")
+    (tmp_path / "dir").mkdir()
+    return {
+        "missing": str(tmp_path / "missing.txt"),
+        "directory": str(tmp_path / "dir"),
+        "not utf-8": str(tmp_path / "latin1.txt"),
+        "empty": write(tmp_path / "empty.txt", ""),
+        "blank lines only": write(tmp_path / "blank.txt", "\n  \n\t\n"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "not utf-8", "empty", "blank lines only"])
+def test_unusable_custom_file_is_a_config_error(tmp_path: Path, case: str) -> None:
+    path = bad_files(tmp_path)[case]
+    with pytest.raises(ConfigError) as info:
+        load_dictionary(path)
+    assert info.value.name == "password_dictionary_path"
+    assert info.value.value == path
+    assert "one password a line" in str(info.value)
+    # The policy fails at start-up, not at the first sign-up.
+    with pytest.raises(ConfigError):
+        PasswordPolicy.from_settings(Settings(password_dictionary_path=path))
+
+
+def test_custom_file_is_not_read_when_the_dictionary_is_off(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.txt")
+    policy = PasswordPolicy(dictionary=False, dictionary_path=missing)
+    policy.check("password")
+
+
+def test_policy_uses_the_custom_file_from_settings(tmp_path: Path) -> None:
+    path = write(tmp_path / "words.txt", "bastion-rocks\n")
+    policy = PasswordPolicy.from_settings(Settings(password_dictionary_path=path))
+    with pytest.raises(PasswordInDictionary):
+        policy.check("Bastion-Rocks")
+    policy.check("password1")  # only in the shipped list
