@@ -33,10 +33,19 @@ def _demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     bastion = Bastion(settings)
     backend = (
-        f"Redis at {settings.redis_url}" if settings.redis_url else "embedded in-process Redis"
+        f"Redis at {settings.redis_url}"
+        if settings.redis_url
+        else "embedded in-process Redis: development only, data lives in this process"
     )
-    print(USAGE.format(url=f"http://{args.host}:{args.port}", backend=backend), flush=True)
-    uvicorn.run(create_app(bastion), host=args.host, port=args.port, log_level="info")
+    url = f"http://{args.host}:{args.port}"
+    print(USAGE.format(url=url, framework=args.framework, backend=backend), flush=True)
+    app = create_app(bastion, args.framework)
+    if args.framework == "flask":
+        from werkzeug.serving import run_simple
+
+        run_simple(args.host, args.port, app, threaded=True)
+    else:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 
@@ -168,6 +177,25 @@ def _policy(args: argparse.Namespace) -> int:
     return tooling.explain(paths, args.principal, args.act, args.resource, sys.stdout)
 
 
+def _security(args: argparse.Namespace) -> int:
+    from bastion.core import Bastion
+
+    settings = _shared_redis(args, "security")
+    if settings is None:
+        return 2
+    bastion = Bastion(settings)
+    run = bastion.sync_runner.run
+    if args.action == "set":
+        values = run(bastion.security.set(args.key, args.value))
+        print(
+            f"{args.key} = {values.to_dict()[args.key]} (every worker applies it within a second)"
+        )
+    else:
+        values = run(bastion.security.current())
+    print(json.dumps(values.to_dict(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bastion`` command."""
     parser = argparse.ArgumentParser(prog="bastion", description=__doc__)
@@ -181,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(demo)
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--framework", choices=("starlette", "fastapi", "flask"), default="starlette")
     demo.set_defaults(run=_demo)
 
     sessions = sub.add_parser("sessions", help="list or revoke a user's sessions")
@@ -232,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     common(reload)
     policy.set_defaults(run=_policy)
+
+    security = sub.add_parser("security", help="show or change the run-time security settings")
+    security_actions = security.add_subparsers(dest="action", required=True)
+    common(security_actions.add_parser("show", help="the values in force"))
+    setter = security_actions.add_parser(
+        "set", help="session_limit 1..100, password_history 0..20, password_dictionary and "
+        "password_personal_data true/false"
+    )  # fmt: skip
+    setter.add_argument("key")
+    setter.add_argument("value")
+    common(setter)
+    security.set_defaults(run=_security)
     return parser
 
 

@@ -1,119 +1,84 @@
-"""The demo app ``bastion demo`` serves: log in as a user id, see who you are, manage sessions."""
+"""The demo ``bastion demo`` serves: the account routes at ``/account`` on the chosen framework."""
 
-from __future__ import annotations
 
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
-from bastion.adapters.starlette import exception_handlers
 from bastion.core import Bastion
-from bastion.errors import BadRequest, BastionError, Unauthorized
+
+FRAMEWORKS = ("starlette", "fastapi", "flask")
 
 USAGE = """\
-Bastion demo on {url}  ({backend})
+Bastion demo on {url}  ({framework}, {backend})
 
-  # log in as "alice" (the demo trusts the user id; real apps check a password first)
-  curl -si -X POST {url}/login -H 'X-Bastion-Fallback: true' -d '{{"user": "alice"}}'
-  # then send the token from the X-Bastion-Session response header (or use the cookie):
-  curl -s {url}/me -H 'X-Bastion-Session: <token>'
-  curl -s {url}/sessions -H 'X-Bastion-Session: <token>'
-  curl -si -X POST {url}/logout -H 'X-Bastion-Session: <token>'
+  # sign up, then log in (X-Bastion-Fallback asks for the token in a header, for curl)
+  curl -s -X POST {url}/account -H 'Content-Type: application/json' \\
+       -d '{{"email": "ada@example.com", "password": "correct horse battery staple"}}'
+  curl -si -X POST {url}/account/sessions -H 'X-Bastion-Fallback: true' \\
+       -d '{{"email": "ada@example.com", "password": "correct horse battery staple"}}'
+  # then send the token from the X-Bastion-Session response header:
+  curl -s {url}/account -H 'X-Bastion-Session: <token>'
+  curl -s {url}/account/sessions -H 'X-Bastion-Session: <token>'
+  curl -s -X POST {url}/account/jwts -H 'X-Bastion-Session: <token>'
+  curl -si -X DELETE {url}/account/sessions/current -H 'X-Bastion-Session: <token>'
 """
 
 
-def _error(exc: BastionError) -> Response:
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
-
-
-def create_app(bastion: Bastion) -> Any:
-    """The demo Starlette app, wrapped in Bastion's middleware."""
-
-    async def home(request: Request) -> Response:
-        identity = bastion.identity(request)
-        return JSONResponse(
-            {
-                "bastion": "demo",
-                "you": identity.user_id or "guest",
-                "roles": sorted(identity.roles),
-                "routes": [
-                    "POST /login",
-                    "GET /me",
-                    "GET /sessions",
-                    "DELETE /sessions/{id}",
-                    "POST /logout",
-                ],
-            }
-        )
-
-    async def login(request: Request) -> Response:
-        try:
-            body = await request.json()
-            user_id = body["user"]
-            if not isinstance(user_id, str):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            return _error(BadRequest('Send a JSON body like {"user": "alice"}.'))
-        try:
-            new = await bastion.login(request, user_id)
-        except ValueError as exc:
-            return _error(BadRequest(str(exc)))
-        return JSONResponse(
-            {
-                "user": user_id,
-                "session": new.session.to_dict(current_id=new.session.id),
-                "evicted": list(new.evicted),
-            },
-            status_code=201,
-        )
-
-    async def me(request: Request) -> Response:
-        identity = bastion.identity(request)
-        if identity.user_id is None:
-            return _error(Unauthorized())
-        return JSONResponse(
-            {
-                "user": identity.user_id,
-                "session": identity.session_id,
-                "roles": sorted(identity.roles),
-            }
-        )
-
-    async def sessions(request: Request) -> Response:
-        identity = bastion.identity(request)
-        if identity.user_id is None:
-            return _error(Unauthorized())
-        found = await bastion.sessions.list(identity.user_id)
-        return JSONResponse(
-            {
-                "total": len(found),
-                "sessions": [s.to_dict(current_id=identity.session_id) for s in found],
-            }
-        )
-
-    async def revoke(request: Request) -> Response:
-        identity = bastion.identity(request)
-        if identity.user_id is None:
-            return _error(Unauthorized())
-        await bastion.sessions.revoke(identity.user_id, request.path_params["session_id"])
-        return Response(status_code=204)
-
-    async def logout(request: Request) -> Response:
-        await bastion.logout(request)
-        return Response(status_code=204)
-
-    app = Starlette(
-        exception_handlers=exception_handlers,
-        routes=[
-            Route("/", home),
-            Route("/login", login, methods=["POST"]),
-            Route("/me", me),
-            Route("/sessions", sessions),
-            Route("/sessions/{session_id}", revoke, methods=["DELETE"]),
-            Route("/logout", logout, methods=["POST"]),
+def _home(identity: Any) -> dict[str, Any]:
+    return {
+        "bastion": "demo",
+        "you": identity.identity or "guest",
+        "roles": sorted(identity.roles),
+        "routes": [
+            "POST /account",
+            "POST /account/sessions",
+            "GET /account",
+            "GET /account/sessions",
+            "DELETE /account/sessions/current",
+            "POST /account/jwts",
+            "PATCH /account/password",
         ],
+    }
+
+
+def create_app(bastion: Bastion, framework: str = "starlette") -> Any:
+    """The demo app on ``framework`` (ASGI for Starlette and FastAPI, WSGI for Flask)."""
+    if framework == "flask":
+        from flask import Flask
+
+        from bastion.adapters.flask import current_identity, init_app
+
+        flask_app = Flask("bastion-demo")
+        init_app(flask_app, bastion)
+        flask_app.add_url_rule("/", "home", lambda: _home(current_identity()))
+        return flask_app
+    if framework == "fastapi":
+        from fastapi import FastAPI, Request
+
+        from bastion.adapters.fastapi import account_router
+
+        fast = FastAPI(title="Bastion demo")
+        fast.include_router(account_router(bastion))
+
+        @fast.get("/")
+        async def home(request: Request) -> dict[str, Any]:
+            return _home(bastion.identity(request))
+
+        return bastion.asgi(fast)
+    if framework != "starlette":
+        raise ValueError(f"unknown framework {framework!r}: one of {', '.join(FRAMEWORKS)}")
+    from starlette.applications import Starlette
+    from starlette.requests import Request as StarletteRequest
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from bastion.adapters.starlette import account_routes, exception_handlers
+
+    async def starlette_home(request: StarletteRequest) -> JSONResponse:
+        return JSONResponse(_home(bastion.identity(request)))
+
+    return bastion.asgi(
+        Starlette(
+            routes=[Route("/", starlette_home), *account_routes(bastion)],
+            exception_handlers=exception_handlers,
+        )
     )
-    return bastion.asgi(app)

@@ -1,0 +1,177 @@
+"""Framework glue: the demo on each framework, FastAPI's OpenAPI, Flask over WSGI, user roles."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from flask import Flask
+
+from bastion import Bastion, ConfigError, Settings
+from bastion.adapters.flask import current_identity, init_app, require
+from bastion.cli import main
+from bastion.demo import FRAMEWORKS, create_app
+from tests.redis_server import RedisServer
+
+COOKIE = "__Host-bastion_session"
+PASSWORD = "correct horse battery staple"
+
+
+def _call(
+    app: Any, framework: str, requests: list[tuple[str, str, dict[str, Any]]]
+) -> list[httpx.Response]:
+    if framework == "flask":
+        with httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t") as client:
+            return [client.request(m, p, **kw) for m, p, kw in requests]
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="https://t") as c:
+            return [await c.request(m, p, **kw) for m, p, kw in requests]
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_demo_serves_the_account_routes(framework: str, real_redis: str) -> None:
+    bastion = Bastion(Settings(redis_url=real_redis))
+    body = {"email": "ada@example.com", "password": PASSWORD}
+    home, signed_up, logged_in, me = _call(
+        create_app(bastion, framework),
+        framework,
+        [("GET", "/", {}), ("POST", "/account", {"json": body}),
+         ("POST", "/account/sessions", {"json": body}), ("GET", "/account", {})],
+    )  # fmt: skip
+    assert home.json()["you"] == "guest"
+    assert signed_up.status_code == 201 and logged_in.status_code == 201
+    assert me.json()["email"] == "ada@example.com"
+
+
+def test_demo_refuses_an_unknown_framework() -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--framework", "django"])
+
+
+def test_fastapi_openapi_documents_the_contract(real_redis: str) -> None:
+    from fastapi import FastAPI
+
+    from bastion.adapters.fastapi import account_router
+
+    app = FastAPI()
+    app.include_router(account_router(Bastion(Settings(redis_url=real_redis))))
+    schema = app.openapi()
+    paths = schema["paths"]
+    assert set(paths) == {"/account", "/account/sessions", "/account/sessions/{session_id}",
+                          "/account/jwts", "/account/password"}  # fmt: skip
+    sign_up = paths["/account"]["post"]
+    assert sign_up["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "email",
+        "password",
+    ]
+    assert "201" in sign_up["responses"] and "409" in sign_up["responses"]
+    assert "oldPassword" in str(paths["/account/password"]["patch"]["requestBody"])
+
+
+def _flask(bastion: Bastion) -> Flask:
+    app = Flask("t")
+    init_app(app, bastion)
+
+    @app.get("/notes/<note>")
+    @require("read", "notes/{note}", scope="notes.read")
+    def note(note: str) -> dict[str, str]:
+        return {"note": note, "who": current_identity().identity}
+
+    @app.post("/change")
+    def change() -> dict[str, bool]:
+        return {"changed": True}
+
+    return app
+
+
+def test_flask_over_wsgi(tmp_path: Path, real_redis: str) -> None:
+    policy = tmp_path / "policy.csv"
+    policy.write_text("p, users, notes/*, read\n")
+    bastion = Bastion(Settings(redis_url=real_redis, jwt_secret="j" * 40))
+    bastion.policy.replace(
+        Bastion(Settings(policy_files=(str(policy),), redis_url=real_redis)).policy.engine
+    )
+    app = _flask(bastion)
+    token = bastion.sync_sessions.create("alice").token
+    key = bastion.sync_api_keys.create("k", ["notes.read"]).key
+    with httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t") as client:
+        assert client.get("/notes/n1").status_code == 401  # guests: the policy says users
+        ok = client.get("/notes/n1", headers={"X-Bastion-Session": token})
+        assert ok.json() == {"note": "n1", "who": "alice"}
+        assert client.get("/notes/n1", headers={"X-API-Key": key}).status_code == 200
+        bad = client.get("/notes/n1", headers={"cookie": f"{COOKIE}=junk"})
+        assert bad.status_code == 401 and bad.json()["type"] == "user_session_invalid"
+        assert "Max-Age=0" in bad.headers["set-cookie"]
+        cross = client.post(
+            "/change", headers={"cookie": f"{COOKIE}={token}", "Origin": "https://evil.example"}
+        )
+        assert cross.status_code == 403 and cross.json()["type"] == "general_cross_site_request"
+        same = client.post("/change", headers={"cookie": f"{COOKIE}={token}"})
+        assert same.json() == {"changed": True}
+
+
+def test_flask_fails_closed_when_redis_is_down() -> None:
+    server = RedisServer().start()
+    try:
+        bastion = Bastion(Settings(redis_url=server.url, redis_timeout=0.3))
+        token = bastion.sync_sessions.create("alice").token
+        server.stop()
+        app = _flask(bastion)
+        with httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t") as client:
+            down = client.get("/notes/n1", headers={"X-Bastion-Session": token})
+            assert down.status_code == 503 and down.json()["type"] == "service_unavailable"
+    finally:
+        server.cleanup()
+
+
+def test_role_fields_reach_live_sessions(real_redis: str) -> None:
+    bastion = Bastion(Settings(redis_url=real_redis))
+    run = bastion.sync_runner.run
+    user = run(bastion.users.create("ada@example.com", "x", name="Ada"))
+    before = bastion.sync_sessions.create(user.id)
+    run(bastion.users.update(user.id, verified=True, labels=("admin",), teams={"t1": ("owner",)}))
+    after = bastion.sync_sessions.create(user.id)
+    app = create_app(bastion, "starlette")
+    homes = _call(
+        app,
+        "starlette",
+        [("GET", "/", {"headers": {"X-Bastion-Session": t}}) for t in (before.token, after.token)],
+    )
+    for home in homes:
+        roles = set(home.json()["roles"])
+        assert {"users/verified", f"user:{user.id}/verified", "label:admin", "team:t1",
+                "team:t1/owner"} <= roles  # fmt: skip
+        assert "users/unverified" not in roles
+    with pytest.raises(ValueError, match="label"):
+        run(bastion.users.update(user.id, labels=("no spaces allowed",)))
+
+
+def test_security_settings_at_run_time(
+    real_redis: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion import security
+
+    worker = Bastion(Settings(redis_url=real_redis, session_limit=7))
+    assert worker.sync_runner.run(worker.security.current()).session_limit == 7
+    assert main(["security", "set", "session_limit", "3", "--redis-url", real_redis]) == 0
+    assert main(["security", "set", "password_dictionary", "false", "--redis-url", real_redis]) == 0
+    assert main(["security", "set", "session_limit", "101", "--redis-url", real_redis]) == 2
+    assert "1..100" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"0\.\.20"):
+        worker.sync_runner.run(worker.security.set("password_history", "21"))
+    with pytest.raises(ConfigError, match="one of"):
+        worker.sync_runner.run(worker.security.set("cookie_secure", "false"))
+    # Within the second the worker may still use the old value; after it, never.
+    later = time.monotonic() + security.REFRESH_SECONDS + 0.01
+    monkeypatch.setattr(security.time, "monotonic", lambda: later)
+    values = worker.sync_runner.run(worker.security.current())
+    assert values.session_limit == 3 and values.password_dictionary is False
+    assert main(["security", "show", "--redis-url", real_redis]) == 0
+    assert '"session_limit": 3' in capsys.readouterr().out
