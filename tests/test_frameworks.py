@@ -175,3 +175,57 @@ def test_security_settings_at_run_time(
     assert values.session_limit == 3 and values.password_dictionary is False
     assert main(["security", "show", "--redis-url", real_redis]) == 0
     assert '"session_limit": 3' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("framework", ["starlette", "fastapi"])
+def test_require_helpers_on_asgi(framework: str, tmp_path: Path, real_redis: str) -> None:
+    policy = tmp_path / "policy.csv"
+    policy.write_text("p, users, notes/*, read\n")
+    bastion = Bastion(Settings(redis_url=real_redis))
+    bastion.policy.replace(
+        Bastion(Settings(policy_files=(str(policy),), redis_url=real_redis)).policy.engine
+    )
+    from bastion.adapters import fastapi as fa
+    from bastion.adapters import starlette as st
+
+    if framework == "fastapi":
+        from fastapi import Depends, FastAPI
+
+        fast = FastAPI(exception_handlers=st.exception_handlers)
+
+        reader = Depends(fa.require("read", "notes/{note}"))
+
+        @fast.get("/notes/{note}")
+        async def note(note: str, who: Any = reader) -> Any:
+            return {"note": note, "who": who.identity}
+
+        app = bastion.asgi(fast)
+    else:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        @st.require("read", "notes/{note}")
+        async def endpoint(request: Request) -> JSONResponse:
+            return JSONResponse({"note": request.path_params["note"], "who": request.user.identity})
+
+        app = bastion.asgi(
+            Starlette(
+                routes=[Route("/notes/{note}", endpoint)], exception_handlers=st.exception_handlers
+            )
+        )
+    token = bastion.sync_sessions.create("alice").token
+    api_key = bastion.sync_api_keys.create("k", ["a.b"]).key
+    guest, alice, key = _call(
+        app,
+        framework,
+        [
+            ("GET", "/notes/n1", {}),
+            ("GET", "/notes/n1", {"headers": {"X-Bastion-Session": token}}),
+            ("GET", "/notes/n1", {"headers": {"X-API-Key": api_key}}),
+        ],
+    )  # fmt: skip
+    assert guest.status_code == 401 and guest.json()["type"] == "user_unauthorized"
+    assert alice.json() == {"note": "n1", "who": "alice"}
+    assert key.status_code == 401 and key.json()["type"] == "general_unauthorized_scope"

@@ -7,6 +7,7 @@ models below exist for the OpenAPI document.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,7 @@ from pydantic import BaseModel, Field
 from bastion.account import ROUTES
 from bastion.adapters.starlette import to_response
 from bastion.core import state_of
+from bastion.identity import Identity
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
@@ -154,3 +156,28 @@ def account_router(bastion: Bastion) -> APIRouter:
             openapi_extra=extra or None,
         )
     return router
+
+
+def current_identity(request: Request) -> Identity:
+    """Dependency: who sent the request (``Depends(current_identity)``)."""
+    return state_of(request).identity
+
+
+def require(
+    action: str, resource: str, *, scope: str | None = None
+) -> Callable[[Request], Identity]:
+    """Dependency refusing the caller unless they may ``action`` on ``resource``.
+
+    ``resource`` may name path parameters (``notes/{note_id}``); API keys need ``scope``.
+    Register ``exception_handlers`` from :mod:`bastion.adapters.starlette` on the app so the
+    refusal keeps Bastion's JSON body.
+    """
+
+    def dependency(request: Request) -> Identity:
+        state = state_of(request)
+        state.bastion.require(
+            state.identity, action, resource.format(**request.path_params), scope=scope
+        )
+        return state.identity
+
+    return dependency

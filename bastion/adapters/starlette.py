@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -70,3 +71,26 @@ def account_routes(bastion: Bastion) -> list[Route]:
 def account_router(bastion: Bastion) -> Router:
     """A Starlette ``Router`` with the account routes; add its routes to your app."""
     return Router(routes=account_routes(bastion))
+
+
+def require(
+    action: str, resource: str, *, scope: str | None = None
+) -> Callable[[Callable[[Request], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]:
+    """Decorate an endpoint: refuse the caller unless they may ``action`` on ``resource``.
+
+    ``resource`` may name path parameters (``notes/{note_id}``); API keys need ``scope``.
+    """
+
+    def decorate(
+        endpoint: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(endpoint)
+        async def wrapper(request: Request) -> Response:
+            state = state_of(request)
+            target = resource.format(**request.path_params)
+            state.bastion.require(state.identity, action, target, scope=scope)
+            return await endpoint(request)
+
+        return wrapper
+
+    return decorate
