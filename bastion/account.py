@@ -90,12 +90,9 @@ class AccountService:
         PasswordPolicy.from_settings(self.settings)
 
     def _policy(self, values: SecurityValues) -> PasswordPolicy:
-        s = self.settings
-        return PasswordPolicy(
-            min_length=s.password_min_length,
-            max_length=s.password_max_length,
+        return PasswordPolicy.from_settings(
+            self.settings,
             dictionary=values.password_dictionary,
-            dictionary_path=s.password_dictionary_path,
             personal_data=values.password_personal_data,
             history=values.password_history,
         )

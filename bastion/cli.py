@@ -8,10 +8,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.errors import BastionError, ConfigError
 from bastion.settings import Settings
+
+if TYPE_CHECKING:
+    from bastion.core import Bastion
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -50,12 +53,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sessions(args: argparse.Namespace) -> int:
-    from bastion.core import Bastion
-
-    settings = _shared_redis(args, "sessions")
-    if settings is None:
+    bastion = _shared_bastion(args, "sessions")
+    if bastion is None:
         return 2
-    store = Bastion(settings).sync_sessions
+    store = bastion.sync_sessions
     if args.action == "list":
         rows = [s.to_dict() for s in store.list(args.user)]
         print(json.dumps(rows, indent=2))
@@ -88,6 +89,14 @@ def parse_duration(text: str) -> int | None:
     return int(number) * unit
 
 
+def _shared_bastion(args: argparse.Namespace, what: str) -> Bastion | None:
+    """A Bastion on the shared Redis the command names; None (with a message) without one."""
+    from bastion.core import Bastion
+
+    settings = _shared_redis(args, what)
+    return None if settings is None else Bastion(settings)
+
+
 def _shared_redis(args: argparse.Namespace, what: str) -> Settings | None:
     settings = _settings(args)
     if settings.redis_url is None:
@@ -101,12 +110,10 @@ def _shared_redis(args: argparse.Namespace, what: str) -> Settings | None:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from bastion.core import Bastion
-
-    settings = _shared_redis(args, "keys")
-    if settings is None:
+    bastion = _shared_bastion(args, "keys")
+    if bastion is None:
         return 2
-    store = Bastion(settings).sync_api_keys
+    store = bastion.sync_api_keys
     if args.action == "create":
         try:
             new = store.create(args.name, args.scope, expires_in=args.expire)
@@ -151,13 +158,12 @@ def _policy(args: argparse.Namespace) -> int:
 
     paths, configs = _policy_paths(args)
     if args.action == "reload":
-        settings = _shared_redis(args, "policy reload")
-        if settings is None:
+        bastion = _shared_bastion(args, "policy reload")
+        if bastion is None:
             return 2
-        from bastion.core import Bastion
         from bastion.policies.watch import announce
 
-        version = announce(settings, Bastion(settings).sync_sessions.client)
+        version = announce(bastion.settings, bastion.sync_runner.client)
         print(f"announced policy version {version}: every worker reloads at its next check")
         return 0
     if args.action == "check":
@@ -178,12 +184,9 @@ def _policy(args: argparse.Namespace) -> int:
 
 
 def _security(args: argparse.Namespace) -> int:
-    from bastion.core import Bastion
-
-    settings = _shared_redis(args, "security")
-    if settings is None:
+    bastion = _shared_bastion(args, "security")
+    if bastion is None:
         return 2
-    bastion = Bastion(settings)
     run = bastion.sync_runner.run
     if args.action == "set":
         values = run(bastion.security.set(args.key, args.value))

@@ -130,15 +130,24 @@ class PasswordPolicy:
             load_dictionary(dictionary_path)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PasswordPolicy:
-        """The policy the ``password_*`` settings describe."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        dictionary: bool | None = None,
+        personal_data: bool | None = None,
+        history: int | None = None,
+    ) -> PasswordPolicy:
+        """The policy the ``password_*`` settings describe, with run-time values over them."""
         return cls(
             min_length=settings.password_min_length,
             max_length=settings.password_max_length,
-            dictionary=settings.password_dictionary,
+            dictionary=settings.password_dictionary if dictionary is None else dictionary,
             dictionary_path=settings.password_dictionary_path,
-            personal_data=settings.password_personal_data,
-            history=settings.password_history,
+            personal_data=settings.password_personal_data
+            if personal_data is None
+            else personal_data,
+            history=settings.password_history if history is None else history,
         )
 
     def check(
