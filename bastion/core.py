@@ -39,7 +39,6 @@ from bastion.redisio import AsyncRunner, Steps, SyncRunner, together
 from bastion.security import SecurityCore
 from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
 from bastion.sessions import scripts as session_scripts
-from bastion.sessions.token import parse_token
 from bastion.settings import Settings
 from bastion.tokens import apikeys
 from bastion.tokens.jwt import JWTService
@@ -144,9 +143,20 @@ def publish_to_scope(scope: Scope) -> Callable[[Identity], None]:
 
     def publish(identity: Identity) -> None:
         scope["user"] = identity
-        scope["auth"] = AuthCredentials(identity.auth_scopes)
+        scope["auth"] = _credentials_for(identity)
 
     return publish
+
+
+# Users, JWT holders and guests share a handful of scope lists; only API keys have their own.
+_SHARED_CREDENTIALS = {
+    kind: AuthCredentials(Identity(kind).auth_scopes) for kind in ("guest", "session", "jwt")
+}
+
+
+def _credentials_for(identity: Identity) -> AuthCredentials:
+    shared = _SHARED_CREDENTIALS.get(identity.kind)
+    return shared if shared is not None else AuthCredentials(identity.auth_scopes)
 
 
 def state_of(conn: Any) -> RequestState:
@@ -241,15 +251,10 @@ class Bastion:
             info = yield from self.api_keys.core.authenticate(token)
             return Identity.for_key(info.id, info.scopes), []
         if kind == "session":
-            parsed = parse_token(token)
-            if parsed is None:
-                raise SessionInvalid()
-            user_id = parsed.user_id
             failure: BastionError = SessionInvalid()
             check = self.sessions.core.authenticate(token)
         else:
             subject = self.jwt.verify(token)
-            user_id = subject.user_id
             failure = JWTInvalid("Failed to verify JWT: its session has ended.")
             check = self.sessions.core.alive(subject.user_id, subject.session_id)
         if rows_steps is None:
@@ -258,7 +263,7 @@ class Bastion:
             active, rows = yield from together(check, rows_steps)
         if active is None:
             raise failure
-        roles = roles_from_fields(user_id, active.verified, active.labels, active.teams)
+        roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)
         return Identity(kind, active.user_id, active.session_id, roles), rows
 
     def admit(

@@ -130,7 +130,9 @@ class AsyncRunner(_Runner):
                 result: Any = None
                 error: Exception | None = None
                 try:
-                    if isinstance(op, Compute):
+                    if type(op) is Call:  # the hot path: one command
+                        result = await getattr(self.client, op.name)(*op.args)
+                    elif isinstance(op, Compute):
                         result = await asyncio.to_thread(op.fn, *op.args)
                     elif isinstance(op, Batch):
                         pipe = self.client.pipeline(transaction=False)
@@ -160,7 +162,9 @@ class SyncRunner(_Runner):
                 result: Any = None
                 error: Exception | None = None
                 try:
-                    if isinstance(op, Compute):
+                    if type(op) is Call:
+                        result = getattr(self.client, op.name)(*op.args)
+                    elif isinstance(op, Compute):
                         result = op.fn(*op.args)
                     elif isinstance(op, Batch):
                         pipe = self.client.pipeline(transaction=False)

@@ -36,6 +36,7 @@ class BastionMiddleware:
         self.app = app
         self.bastion = bastion if bastion is not None else Bastion(settings)
         self._watching = False
+        self._guarding = self.bastion.authorizer.active
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -51,7 +52,7 @@ class BastionMiddleware:
                 self.bastion.admit(
                     scope.get("method", "GET"),
                     scope.get("scheme", "http"),
-                    _raw_path(scope),
+                    _raw_path(scope) if self._guarding else "",
                     scope["headers"],
                     websocket=scope["type"] == "websocket",
                 )
