@@ -42,7 +42,7 @@ from bastion.sessions import scripts as session_scripts
 from bastion.settings import Settings
 from bastion.tokens import apikeys
 from bastion.tokens.jwt import JWTService
-from bastion.users import UserCore, roles_from_fields
+from bastion.users import UserCore, UserStore, roles_from_fields
 
 logger = logging.getLogger("bastion.middleware")
 
@@ -177,7 +177,12 @@ class Bastion:
     """Settings, stores, policy and the log-in helpers of one app."""
 
     def __init__(
-        self, settings: Settings | None = None, *, redis: Any = None, sync_redis: Any = None
+        self,
+        settings: Settings | None = None,
+        *,
+        redis: Any = None,
+        sync_redis: Any = None,
+        users: UserStore | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.load()
         if redis is None or sync_redis is None:
@@ -191,7 +196,10 @@ class Bastion:
         self.sync_sessions = SyncSessionStore(self.sync_runner, self.settings)
         self.api_keys = apikeys.AsyncAPIKeyStore(self.runner, self.settings)
         self.sync_api_keys = apikeys.SyncAPIKeyStore(self.sync_runner, self.settings)
-        self.users = UserCore(self.settings.key_prefix)
+        # Roles are read from the sessions' copy of the Redis user record; another store keeps
+        # them up to date through ``UserCore.update`` or lets g lines carry teams and labels.
+        self.user_roles = UserCore(self.settings.key_prefix)
+        self.users: UserStore = users if users is not None else self.user_roles
         self.security = SecurityCore(self.settings)
         self.jwt = JWTService(self.settings, embedded=self.settings.redis_url is None)
         self.policy = load_holder(self.settings)

@@ -15,7 +15,7 @@ import secrets
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bastion.errors import BadRequest, UserAlreadyExists
 from bastion.identity import is_valid_id, user_roles
@@ -107,8 +107,48 @@ def validate_profile(email: str, name: str, phone: str) -> tuple[str, str, str]:
     return email, name, phone
 
 
+class UserStore(Protocol):
+    """What the account service needs of a user store; :class:`UserCore` is the Redis one.
+
+    Methods return sans-IO steps (:mod:`bastion.redisio`): a store on another database yields
+    ``Compute(fn, args)`` for its own blocking calls, which the async runner moves off the event
+    loop. ``create`` raises ``UserAlreadyExists`` for a taken email.
+    """
+
+    def new_id(self) -> str:
+        """A fresh user id."""
+        ...
+
+    def create(
+        self,
+        email: str,
+        password_hash: str,
+        *,
+        name: str = "",
+        phone: str = "",
+        history: tuple[str, ...] = (),
+        user_id: str | None = None,
+    ) -> Steps[User]:
+        """Store a new user."""
+        ...
+
+    def get(self, user_id: str) -> Steps[User | None]:
+        """The user with this id, or None."""
+        ...
+
+    def by_email(self, email: str) -> Steps[User | None]:
+        """The user with this (normalised) email, or None."""
+        ...
+
+    def set_password(
+        self, user_id: str, password_hash: str, history: tuple[str, ...]
+    ) -> Steps[None]:
+        """Replace the password hash and the history of previous hashes."""
+        ...
+
+
 class UserCore:
-    """The Redis user store as sans-IO steps."""
+    """The Redis user store as sans-IO steps (the default :class:`UserStore`)."""
 
     def __init__(self, key_prefix: str) -> None:
         self._prefix = key_prefix
