@@ -149,6 +149,11 @@ def normalized_resource(path: str, *, pattern: bool = False) -> str | None:
     return candidate if valid and candidate != path else None
 
 
+def is_segment(value: str) -> bool:
+    """Whether ``value`` can be one segment of a resource path (``.`` and ``..`` cannot)."""
+    return _SEGMENT.fullmatch(value) is not None and value not in _DOTS
+
+
 def resource(*segments: str) -> str:
     """Join single segments into a resource path, refusing any segment that is not one segment.
 

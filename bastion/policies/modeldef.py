@@ -119,7 +119,7 @@ def _definition_lines(text: str) -> dict[str, int]:
 
 def _matcher_tokens(matcher: str) -> tuple[tuple[int, str], ...] | None:
     """The Python tokens of Casbin's rewriting of a matcher, or None if it does not tokenize."""
-    expression = _rewrite(matcher)
+    expression = rewrite_matcher(matcher)
     if expression is None:
         return None
     try:
@@ -132,7 +132,7 @@ def _matcher_tokens(matcher: str) -> tuple[tuple[int, str], ...] | None:
         return None
 
 
-def _rewrite(matcher: str) -> str | None:
+def rewrite_matcher(matcher: str) -> str | None:
     """Casbin's own rewriting of a matcher into Python (``&&`` → ``and``...); None if unparsable."""
     try:
         expression = CoreEnforcer._get_expression(matcher, {})
@@ -150,7 +150,7 @@ def _check_matcher(
     matcher: str, allowed_names: frozenset[str], functions: frozenset[str]
 ) -> str | None:
     """Why Casbin would fail to evaluate the matcher, or None."""
-    expression = _rewrite(matcher)
+    expression = rewrite_matcher(matcher)
     try:
         tree = ast.parse((expression or matcher).strip(), mode="eval")
     except (SyntaxError, ValueError) as exc:

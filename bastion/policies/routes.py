@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from bastion.errors import BadRequest
-from bastion.policies.grammar import ACTIONS, resource
+from bastion.policies.grammar import ACTIONS, MAX_LENGTH, is_segment, resource
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -41,12 +41,20 @@ class RouteSpec:
     scope: str | None = None
     not_found: bool = False
     params: tuple[str, ...] = field(default=(), compare=False)
+    plan: tuple[str | int, ...] = field(default=(), compare=False)
+    """The resource template as static segments and indexes into the captured values."""
 
     def __post_init__(self) -> None:
         problem = self.problem()
         if problem is not None:
             raise ValueError(f"route {' '.join(self.methods)} {self.path}: {problem}")
-        object.__setattr__(self, "params", tuple(_PARAM.findall(self.path)))
+        params = tuple(_PARAM.findall(self.path))
+        object.__setattr__(self, "params", params)
+        plan: list[str | int] = []
+        for part in self.resource.split("/"):
+            found = _PARAM.fullmatch(part)
+            plan.append(params.index(found[1]) if found else part)
+        object.__setattr__(self, "plan", tuple(plan))
 
     def problem(self) -> str | None:
         """Why this route cannot be used, or None."""
@@ -209,15 +217,21 @@ class RouteMap:
         route = _walk(tree, segments, 0, values)
         if route is None:
             return None
-        captured = dict(zip(route.params, values, strict=True))
+        # The template's static segments were checked when the route was built; only the ids
+        # the request supplied need checking now, each as exactly one segment.
         parts = []
-        for part in route.resource.split("/"):
-            param = _PARAM.fullmatch(part)
-            parts.append(captured[param[1]] if param else part)
-        try:
-            path = resource(*parts)
-        except ValueError as exc:
-            raise BadRequest(f"The request names an invalid resource: {exc}.") from None
+        for step in route.plan:
+            if isinstance(step, int):
+                value = values[step]
+                if not is_segment(value):
+                    shown = value if len(value) <= 64 else value[:61] + "..."
+                    raise BadRequest(f"The request names an invalid resource id {shown!r}.")
+                parts.append(value)
+            else:
+                parts.append(step)
+        path = "/".join(parts)
+        if len(path) > MAX_LENGTH:
+            raise BadRequest(f"The resource path is longer than {MAX_LENGTH} characters.")
         return Target(route, path)
 
 
