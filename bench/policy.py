@@ -54,7 +54,7 @@ from bastion.policies.engine import PolicyEngine
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, default_model
 from bastion.policies.rules import Rule
 from bastion.sessions import keys
-from bench.sessions import ASGIApp, Case, Message, call_once, me, pin_cpus, receive, timed
+from bench.sessions import ASGIApp, Case, call_once, me, pin_cpus, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -746,31 +746,7 @@ def rotating_case(
     reference: bool = False,
 ) -> Case:
     """A timed loop of requests that rotate over ``scopes`` (one document each)."""
-    counts = [0, 0]
-    ring = list(scopes)
-    size = len(ring)
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            if message["status"] == 200:
-                counts[0] += 1
-            else:
-                counts[1] += 1
-
-    async def run(n: int) -> None:
-        for i in range(n):
-            await app(dict(ring[i % size]), receive, send)
-
-    return Case(
-        key,
-        name,
-        run,
-        app,
-        ring[0],
-        expect_body=expect_body,
-        reference=reference,
-        counts=counts,
-    )
+    return Case.http(key, name, app, scopes, expect_body=expect_body, reference=reference)
 
 
 @dataclass

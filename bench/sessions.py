@@ -16,7 +16,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,7 +224,17 @@ class Case:
     redis_per_request: float | None = None
 
     @classmethod
-    def http(cls, key: str, name: str, app: ASGIApp, scope: dict[str, Any], **kw: Any) -> Case:
+    def http(
+        cls,
+        key: str,
+        name: str,
+        app: ASGIApp,
+        scope: dict[str, Any] | Sequence[dict[str, Any]],
+        **kw: Any,
+    ) -> Case:
+        """A timed loop of requests; several scopes are sent in turn (one document each)."""
+        ring = [scope] if isinstance(scope, dict) else list(scope)
+        size = len(ring)
         counts = [0, 0]
 
         async def send(message: Message) -> None:
@@ -235,10 +245,10 @@ class Case:
                     counts[1] += 1
 
         async def run(n: int) -> None:
-            for _ in range(n):
-                await app(dict(scope), receive, send)
+            for i in range(n):
+                await app(dict(ring[i % size]), receive, send)
 
-        return cls(key, name, run, app, scope, counts=counts, **kw)
+        return cls(key, name, run, app, ring[0], counts=counts, **kw)
 
     def check_counts(self, n: int) -> None:
         """Every one of the last ``n`` requests answered 200."""
