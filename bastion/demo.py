@@ -1,6 +1,5 @@
 """The demo ``bastion demo`` serves: the account routes at ``/account`` on the chosen framework."""
 
-
 from typing import Any
 
 from bastion.core import Bastion
