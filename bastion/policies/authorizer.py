@@ -26,8 +26,13 @@ class Verdict:
     """What was decided for one request, for the log and for ``scope["bastion"]``."""
 
     allowed: bool
-    reason: str
+    note: str = ""
     decision: Decision | None = None
+
+    @property
+    def reason(self) -> str:
+        """Why, in words (built only when read: most allows are never logged)."""
+        return self.note or (self.decision.reason if self.decision is not None else "")
 
 
 class Authorizer:
@@ -98,7 +103,7 @@ class Authorizer:
             identity.require_scope(route.scope)
             return Verdict(True, f"API key holds scope {route.scope}")
         decision = self._engine().decide(identity.roles, route.action, target.resource, rows)
-        return Verdict(decision.allowed, decision.reason, decision)
+        return Verdict(decision.allowed, decision=decision)
 
     @staticmethod
     def _refusal(identity: Identity, target: Target | None) -> BastionError:
