@@ -4,17 +4,25 @@ from bastion.core import Bastion
 from bastion.errors import BastionError, ConfigError
 from bastion.identity import Identity
 from bastion.middleware.asgi import BastionMiddleware
+from bastion.middleware.wsgi import BastionWSGIMiddleware
+from bastion.policies.diagnostics import PolicyError
 from bastion.sessions import NewSession, SessionInfo
-from bastion.settings import Settings
+from bastion.settings import JWTKey, Settings
+from bastion.users import User, UserStore
 
 __all__ = [
     "Bastion",
     "BastionError",
     "BastionMiddleware",
+    "BastionWSGIMiddleware",
     "ConfigError",
     "Identity",
+    "JWTKey",
     "NewSession",
+    "PolicyError",
     "SessionInfo",
     "Settings",
+    "User",
+    "UserStore",
 ]
 __version__ = "0.1.0"
