@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from bastion.core import Bastion, RequestState, publish_to_scope
-from bastion.errors import (
-    BastionError,
-)
+from bastion.errors import BastionError
 from bastion.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -17,8 +14,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-logger = logging.getLogger("bastion.middleware")
 
 
 class BastionMiddleware:

@@ -5,7 +5,6 @@ Both run the same steps (:meth:`Bastion.admit`); this one drives them with the s
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -17,8 +16,6 @@ from bastion.settings import Settings
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-logger = logging.getLogger("bastion.middleware")
 
 _REASONS = {
     400: "Bad Request",
