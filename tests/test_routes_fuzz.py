@@ -25,13 +25,17 @@ segment = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
-@given(
-    prefix=st.sampled_from(["/databases/", "/buckets/", "/notes", "/"]),
-    parts=st.lists(segment, max_size=7),
-)
-def test_matching_never_yields_an_unsafe_resource(prefix: str, parts: list[str]) -> None:
-    raw = prefix + "/".join(parts)
+TEMPLATES = [
+    "/databases/{}/collections/{}/documents/{}",
+    "/buckets/{}/files/{}",
+    "/notes",
+]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(template=st.sampled_from(TEMPLATES), ids=st.lists(segment, min_size=3, max_size=3))
+def test_matching_never_yields_an_unsafe_resource(template: str, ids: list[str]) -> None:
+    raw = template.format(*ids)
     try:
         target = ROUTES.match("GET", raw)
     except BadRequest:
@@ -39,3 +43,11 @@ def test_matching_never_yields_an_unsafe_resource(prefix: str, parts: list[str])
     if target is not None:
         assert is_resource(target.resource), (raw, target.resource)
         assert ".." not in target.resource.split("/")
+        # The ids that made it through are exactly the ones sent, one segment each.
+        assert target.resource.count("/") == template.count("/") - 1
+
+
+def test_well_formed_ids_match() -> None:
+    target = ROUTES.match("GET", "/databases/main/collections/notes/documents/user:42.v2")
+    assert target is not None
+    assert target.resource == "databases/main/collections/notes/documents/user:42.v2"
