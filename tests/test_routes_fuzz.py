@@ -51,3 +51,18 @@ def test_well_formed_ids_match() -> None:
     target = ROUTES.match("GET", "/databases/main/collections/notes/documents/user:42.v2")
     assert target is not None
     assert target.resource == "databases/main/collections/notes/documents/user:42.v2"
+
+
+def test_static_segments_win_and_params_catch_the_rest() -> None:
+    routes = RouteMap(
+        [
+            RouteSpec(("GET",), "/a/b/c", "read", "a/b/c"),
+            RouteSpec(("GET",), "/a/{x}/d", "read", "a/{x}/d"),
+        ]
+    )
+    static = routes.match("GET", "/a/b/c")
+    assert static is not None and static.resource == "a/b/c"
+    # "b" is a static segment, but only the parameter route continues with "d": backtrack.
+    param = routes.match("GET", "/a/b/d")
+    assert param is not None and param.resource == "a/b/d" and param.route.path == "/a/{x}/d"
+    assert routes.match("GET", "/a/b/e") is None

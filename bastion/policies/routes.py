@@ -214,7 +214,10 @@ class RouteMap:
             return None
         segments = _segments(raw_path)
         values: list[str] = []
-        route = _walk(tree, segments, 0, values)
+        route = _greedy(tree, segments, values)
+        if route is None:
+            values.clear()
+            route = _walk(tree, segments, 0, values)
         if route is None:
             return None
         # The template's static segments were checked when the route was built; only the ids
@@ -245,6 +248,29 @@ def _segments(path: str) -> list[str]:
     )
 
 
+def _decoded(raw: str) -> str:
+    try:
+        return unquote(raw, errors="strict") if "%" in raw else raw
+    except UnicodeDecodeError:
+        return raw  # still holds '%', which the resource grammar refuses
+
+
+def _greedy(node: _Node, segments: list[str], values: list[str]) -> RouteSpec | None:
+    """Static first, no backtracking: the usual case, without recursion (``_walk`` is the rest)."""
+    for raw in segments:
+        if raw == "":
+            return None
+        child = node.static.get(raw)
+        if child is not None:
+            node = child
+        elif node.param is not None:
+            values.append(_decoded(raw))
+            node = node.param
+        else:
+            return None
+    return node.route
+
+
 def _walk(node: _Node, segments: list[str], index: int, values: list[str]) -> RouteSpec | None:
     if index == len(segments):
         return node.route
@@ -257,11 +283,7 @@ def _walk(node: _Node, segments: list[str], index: int, values: list[str]) -> Ro
         if found is not None:
             return found
     if node.param is not None:
-        try:
-            value = unquote(raw, errors="strict") if "%" in raw else raw
-        except UnicodeDecodeError:
-            value = raw  # still holds '%', which the resource grammar refuses
-        values.append(value)
+        values.append(_decoded(raw))
         found = _walk(node.param, segments, index + 1, values)
         if found is not None:
             return found
