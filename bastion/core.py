@@ -243,8 +243,9 @@ class Bastion:
     ) -> Steps[tuple[Identity, Rows]]:
         """Who is calling, plus the resource's own permission rows when they count.
 
-        A session (or a JWT's session), the user's role fields and the rows are read in one
-        round trip (one pipeline); API keys skip resource permissions and read no rows.
+        The session hash (for a JWT, its session's) also carries the user's role fields; it and
+        the rows are read in one round trip (one pipeline); API keys skip resource permissions
+        and read no rows.
         """
         kind, token = credentials.kind, credentials.token
         if credentials.problem is not None:
