@@ -505,6 +505,24 @@ def run_casbin(
     return result, CasbinCost(n, build_s, statistics.fmean(samples))
 
 
+def latency_row(
+    samples: list[float], allowed: list[bool], *, build_s: float, warmup: int
+) -> dict[str, Any]:
+    """The latency figures of one decision row: p50, p99, mean, share allowed, the target."""
+    ordered = sorted(samples)
+    p50 = percentile(ordered, 0.5)
+    return {
+        "build_s": round(build_s, 4),
+        "calls": len(samples),
+        "warmup": warmup,
+        "p50_us": round(p50, 2),
+        "p99_us": round(percentile(ordered, 0.99), 2),
+        "mean_us": round(statistics.fmean(samples), 2),
+        "allowed_fraction": round(sum(allowed) / len(allowed), 3),
+        "within_target": p50 <= DECISION_TARGET_US,
+    }
+
+
 def bench_decisions(
     sizes: Sequence[int],
     documents: int,
@@ -540,7 +558,6 @@ def bench_decisions(
         log(f"  {n:,} rules: generated in {gen_s:.1f} s, index built in {build_s:.2f} s")
 
         samples, allowed = time_engine(engine, requests, None, warmup)
-        ordered = sorted(samples)
         casbin_result, previous = run_casbin(
             n,
             lambda gen=gen: [*gen.rules, *gen.links],
@@ -558,20 +575,12 @@ def bench_decisions(
                 "rules": n,
                 "links": len(gen.links),
                 "documents": 0,
-                "build_s": round(build_s, 4),
-                "calls": len(samples),
-                "warmup": warmup,
-                "p50_us": round(percentile(ordered, 0.5), 2),
-                "p99_us": round(percentile(ordered, 0.99), 2),
-                "mean_us": round(statistics.fmean(samples), 2),
-                "allowed_fraction": round(sum(allowed) / len(allowed), 3),
-                "within_target": percentile(ordered, 0.5) <= DECISION_TARGET_US,
+                **latency_row(samples, allowed, build_s=build_s, warmup=warmup),
                 "casbin": casbin_result,
             }
         )
 
         samples, allowed = time_engine(engine, docs.requests, docs.rows, warmup)
-        ordered = sorted(samples)
 
         # Casbin takes no rows per call: they become policy lines, one per row, after the file's.
         def with_rows(rules: list[Rule] = gen.rules, links: list[Rule] = gen.links) -> list[Rule]:
@@ -604,14 +613,7 @@ def bench_decisions(
                 "links": len(gen.links),
                 "documents": documents,
                 "document_rows": docs.total_rows,
-                "build_s": round(build_s, 4),
-                "calls": len(samples),
-                "warmup": warmup,
-                "p50_us": round(percentile(ordered, 0.5), 2),
-                "p99_us": round(percentile(ordered, 0.99), 2),
-                "mean_us": round(statistics.fmean(samples), 2),
-                "allowed_fraction": round(sum(allowed) / len(allowed), 3),
-                "within_target": percentile(ordered, 0.5) <= DECISION_TARGET_US,
+                **latency_row(samples, allowed, build_s=build_s, warmup=warmup),
                 "casbin": casbin_docs,
             }
         )
@@ -1128,12 +1130,7 @@ def summarize_e2e(
         t = traffic.get(c.key)
         rows.append(
             {
-                "key": c.key,
-                "name": c.name,
-                "reference": c.reference,
-                "us_per_request": round(c.median, 2),
-                "ratio_to_bare": round(c.median / bare, 2) if http else None,
-                "overhead_us": round(c.median - bare, 2) if http else None,
+                **c.timing_row(bare),
                 "overhead_minus_round_trip_us": (
                     round(c.median - bare - round_trip, 2) if http and t and t.commands else None
                 ),
@@ -1142,9 +1139,6 @@ def summarize_e2e(
                 "redis_commands_by_name": dict(sorted(t.by_command.items())) if t else None,
                 "redis_expected_by_name": expected.get(c.key, NO_REDIS).commands,
                 "requests_per_round": per_round[c.key],
-                "min_us": round(min(c.rounds_us), 2),
-                "max_us": round(max(c.rounds_us), 2),
-                "rounds_us": [round(x, 2) for x in c.rounds_us],
             }
         )
     pipeline = by_key["redis_pipeline"].median

@@ -250,6 +250,21 @@ class Case:
 
         return cls(key, name, run, app, ring[0], counts=counts, **kw)
 
+    def timing_row(self, bare: float) -> dict[str, Any]:
+        """The figures every benchmark reports for this case, beside the bare app's median."""
+        http = self.app is not None
+        return {
+            "key": self.key,
+            "name": self.name,
+            "reference": self.reference,
+            "us_per_request": round(self.median, 2),
+            "ratio_to_bare": round(self.median / bare, 2) if http else None,
+            "overhead_us": round(self.median - bare, 2) if http else None,
+            "min_us": round(min(self.rounds_us), 2),
+            "max_us": round(max(self.rounds_us), 2),
+            "rounds_us": [round(x, 2) for x in self.rounds_us],
+        }
+
     def check_counts(self, n: int) -> None:
         """Every one of the last ``n`` requests answered 200."""
         if self.app is None:
@@ -489,23 +504,8 @@ def summarize(
     bare = by_key["bare"].median
     rows = []
     for c in cases:
-        http = c.app is not None
-        rows.append(
-            {
-                "key": c.key,
-                "name": c.name,
-                "reference": c.reference,
-                "us_per_request": round(c.median, 2),
-                "ratio_to_bare": round(c.median / bare, 2) if http else None,
-                "overhead_us": round(c.median - bare, 2) if http else None,
-                "redis_commands_per_request": (
-                    round(c.redis_per_request, 2) if c.redis_per_request is not None else None
-                ),
-                "min_us": round(min(c.rounds_us), 2),
-                "max_us": round(max(c.rounds_us), 2),
-                "rounds_us": [round(x, 2) for x in c.rounds_us],
-            }
-        )
+        redis = round(c.redis_per_request, 2) if c.redis_per_request is not None else None
+        rows.append({**c.timing_row(bare), "redis_commands_per_request": redis})
     overhead = by_key["bastion_session"].median - bare
     round_trip = by_key["redis_hmget"].median
     beyond = overhead - round_trip
