@@ -7,7 +7,7 @@ the ASGI middleware runs them with the async runner, the WSGI middleware with th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.authentication import AuthCredentials
@@ -69,13 +69,14 @@ class RequestState:
     """
 
     __slots__ = (
+        "_asgi",
         "_facts",
+        "_into",
         "bastion",
         "credentials",
         "headers",
         "identity",
         "peer",
-        "publish",
         "response_headers",
     )
 
@@ -84,19 +85,21 @@ class RequestState:
         bastion: Bastion,
         identity: Identity,
         credentials: Credentials,
-        *,
         headers: list[tuple[bytes, bytes]] | None = None,
         peer: str = "",
-        publish: Callable[[Identity], None] | None = None,
+        into: MutableMapping[str, Any] | None = None,
+        *,
+        asgi: bool = True,
     ) -> None:
         self.bastion = bastion
-        self.identity = identity
         self.credentials = credentials
         self.headers = headers or []
         self.peer = peer
-        self.publish = publish
         self.response_headers: list[tuple[bytes, bytes]] = []
         self._facts: tuple[str, str, bool] | None = None
+        self._into = into
+        self._asgi = asgi
+        self.set_identity(identity)
 
     def _read_facts(self) -> tuple[str, str, bool]:
         if self._facts is None:
@@ -132,31 +135,27 @@ class RequestState:
         return self._read_facts()[2]
 
     def set_identity(self, identity: Identity) -> None:
-        """Change who the request is (after a log-in or log-out) everywhere it is visible."""
+        """Change who the request is (after a log-in or log-out) everywhere it is visible.
+
+        In an ASGI scope that is Starlette's ``request.user`` / ``request.auth``; in a WSGI
+        environ, ``bastion.identity``.
+        """
         self.identity = identity
-        if self.publish is not None:
-            self.publish(identity)
-
-
-def publish_to_scope(scope: Scope) -> Callable[[Identity], None]:
-    """Publish an identity as Starlette's ``request.user`` / ``request.auth``."""
-
-    def publish(identity: Identity) -> None:
-        scope["user"] = identity
-        scope["auth"] = _credentials_for(identity)
-
-    return publish
+        into = self._into
+        if into is None:
+            return
+        if self._asgi:
+            into["user"] = identity
+            shared = _SHARED_CREDENTIALS.get(identity.kind)
+            into["auth"] = shared if shared is not None else AuthCredentials(identity.auth_scopes)
+        else:
+            into["bastion.identity"] = identity
 
 
 # Users, JWT holders and guests share a handful of scope lists; only API keys have their own.
 _SHARED_CREDENTIALS = {
     kind: AuthCredentials(Identity(kind).auth_scopes) for kind in ("guest", "session", "jwt")
 }
-
-
-def _credentials_for(identity: Identity) -> AuthCredentials:
-    shared = _SHARED_CREDENTIALS.get(identity.kind)
-    return shared if shared is not None else AuthCredentials(identity.auth_scopes)
 
 
 def state_of(conn: Any) -> RequestState:
@@ -273,7 +272,7 @@ class Bastion:
         if active is None:
             raise failure
         roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)
-        return Identity(kind, active.user_id, active.session_id, roles), rows
+        return Identity.for_user(kind, active.user_id, active.session_id, roles), rows
 
     def admit(
         self,
@@ -281,7 +280,6 @@ class Bastion:
         scheme: str,
         raw_path: str,
         headers: list[tuple[bytes, bytes]],
-        *,
         websocket: bool = False,
     ) -> Steps[tuple[Identity, Credentials]]:
         """Steps 1-4 of a request: credentials, identity, cross-site check, decision.

@@ -9,8 +9,7 @@ is refused rather than resolved by a silent preference (as Appwrite does).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Kind = Literal["session", "jwt", "key"]
 Source = Literal["cookie", "header", "bearer", "x-api-key"]
@@ -21,8 +20,7 @@ MAX_CREDENTIAL_LENGTH = 4096
 API_KEY_PREFIX = "bst_"
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(NamedTuple):
     """The credential a request sent (kind, token, where it travelled), or why it is unusable."""
 
     kind: Kind | None = None
@@ -38,20 +36,13 @@ class Credentials:
 
 NO_CREDENTIALS = Credentials()
 
+# Stands for two different values in one place: the credential there is malformed (a NUL
+# byte cannot reach us in a header value, so no real credential equals it).
+_CONFLICT = b"\x00conflict"
 
-class _Slot:
-    """One place a credential can travel; several different values there make it malformed."""
 
-    __slots__ = ("conflict", "value")
-
-    def __init__(self) -> None:
-        self.value: bytes | None = None
-        self.conflict = False
-
-    def put(self, value: bytes) -> None:
-        if self.value is not None and value != self.value:
-            self.conflict = True
-        self.value = value
+def _put(held: bytes | None, value: bytes) -> bytes:
+    return value if held is None or held == value else _CONFLICT
 
 
 def read_credentials(
@@ -61,37 +52,46 @@ def read_credentials(
     cookie = header = bearer = api_key = None
     for name, value in headers:
         if name == b"cookie":
-            for found in _cookie_values(value, cookie_name):
-                cookie = cookie or _Slot()
-                cookie.put(found)
+            if cookie_name in value:
+                for pair in value.split(b";"):
+                    # RFC 6265 §5.4 pairs: "a=b; c=d". A pair without "=" is a value with an
+                    # empty name (as browsers treat it), never our cookie.
+                    pair_name, sep, found = pair.partition(b"=")
+                    if sep and pair_name.strip() == cookie_name:
+                        cookie = _put(cookie, found.strip())
         elif name == session_header:
-            header = header or _Slot()
-            header.put(value.strip())
+            header = _put(header, value.strip())
         elif name == b"authorization":
             scheme, _, rest = value.strip().partition(b" ")
             if scheme.lower() == b"bearer":  # other schemes belong to the app, not to us
-                bearer = bearer or _Slot()
-                bearer.put(rest.strip())
+                bearer = _put(bearer, rest.strip())
         elif name == b"x-api-key":
-            api_key = api_key or _Slot()
-            api_key.put(value.strip())
+            api_key = _put(api_key, value.strip())
 
-    session = _first(("cookie", cookie), ("header", header))
-    jwt = key = None
+    # The cookie wins over the fallback header when both carry a session (Appwrite's order).
+    session: tuple[Source, bytes] | None = None
+    if cookie is not None:
+        session = ("cookie", cookie)
+    elif header is not None:
+        session = ("header", header)
+    if session is not None and bearer is None and api_key is None:
+        return _credential("session", *session)  # the usual case
+    jwt: tuple[Source, bytes] | None = None
+    key: tuple[Source, bytes] | None = None
     if bearer is not None:
-        if bearer.value is not None and bearer.value.startswith(API_KEY_PREFIX.encode()):
+        if bearer.startswith(API_KEY_PREFIX.encode()):
             key = ("bearer", bearer)
         else:
             jwt = ("bearer", bearer)
     if api_key is not None:
-        if key is not None and key[1].value != api_key.value:
+        if key is not None and key[1] != api_key:
             return Credentials("key", None, "x-api-key", "malformed")
         key = ("x-api-key", api_key)
 
     if key is not None and (session is not None or jwt is not None):
-        return Credentials("key", None, key[0], "key_and_session")  # type: ignore[arg-type]
+        return Credentials("key", None, key[0], "key_and_session")
     if jwt is not None and session is not None:
-        return Credentials("jwt", None, session[0], "jwt_and_session")  # type: ignore[arg-type]
+        return Credentials("jwt", None, session[0], "jwt_and_session")
     if session is not None:
         return _credential("session", *session)
     if jwt is not None:
@@ -101,27 +101,7 @@ def read_credentials(
     return NO_CREDENTIALS
 
 
-def _first(*slots: tuple[str, _Slot | None]) -> tuple[str, _Slot] | None:
-    # The cookie wins over the fallback header when both carry a session (Appwrite's order).
-    for source, slot in slots:
-        if slot is not None:
-            return source, slot
-    return None
-
-
-def _credential(kind: Kind, source: str, slot: _Slot) -> Credentials:
-    raw = slot.value or b""
-    if slot.conflict or not raw or len(raw) > MAX_CREDENTIAL_LENGTH or not raw.isascii():
-        return Credentials(kind, None, source, "malformed")  # type: ignore[arg-type]
-    return Credentials(kind, raw.decode("ascii"), source)  # type: ignore[arg-type]
-
-
-def _cookie_values(header: bytes, name: bytes) -> Iterable[bytes]:
-    # RFC 6265 §5.4 pairs: "a=b; c=d". A pair without "=" is a value with an empty name (as
-    # browsers treat it), never our cookie.
-    if name not in header:
-        return
-    for pair in header.split(b";"):
-        key, sep, value = pair.partition(b"=")
-        if sep and key.strip() == name:
-            yield value.strip()
+def _credential(kind: Kind, source: Source, raw: bytes) -> Credentials:
+    if not raw or len(raw) > MAX_CREDENTIAL_LENGTH or not raw.isascii() or raw == _CONFLICT:
+        return Credentials(kind, None, source, "malformed")
+    return Credentials(kind, raw.decode("ascii"), source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from bastion.errors import MissingScope, Unauthorized
@@ -69,13 +69,22 @@ class Identity:
     user_id: str | None = None
     session_id: str | None = None
     roles: frozenset[str] = GUEST_ROLES
-    scopes: frozenset[str] = field(default_factory=frozenset)
+    scopes: frozenset[str] = frozenset()
     key_id: str | None = None
 
     @classmethod
     def guest(cls) -> Identity:
         """The identity of a request without credentials."""
         return _GUEST
+
+    @classmethod
+    def for_user(cls, kind: Kind, user_id: str, session_id: str, roles: frozenset[str]) -> Identity:
+        """The identity of a user's request (``session`` or ``jwt``) with its role set.
+
+        Every request of one session has the same identity, and identities are immutable, so
+        recent ones are shared rather than built again.
+        """
+        return _shared_identity(kind, user_id, session_id, roles)
 
     @classmethod
     def for_session(cls, user_id: str, session_id: str) -> Identity:
@@ -126,3 +135,4 @@ class Identity:
 
 
 _GUEST = Identity()
+_shared_identity = functools.lru_cache(maxsize=4096)(Identity)

@@ -273,6 +273,41 @@ def test_extra_document_rows() -> None:
     assert not e.decide(alice, "update", doc + "/sub", []).allowed
 
 
+def test_container_decisions_are_shared_only_by_children_without_their_own_lines() -> None:
+    # The engine keeps a container's decision for its children; a child named by a line of its
+    # own, or decided with rows, must not borrow it (and must not lend it to its siblings).
+    lines = (
+        "p, users, databases/d/collections/c/documents/*, read",
+        "p, user:bob, databases/d/collections/c/documents/special, update",
+        "p, label:x, databases/d/collections/c/documents/special, read",
+    )
+    e = engine(*lines)
+    reference = casbin_enforcer(DEFAULT_MODEL_PATH.read_text(), *lines)
+    base = "databases/d/collections/c/documents/"
+    bob, guest = users("bob"), GUEST
+    cases = [
+        (bob, "read", base + "a"),
+        (bob, "update", base + "a"),
+        (bob, "update", base + "special"),
+        (bob, "update", base + "b"),
+        (guest, "read", base + "special"),
+        (guest, "read", base + "a"),
+        (users("x", "label:x"), "read", base + "special"),
+        (bob, "read", "databases/d/collections/c"),
+        (bob, "read", "databases/d/collections/c2"),
+        (bob, "read", "databases"),
+    ]
+    for _ in range(2):  # the second pass is served from the kept decisions
+        for roles, action, path in cases:
+            decision = e.decide(roles, action, path)
+            assert decision.allowed == reference.enforce(roles, path, action), (roles, action, path)
+    assert e.decide(bob, "update", base + "special").rules[0].line == 2
+    assert not e.decide(bob, "update", base + "c").allowed
+    # Rows are never served from the table: they differ from one document to the next.
+    assert e.decide(guest, "read", base + "a", [("any", "read")]).allowed
+    assert not e.decide(guest, "read", base + "b").allowed
+
+
 def test_a_file_deny_beats_a_document_allow() -> None:
     e = engine("p, label:banned, databases/*, write, deny", model="deny")
     doc = "databases/d/collections/c/documents/n1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from bastion.core import Bastion, RequestState, publish_to_scope
+from bastion.core import Bastion, RequestState
 from bastion.errors import BastionError
 from bastion.settings import Settings
 
@@ -34,22 +34,25 @@ class BastionMiddleware:
         self._guarding = self.bastion.authorizer.active
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        bastion = self.bastion
         if not self._watching:
             # Started by the first request, so each worker process (after a fork) runs its own.
             self._watching = True
-            if self.bastion.authorizer.active:
-                self.bastion.policy_watcher.start()
+            if bastion.authorizer.active:
+                bastion.policy_watcher.start()
+        headers = scope["headers"]
         try:
-            identity, credentials = await self.bastion.runner.run(
-                self.bastion.admit(
+            identity, credentials = await bastion.runner.run(
+                bastion.admit(
                     scope.get("method", "GET"),
                     scope.get("scheme", "http"),
                     _raw_path(scope) if self._guarding else "",
-                    scope["headers"],
-                    websocket=scope["type"] == "websocket",
+                    headers,
+                    kind == "websocket",
                 )
             )
         except BastionError as exc:
@@ -58,16 +61,9 @@ class BastionMiddleware:
 
         client = scope.get("client")
         state = RequestState(
-            self.bastion,
-            identity,
-            credentials,
-            headers=scope["headers"],
-            peer=client[0] if client else "",
-            publish=publish_to_scope(scope),
+            bastion, identity, credentials, headers, client[0] if client else "", scope
         )
         scope["bastion"] = state
-        state.set_identity(identity)
-
         started = False
 
         async def send_with_cookies(message: Message) -> None:
@@ -84,7 +80,7 @@ class BastionMiddleware:
         except BastionError as exc:
             # Raised by Bastion's own calls inside the app (log-in while Redis is down, ...):
             # rendered here as its JSON error unless the app already began its response.
-            if started or scope["type"] != "http":
+            if started or kind != "http":
                 raise
             await self._refuse(scope, receive, send, exc)
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from bastion.core import Bastion, RequestState
 from bastion.errors import BastionError
-from bastion.identity import Identity
 from bastion.settings import Settings
 
 Environ = dict[str, Any]
@@ -85,19 +84,16 @@ class BastionWSGIMiddleware:
         except BastionError as exc:
             return self._refuse(exc, headers, start_response)
 
-        def publish(who: Identity) -> None:
-            environ["bastion.identity"] = who
-
         state = RequestState(
             self.bastion,
             identity,
             credentials,
-            headers=headers,
-            peer=str(environ.get("REMOTE_ADDR", "")),
-            publish=publish,
+            headers,
+            str(environ.get("REMOTE_ADDR", "")),
+            environ,
+            asgi=False,
         )
         environ["bastion"] = state
-        state.set_identity(identity)
 
         def start_with_cookies(
             status: str, response_headers: list[Any], exc_info: Any = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from bastion.errors import BastionError, Forbidden, MissingScope, NotFound, Unauthorized
 from bastion.identity import Identity
@@ -19,20 +18,6 @@ from bastion.policies.routes import RouteMap, Target
 from bastion.settings import Settings
 
 logger = logging.getLogger("bastion.decisions")
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What was decided for one request, for the log and for ``scope["bastion"]``."""
-
-    allowed: bool
-    note: str = ""
-    decision: Decision | None = None
-
-    @property
-    def reason(self) -> str:
-        """Why, in words (built only when read: most allows are never logged)."""
-        return self.note or (self.decision.reason if self.decision is not None else "")
 
 
 class Authorizer:
@@ -66,44 +51,53 @@ class Authorizer:
 
     def authorize(
         self, identity: Identity, target: Target | None, rows: Sequence[tuple[str, str]] = ()
-    ) -> Verdict:
-        """Allow, or raise the error the caller should see (unless report-only)."""
+    ) -> None:
+        """Return if allowed, else raise the error the caller should see (unless report-only)."""
+        if target is not None and identity.kind != "key":  # the usual case, kept short
+            decision = self._engine().decide_valid(
+                identity.roles, target.route.action, target.resource, rows
+            )
+            if decision.allowed:
+                if logger.isEnabledFor(logging.DEBUG):
+                    self._log(identity, target, True, decision.reason, decision)
+                return
+            self._deny(identity, target, decision.reason, decision)
+            return
         try:
-            verdict = self._judge(identity, target, rows)
+            allowed, reason = self._judge_other(identity, target)
         except BastionError as refusal:
             self._log(identity, target, False, f"{refusal.type}: {refusal.message}", None)
-            if self.settings.report_only:
-                return Verdict(True, f"report-only: would refuse ({refusal.type})")
-            raise
-        if not verdict.allowed:
-            self._log(identity, target, False, verdict.reason, verdict.decision)
-            if self.settings.report_only:
-                return Verdict(
-                    True, f"report-only: would deny ({verdict.reason})", verdict.decision
-                )
-            raise self._refusal(identity, target)
-        if logger.isEnabledFor(logging.DEBUG):
-            self._log(identity, target, True, verdict.reason, verdict.decision)
-        return verdict
+            if not self.settings.report_only:
+                raise
+            return
+        if allowed:
+            if logger.isEnabledFor(logging.DEBUG):
+                self._log(identity, target, True, reason, None)
+            return
+        self._deny(identity, target, reason, None)
 
-    def _judge(
-        self, identity: Identity, target: Target | None, rows: Sequence[tuple[str, str]]
-    ) -> Verdict:
+    def _deny(
+        self, identity: Identity, target: Target | None, reason: str, decision: Decision | None
+    ) -> None:
+        """Log a denial, then refuse (report-only: the event says so, and the request goes on)."""
+        self._log(identity, target, False, reason, decision)
+        if not self.settings.report_only:
+            raise self._refusal(identity, target)
+
+    def _judge_other(self, identity: Identity, target: Target | None) -> tuple[bool, str]:
+        """Requests no route matched, and API keys (which skip resource permissions)."""
         if target is None:
             rule = self.settings.unmatched_routes
             if rule == "allow" or (rule == "authenticated" and identity.is_authenticated):
-                return Verdict(True, f"no route matched; unmatched_routes = {rule}")
+                return True, f"no route matched; unmatched_routes = {rule}"
             if not identity.is_authenticated:
                 raise Unauthorized()
-            return Verdict(False, f"no route matched; unmatched_routes = {rule}")
+            return False, f"no route matched; unmatched_routes = {rule}"
         route = target.route
-        if identity.kind == "key":
-            if route.scope is None:
-                raise MissingScope("(none: this route accepts no API key)")
-            identity.require_scope(route.scope)
-            return Verdict(True, f"API key holds scope {route.scope}")
-        decision = self._engine().decide(identity.roles, route.action, target.resource, rows)
-        return Verdict(decision.allowed, decision=decision)
+        if route.scope is None:
+            raise MissingScope("(none: this route accepts no API key)")
+        identity.require_scope(route.scope)
+        return True, f"API key holds scope {route.scope}"
 
     @staticmethod
     def _refusal(identity: Identity, target: Target | None) -> BastionError:

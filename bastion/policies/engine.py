@@ -28,7 +28,7 @@ from casbin.persist import Adapter  # type: ignore[import-untyped]
 from casbin.util import generate_g_function, util  # type: ignore[import-untyped]
 
 from bastion.policies.diagnostics import Diagnostic, PolicyError
-from bastion.policies.grammar import ACTIONS, covering_objects, is_resource, resource_problem
+from bastion.policies.grammar import ACTIONS, is_resource, resource_problem
 from bastion.policies.loader import load_policy_strict
 from bastion.policies.modeldef import ModelSpec, casbin_functions, default_model, rewrite_matcher
 from bastion.policies.rules import DOCUMENT, Policy, Rule
@@ -39,6 +39,7 @@ _REQUEST_ACTIONS: Final = frozenset(ACTIONS)
 _NO_RULE: Final = "no rule grants this action on this resource or its ancestors to these roles"
 _OTHER_EFFECT: Final = "the only matching rules have an effect other than allow or deny"
 _EXPAND_CACHE: Final = 4096
+_CONTAINER_DECISIONS: Final = 65536
 # The measured cost of pycasbin 2.8.0's enforce() on this model (research/casbin.md §3).
 _SCAN_FLOOR_US: Final = 35.0
 _SCAN_PER_RULE_US: Final = 2.0
@@ -75,26 +76,27 @@ class _RowsAdapter(Adapter):  # type: ignore[misc]
 
 
 class _CompiledMatcher:
-    """A shipped model's matcher as Python byte code, with ``eval(names)`` like SimpleEval."""
+    """A shipped model's matcher as a Python function of the request and policy fields.
 
-    __slots__ = ("_code", "_globals")
+    The expression is Casbin's own rewriting of the matcher, with Casbin's function map; only
+    the calling convention differs: positional fields instead of SimpleEval's names dict.
+    """
 
-    def __init__(self, matcher: str, functions: dict[str, Any]) -> None:
+    __slots__ = ("_names", "match")
+
+    def __init__(self, matcher: str, functions: dict[str, Any], names: Sequence[str]) -> None:
         expression = rewrite_matcher(matcher)
         if expression is None:  # pragma: no cover - shipped models always rewrite
             raise PolicyError(f"cannot compile the matcher {matcher!r}")
-        self._code = compile(expression.strip(), "<casbin matcher>", "eval")
-        self._globals = {"__builtins__": {}, **functions}
+        source = f"lambda {', '.join(names)}: ({expression.strip()})"
+        code = compile(source, "<casbin matcher>", "eval")
+        # A shipped, fixed expression over Casbin's own functions; no builtins reachable.
+        self.match = eval(code, {"__builtins__": {}, **functions})  # noqa: S307
+        self._names = tuple(names)
 
     def eval(self, names: dict[str, Any]) -> Any:
-        """The matcher's value for one request and rule."""
-        return eval(self._code, self._globals, names)  # noqa: S307 - a shipped, fixed expression
-
-
-class _PerThread(threading.local):
-    """One SimpleEval per thread: ``eval(names)`` stores the names on the instance."""
-
-    evaluator: Any = None
+        """The matcher's value for one request and rule, given by name (SimpleEval's API)."""
+        return self.match(*(names[n] for n in self._names))
 
 
 def _describe(allowed: bool, rules: Sequence[Rule]) -> str:
@@ -102,6 +104,11 @@ def _describe(allowed: bool, rules: Sequence[Rule]) -> str:
     verb = "allowed" if allowed else "denied"
     more = f" (and {len(rules) - 1} more rule(s))" if len(rules) > 1 else ""
     return f"{verb} by '{rules[0]}' ({rules[0].source}){more}"
+
+
+# The matcher's action clause is true only for p.act == r.act, or p.act == "write" when r.act
+# is not "read": the only action buckets worth looking in.
+_WANTED: Final = {act: (act,) if act == "read" else (act, "write") for act in ACTIONS}
 
 
 class PolicyEngine:
@@ -124,13 +131,21 @@ class PolicyEngine:
         self._files = {file: i for i, file in enumerate(dict.fromkeys(r.file for r in self._rules))}
         self._index: dict[str, dict[str, dict[str, list[Rule]]]] | None = None
         self._depths: tuple[int, ...] = ()
+        self._subjects: dict[str, frozenset[str]] = {}
+        self._by_container: dict[tuple[frozenset[str], str, str], Decision] = {}
         self._enforcer: Any = None
         self._lock = threading.Lock()
-        self._local = _PerThread()
         self._functions = casbin_functions()
         self._effector = get_effector(self._model.effect)
+        self._matcher: _CompiledMatcher | None = None
         if self._model.kind is not None:
             self._index = self._build_index()
+            # Shipped models only (so r = sub, obj, act): compiled once, shared by all threads.
+            self._matcher = _CompiledMatcher(
+                self._model.matcher,
+                self._functions,
+                (*self._model.request_tokens, *self._p_tokens),
+            )
         else:
             self._enforcer = self._build_enforcer()
 
@@ -223,6 +238,7 @@ class PolicyEngine:
         # request then costs one look-up per depth in use, not one per segment.
         depths = {0 if obj == "*" else obj.count("/") for obj in index if obj.endswith("*")}
         self._depths = tuple(sorted(depths))
+        self._subjects = {obj: frozenset(by_sub) for obj, by_sub in index.items()}
         return index
 
     def _build_enforcer(self) -> Any:
@@ -264,22 +280,6 @@ class PolicyEngine:
             return roles
         return self._expand_cached(frozenset(roles))
 
-    def _evaluator(self) -> Any:
-        """This thread's compiled matcher: Casbin's own rewriting and function map.
-
-        For the shipped models (the only ones the index serves, recognised token by token) the
-        rewritten matcher is compiled to Python byte code once: the same expression Casbin would
-        evaluate, without SimpleEval's per-call tree walk. Any other model keeps SimpleEval.
-        """
-        evaluator = self._local.evaluator
-        if evaluator is None:
-            if self._index is not None:
-                evaluator = _CompiledMatcher(self._model.matcher, self._functions)
-            else:
-                evaluator = CoreEnforcer._get_expression(self._model.matcher, self._functions)
-            self._local.evaluator = evaluator
-        return evaluator
-
     def decide(
         self,
         roles: frozenset[str],
@@ -296,12 +296,45 @@ class PolicyEngine:
             return Decision(False, (), f"refused: unknown action {action!r}")
         if not is_resource(resource):
             return Decision(False, (), f"refused: {resource_problem(resource)}")
-        roles = self.expand_roles(roles)
-        if self._index is None:
-            return self._decide_with_enforcer(roles, action, resource, extra)
-        candidates = self._candidates(self._index, roles, action, resource)
+        return self.decide_valid(roles, action, resource, extra)
+
+    def decide_valid(
+        self,
+        roles: frozenset[str],
+        action: str,
+        resource: str,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> Decision:
+        """:meth:`decide` for an action and resource already checked against the grammar.
+
+        The route map builds its resources from checked segments, so the request path does not
+        pay for a second check; anything else calls :meth:`decide`.
+        """
+        index = self._index
+        if index is None:
+            return self._decide_with_enforcer(self.expand_roles(roles), action, resource, extra)
+        if extra or resource in index:
+            return self._decide_indexed(self.expand_roles(roles), action, resource, extra)
+        # No line names the resource itself and no rows came with it: every candidate is a
+        # wildcard on an ancestor, which keyMatch accepts for all the container's children
+        # alike. The decision is the container's, so it is kept per role set and action (the
+        # engine is immutable; a reload brings a new engine and an empty table).
+        key = (roles, action, resource.rpartition("/")[0])
+        decision = self._by_container.get(key)
+        if decision is None:
+            decision = self._decide_indexed(self.expand_roles(roles), action, resource, ())
+            if len(self._by_container) >= _CONTAINER_DECISIONS:
+                self._by_container.clear()  # bounded; refilling is one miss per container
+            self._by_container[key] = decision
+        return decision
+
+    def _decide_indexed(
+        self, roles: frozenset[str], action: str, resource: str, extra: Sequence[tuple[str, str]]
+    ) -> Decision:
+        """Gather the candidates from the index (and the rows) and run the matcher on them."""
+        candidates = self._candidates(self._index or {}, roles, action, resource)
         for role, granted in extra:
-            if role in roles and (granted == action or granted == "write"):
+            if role in roles and (granted == action or (granted == "write" and action != "read")):
                 fields = (
                     (role, resource, granted, "allow")
                     if self._has_eft
@@ -319,21 +352,41 @@ class PolicyEngine:
         action: str,
         resource: str,
     ) -> list[Rule]:
-        """The only rules the matcher can accept for this request: a few dict look-ups."""
-        # The matcher's action clause is true only for p.act == r.act, or p.act == "write"
-        # when r.act is not "read".
-        wanted = ("read",) if action == "read" else (action, "write")
+        """The only rules the matcher can accept for this request: a few dict look-ups.
+
+        The objects looked up are those of :func:`covering_objects`: the path itself, then
+        ``PREFIX/*`` at each indexed depth below the path's own (``*`` for depth 0).
+        """
+        wanted = _WANTED[action]
         found: list[Rule] = []
-        for obj in covering_objects(resource, self._depths):
-            by_sub = index.get(obj)
-            if by_sub is None or roles.isdisjoint(by_sub):
+        objects = [resource]
+        end = 0  # resource[:end] ends with "/" and holds `depth` segments
+        depth = 0
+        for want in self._depths:
+            if not want:
+                objects.append("*")
                 continue
-            for sub in by_sub.keys() & roles:
+            while depth < want:
+                end = resource.find("/", end) + 1
+                if not end:
+                    break
+                depth += 1
+            else:
+                objects.append(resource[:end] + "*")
+                continue
+            break  # the path is not that deep, so no deeper ancestor either
+        subjects = self._subjects
+        for obj in objects:
+            subs = subjects.get(obj)
+            # One C-level test rejects most ancestors: their rules name none of these roles.
+            if subs is None or roles.isdisjoint(subs):
+                continue
+            by_sub = index[obj]
+            for sub in roles & subs:  # iterates the smaller set, in C
                 acts = by_sub[sub]
                 for act in wanted:
-                    rules = acts.get(act)
-                    if rules:
-                        found.extend(rules)
+                    if act in acts:
+                        found.extend(acts[act])
         return found
 
     def _evaluate(
@@ -347,29 +400,18 @@ class PolicyEngine:
         """
         if len(candidates) > 1:
             candidates.sort(key=self._position)
-        evaluator = self._evaluator()
-        has_eft = self._has_eft
+        assert self._matcher is not None  # set whenever there is an index
+        match = self._matcher.match
         effector = self._effector
         effects: set[int] = set()
         allowing: list[Rule] = []
         denying: list[Rule] = []
         for rule in candidates:
-            fields = rule.fields
-            # The names enforce_ex passes: both shipped models define exactly these fields.
-            names = {
-                "r_sub": roles,
-                "r_obj": resource,
-                "r_act": action,
-                "p_sub": fields[0],
-                "p_obj": fields[1],
-                "p_act": fields[2],
-            }
-            if has_eft:
-                names["p_eft"] = fields[3]
-            if not evaluator.eval(names):
+            # The arguments enforce_ex would name r_sub, r_obj, r_act, then the rule's fields.
+            if not match(roles, resource, action, *rule.fields):
                 continue
             # The effect of a matching rule, as enforce_ex assigns it.
-            eft = fields[3] if has_eft else "allow"
+            eft = rule.fields[3] if self._has_eft else "allow"
             if eft == "allow":
                 effects.add(Effector.ALLOW)
                 allowing.append(rule)

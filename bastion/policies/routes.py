@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from bastion.errors import BadRequest
@@ -43,6 +43,10 @@ class RouteSpec:
     params: tuple[str, ...] = field(default=(), compare=False)
     plan: tuple[str | int, ...] = field(default=(), compare=False)
     """The resource template as static segments and indexes into the captured values."""
+    template: str = field(default="", compare=False)
+    """The resource template for ``str.format`` with the captured values (``a/{0}/b/{1}``)."""
+    used: tuple[int, ...] = field(default=(), compare=False)
+    """The captured values the resource uses (the only ones checked against the grammar)."""
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -55,6 +59,11 @@ class RouteSpec:
             found = _PARAM.fullmatch(part)
             plan.append(params.index(found[1]) if found else part)
         object.__setattr__(self, "plan", tuple(plan))
+        # Static segments passed the grammar above, which has no braces: format-safe.
+        template = "/".join(f"{{{step}}}" if isinstance(step, int) else step for step in plan)
+        object.__setattr__(self, "template", template)
+        used = tuple(dict.fromkeys(step for step in plan if isinstance(step, int)))
+        object.__setattr__(self, "used", used)
 
     def problem(self) -> str | None:
         """Why this route cannot be used, or None."""
@@ -153,8 +162,7 @@ class ResourceSpec:
         return cls(table["path"], any(flags))
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """What a request asks for: the route it matched and the concrete resource path."""
 
     route: RouteSpec
@@ -218,21 +226,16 @@ class RouteMap:
         if route is None:
             values.clear()
             route = _walk(tree, segments, 0, values)
-        if route is None:
-            return None
+            if route is None:
+                return None
         # The template's static segments were checked when the route was built; only the ids
         # the request supplied need checking now, each as exactly one segment.
-        parts = []
-        for step in route.plan:
-            if isinstance(step, int):
-                value = values[step]
-                if not is_segment(value):
-                    shown = value if len(value) <= 64 else value[:61] + "..."
-                    raise BadRequest(f"The request names an invalid resource id {shown!r}.")
-                parts.append(value)
-            else:
-                parts.append(step)
-        path = "/".join(parts)
+        for index in route.used:
+            value = values[index]
+            if not is_segment(value):
+                shown = value if len(value) <= 64 else value[:61] + "..."
+                raise BadRequest(f"The request names an invalid resource id {shown!r}.")
+        path = route.template.format(*values)
         if len(path) > MAX_LENGTH:
             raise BadRequest(f"The resource path is longer than {MAX_LENGTH} characters.")
         return Target(route, path)
@@ -250,7 +253,7 @@ def _segments(path: str) -> list[str]:
 
 def _decoded(raw: str) -> str:
     try:
-        return unquote(raw, errors="strict") if "%" in raw else raw
+        return unquote(raw, errors="strict")
     except UnicodeDecodeError:
         return raw  # still holds '%', which the resource grammar refuses
 
@@ -264,7 +267,7 @@ def _greedy(node: _Node, segments: list[str], values: list[str]) -> RouteSpec | 
         if child is not None:
             node = child
         elif node.param is not None:
-            values.append(_decoded(raw))
+            values.append(_decoded(raw) if "%" in raw else raw)
             node = node.param
         else:
             return None

@@ -14,10 +14,12 @@ SESSION_ID_BYTES = 16
 SECRET_BYTES = 32  # 256 bits: twice what ASVS 5.0 asks of a session token.
 MAX_TOKEN_LENGTH = 256
 
-# The user id may contain dots, so the two fixed-width base64url parts are matched from the right.
 _SESSION_ID = r"[A-Za-z0-9_-]{22}"
-_TOKEN = re.compile(rf"({ID_PATTERN})\.({_SESSION_ID})\.([A-Za-z0-9_-]{{43}})")
 _SESSION_ID_RE = re.compile(_SESSION_ID)
+_SECRET_LENGTH = 43
+# The session id and the secret, as one string: both are fixed-width base64url.
+_TAIL_RE = re.compile(rf"[A-Za-z0-9_-]{{{22 + _SECRET_LENGTH}}}")
+_USER_ID_RE = re.compile(ID_PATTERN)
 
 
 class ParsedToken(NamedTuple):
@@ -56,10 +58,18 @@ def parse_token(token: str) -> ParsedToken | None:
     """Split a token into its parts, or None when it is not exactly one well-formed token."""
     if len(token) > MAX_TOKEN_LENGTH:
         return None
-    match = _TOKEN.fullmatch(token)
-    if match is None:
+    # The user id may contain dots, so the two fixed-width parts are split off from the right
+    # (one regex over the whole token backtracks through every dot of the id).
+    rest, _, secret = token.rpartition(".")
+    user_id, _, session_id = rest.rpartition(".")
+    if (
+        len(secret) != _SECRET_LENGTH
+        or len(session_id) != 22
+        or _TAIL_RE.fullmatch(session_id + secret) is None
+        or _USER_ID_RE.fullmatch(user_id) is None
+    ):
         return None
-    return ParsedToken(match[1], match[2], match[3])
+    return ParsedToken(user_id, session_id, secret)
 
 
 def hash_secret(secret: str) -> bytes:
