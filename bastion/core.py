@@ -244,12 +244,14 @@ class Bastion:
 
         The session hash (for a JWT, its session's) also carries the user's role fields; it and
         the rows are read in one round trip (one pipeline); API keys skip resource permissions
-        and read no rows.
+        and read no rows. ``rows_for`` is a resource the route map built (already checked).
         """
         kind, token = credentials.kind, credentials.token
         if credentials.problem is not None:
             raise _PROBLEMS[credentials.problem, kind]()
-        rows_steps = self.permissions.core.rows(rows_for) if rows_for and kind != "key" else None
+        rows_steps = (
+            self.permissions.core.rows_valid(rows_for) if rows_for and kind != "key" else None
+        )
         rows: Rows = []
         if kind is None or token is None:
             if rows_steps is not None:

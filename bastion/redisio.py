@@ -64,27 +64,14 @@ def together(*steps: Steps[Any]) -> Steps[list[Any]]:
         except StopIteration as done:
             results[index] = done.value
     while pending:
-        replies: list[Any] = []
+        replies: list[Any]
         if len(pending) == 1:
             replies = [(yield pending[0][1])]
+        elif all(type(op) is Call or type(op) is Script for _, op in pending):
+            # The usual round: one command from each step, sent as one batch.
+            replies = yield Batch([op for _, op in pending])  # type: ignore[misc]
         else:
-            flat: list[Call | Script] = []
-            spans: list[tuple[int, int] | None] = []
-            for _, op in pending:
-                if isinstance(op, Compute):
-                    spans.append(None)
-                    continue
-                parts = list(op.ops) if isinstance(op, Batch) else [op]
-                spans.append((len(flat), len(flat) + len(parts)))
-                flat.extend(parts)
-            answers = (yield Batch(flat)) if flat else []
-            for (_, op), span in zip(pending, spans, strict=True):
-                if span is None:
-                    replies.append((yield op))
-                elif isinstance(op, Batch):
-                    replies.append(answers[span[0] : span[1]])
-                else:
-                    replies.append(answers[span[0]])
+            replies = yield from _mixed_round([op for _, op in pending])
         following: list[tuple[int, Op]] = []
         for (index, _), reply in zip(pending, replies, strict=True):
             try:
@@ -93,6 +80,29 @@ def together(*steps: Steps[Any]) -> Steps[list[Any]]:
                 results[index] = done.value
         pending = following
     return results
+
+
+def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
+    """One round of :func:`together` where some steps yield batches or CPU work."""
+    flat: list[Call | Script] = []
+    spans: list[tuple[int, int] | None] = []
+    for op in ops:
+        if isinstance(op, Compute):
+            spans.append(None)
+            continue
+        parts = list(op.ops) if isinstance(op, Batch) else [op]
+        spans.append((len(flat), len(flat) + len(parts)))
+        flat.extend(parts)
+    answers = (yield Batch(flat)) if flat else []
+    replies: list[Any] = []
+    for op, span in zip(ops, spans, strict=True):
+        if span is None:
+            replies.append((yield op))
+        elif isinstance(op, Batch):
+            replies.append(answers[span[0] : span[1]])
+        else:
+            replies.append(answers[span[0]])
+    return replies
 
 
 def _failure(op: Op, exc: Exception) -> Exception:

@@ -313,12 +313,12 @@ class PolicyEngine:
         index = self._index
         if index is None:
             return self._decide_with_enforcer(self.expand_roles(roles), action, resource, extra)
-        if extra or resource in index:
+        if resource in index:
             return self._decide_indexed(self.expand_roles(roles), action, resource, extra)
-        # No line names the resource itself and no rows came with it: every candidate is a
-        # wildcard on an ancestor, which keyMatch accepts for all the container's children
-        # alike. The decision is the container's, so it is kept per role set and action (the
-        # engine is immutable; a reload brings a new engine and an empty table).
+        # No line names the resource itself: every file candidate is a wildcard on an ancestor,
+        # which keyMatch accepts for all the container's children alike. That part of the
+        # decision is the container's, so it is kept per role set and action (the engine is
+        # immutable; a reload brings a new engine and an empty table).
         key = (roles, action, resource.rpartition("/")[0])
         decision = self._by_container.get(key)
         if decision is None:
@@ -326,13 +326,33 @@ class PolicyEngine:
             if len(self._by_container) >= _CONTAINER_DECISIONS:
                 self._by_container.clear()  # bounded; refilling is one miss per container
             self._by_container[key] = decision
-        return decision
+        if not extra:
+            return decision
+        if self._model.kind != "allow":  # with denies, every allow and deny must be weighed
+            return self._decide_indexed(self.expand_roles(roles), action, resource, extra)
+        if decision.allowed:
+            return decision  # file lines come before rows in policy order: a line allowed first
+        # Allow-only and no line matched: only the rows can allow.
+        expanded = self.expand_roles(roles)
+        rows = self._row_rules(expanded, action, resource, extra)
+        return self._evaluate(rows, expanded, action, resource) if rows else decision
 
     def _decide_indexed(
         self, roles: frozenset[str], action: str, resource: str, extra: Sequence[tuple[str, str]]
     ) -> Decision:
         """Gather the candidates from the index (and the rows) and run the matcher on them."""
         candidates = self._candidates(self._index or {}, roles, action, resource)
+        if extra:
+            candidates += self._row_rules(roles, action, resource, extra)
+        if not candidates:
+            return Decision(False, (), _NO_RULE)
+        return self._evaluate(candidates, roles, action, resource)
+
+    def _row_rules(
+        self, roles: frozenset[str], action: str, resource: str, extra: Sequence[tuple[str, str]]
+    ) -> list[Rule]:
+        """The resource's rows that can match, as allow rules on exactly the resource."""
+        found = []
         for role, granted in extra:
             if role in roles and (granted == action or (granted == "write" and action != "read")):
                 fields = (
@@ -340,10 +360,8 @@ class PolicyEngine:
                     if self._has_eft
                     else (role, resource, granted)
                 )
-                candidates.append(Rule("p", fields))
-        if not candidates:
-            return Decision(False, (), _NO_RULE)
-        return self._evaluate(candidates, roles, action, resource)
+                found.append(Rule("p", fields))
+        return found
 
     def _candidates(
         self,

@@ -194,10 +194,16 @@ class GrantCore:
 
     def rows(self, resource: str) -> Steps[list[tuple[str, str]]]:
         """The resource's own rows as ``(role, action)`` pairs, in a stable order."""
-        child = child_of(resource)
-        if child is None:
+        if not is_resource(resource):
             return []
-        members = yield Call("smembers", (self._rows_key(child),))
+        return (yield from self.rows_valid(resource))
+
+    def rows_valid(self, resource: str) -> Steps[list[tuple[str, str]]]:
+        """:meth:`rows` for a resource already checked against the grammar (the route map's)."""
+        parts = resource.rsplit("/", 2)
+        if len(parts) != 3:
+            return []
+        members = yield Call("smembers", (self._rows_key(Child(*parts)),))
         pairs = []
         for member in members:
             text = member.decode() if isinstance(member, bytes) else member
