@@ -67,11 +67,14 @@ def together(*steps: Steps[Any]) -> Steps[list[Any]]:
         replies: list[Any]
         if len(pending) == 1:
             replies = [(yield pending[0][1])]
-        elif all(type(op) is Call or type(op) is Script for _, op in pending):
-            # The usual round: one command from each step, sent as one batch.
-            replies = yield Batch([op for _, op in pending])  # type: ignore[misc]
         else:
-            replies = yield from _mixed_round([op for _, op in pending])
+            ops = [op for _, op in pending]
+            for op in ops:
+                if type(op) is not Call and type(op) is not Script:
+                    replies = yield from _mixed_round(ops)
+                    break
+            else:  # the usual round: one command from each step, sent as one batch
+                replies = yield Batch(ops)  # type: ignore[arg-type]
         following: list[tuple[int, Op]] = []
         for (index, _), reply in zip(pending, replies, strict=True):
             try:

@@ -332,10 +332,14 @@ class PolicyEngine:
             return self._decide_indexed(self.expand_roles(roles), action, resource, extra)
         if decision.allowed:
             return decision  # file lines come before rows in policy order: a line allowed first
-        # Allow-only and no line matched: only the rows can allow.
+        # Allow-only and no line matched: only the rows can allow, and the first row the
+        # matcher accepts settles it (as Casbin's effector would, rows being last in order).
         expanded = self.expand_roles(roles)
-        rows = self._row_rules(expanded, action, resource, extra)
-        return self._evaluate(rows, expanded, action, resource) if rows else decision
+        match = self._matcher.match if self._matcher is not None else None
+        for row in self._row_rules(expanded, action, resource, extra):
+            if match is not None and match(expanded, resource, action, *row.fields):
+                return Decision(True, (row,))
+        return decision
 
     def _decide_indexed(
         self, roles: frozenset[str], action: str, resource: str, extra: Sequence[tuple[str, str]]

@@ -151,6 +151,7 @@ class GrantCore:
         return found
 
     def _rows_key(self, child: Child) -> str:
+        # Spelled out again in rows_valid, the hot path: keep the two in step.
         return f"{self._prefix}:perm:{{{child.container}}}:{child.kind}/{child.id}"
 
     def _index_prefix(self, container: str, kind: str) -> str:
@@ -203,13 +204,16 @@ class GrantCore:
         parts = resource.rsplit("/", 2)
         if len(parts) != 3:
             return []
-        members = yield Call("smembers", (self._rows_key(Child(*parts)),))
+        container, kind, child_id = parts
+        members = yield Call(
+            "smembers", (f"{self._prefix}:perm:{{{container}}}:{kind}/{child_id}",)
+        )
         pairs = []
         for member in members:
-            text = member.decode() if isinstance(member, bytes) else member
-            action, _, role = text.partition(" ")
+            action, _, role = (member.decode() if type(member) is bytes else member).partition(" ")
             pairs.append((role, action))
-        return sorted(pairs)
+        pairs.sort()
+        return pairs
 
     def ids_for(
         self, container: str, kind: str, roles: Iterable[str], action: str
