@@ -84,3 +84,22 @@ def test_quick_policy_benchmark_runs(redis_server: RedisServer) -> None:
     assert all(row["us_per_request"] > 0 for row in rows.values())
     targets = summary["end_to_end"]["targets"]
     assert {"bastion_open", "bastion_rows"} <= set(targets)
+    # Each judged against a minimal middleware making the same Redis traffic.
+    assert targets["bastion_open"]["reference"] == "hmget_middleware"
+    assert targets["bastion_rows"]["reference"] == "pipeline_middleware"
+    assert rows["hmget_middleware"]["redis_commands_by_name"] == {"hmget": 1.0}
+    assert rows["pipeline_middleware"]["redis_commands_by_name"] == {"hmget": 1.0, "smembers": 1.0}
+    assert rows["after_wait_open"]["redis_commands_by_name"] == {"hmget": 1.0}
+    assert all(len(row["rounds_us"]) == summary["end_to_end"]["rounds"] for row in rows.values())
+    # The same apps under load, each row a real measurement.
+    load = summary["end_to_end"]["under_load"]
+    loaded = {row["key"] for row in load["rows"]}
+    assert loaded == {
+        "bare_loaded",
+        "hmget_middleware_loaded",
+        "pipeline_middleware_loaded",
+        "bastion_open_loaded",
+        "bastion_rows_loaded",
+    }
+    assert all(row["us_per_request"] > 0 for row in load["rows"])
+    assert all("served_p50_us" in row for row in summary["decisions"]["rows"])

@@ -263,6 +263,14 @@ class PolicyEngine:
 
     # -- deciding -------------------------------------------------------------------------
 
+    def forget_decisions(self) -> None:
+        """Empty the per-container decision table, so the next decisions are computed afresh.
+
+        Never needed for correctness (the engine is immutable); benchmarks use it to time the
+        computed decision rather than the remembered one.
+        """
+        self._by_container.clear()
+
     def _expand(self, roles: frozenset[str]) -> frozenset[str]:
         """The transitive closure of ``roles`` through the role links (cycles are harmless)."""
         found = set(roles)
