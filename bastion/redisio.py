@@ -9,11 +9,14 @@ becomes ``ServiceUnavailable`` (503).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
-from redis.exceptions import RedisError
+import redis
+import redis.asyncio
+from redis.exceptions import RedisError, ResponseError
 
 from bastion.errors import ServiceUnavailable
 
@@ -120,10 +123,58 @@ def _failure(op: Op, exc: Exception) -> Exception:
     return exc
 
 
+# The reads every request makes (the session hash, a resource's rows), sent through the
+# client's own connection API: redis-py's command methods and Pipeline add bookkeeping
+# (observability hooks, a command stack, response callbacks) that costs more per request than
+# Bastion's whole decision, and these two commands need none of it (their raw replies are what
+# the methods return). Pool, packing, timeouts, retry and parser stay redis-py's own.
+_LEAN_COMMANDS = {"hmget": "HMGET", "smembers": "SMEMBERS"}
+
+
+def _lean_capable(client: Any, expected: type) -> bool:
+    """Whether ``client`` is a plain pooled redis-py client this module may read through.
+
+    Only the exact class (not fakeredis or a user's subclass), without a dedicated connection,
+    and a pool whose ``get_connection`` takes no command name (redis-py 5.3 and later).
+    """
+    if type(client) is not expected:
+        return False
+    if getattr(client, "single_connection_client", False) or getattr(client, "connection", None):
+        return False
+    get_connection = getattr(getattr(client, "connection_pool", None), "get_connection", None)
+    if get_connection is None:
+        return False
+    try:
+        parameters = list(inspect.signature(get_connection).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return all(
+        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for p in parameters
+    )
+
+
+def _lean_commands(op: Op) -> list[tuple[Any, ...]] | None:
+    """The wire commands of an op made only of lean reads, else None."""
+    if type(op) is Call:
+        ops: list[Call | Script] = [op]
+    elif type(op) is Batch:
+        ops = op.ops
+    else:
+        return None
+    commands = []
+    for item in ops:
+        if type(item) is not Call or item.name not in _LEAN_COMMANDS:
+            return None
+        commands.append((_LEAN_COMMANDS[item.name], *item.args))
+    return commands
+
+
 class _Runner:
-    def __init__(self, client: Any, scripts: Mapping[str, str]) -> None:
+    def __init__(self, client: Any, scripts: Mapping[str, str], lean: bool) -> None:
         self.client = client
         self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
+        self._lean = lean
 
     def _queue(self, pipe: Any, op: Call | Script) -> None:
         if isinstance(op, Script):
@@ -135,6 +186,9 @@ class _Runner:
 class AsyncRunner(_Runner):
     """Runs steps on a ``redis.asyncio`` client."""
 
+    def __init__(self, client: Any, scripts: Mapping[str, str]) -> None:
+        super().__init__(client, scripts, _lean_capable(client, redis.asyncio.Redis))
+
     async def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
         try:
@@ -143,7 +197,12 @@ class AsyncRunner(_Runner):
                 result: Any = None
                 error: Exception | None = None
                 try:
-                    if type(op) is Call:  # the hot path: one command
+                    lean = _lean_commands(op) if self._lean else None
+                    if lean is not None:  # the hot path: the request's reads
+                        result = await self._read(lean)
+                        if type(op) is Call:
+                            result = result[0]
+                    elif type(op) is Call:
                         result = await getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
                         result = await asyncio.to_thread(op.fn, *op.args)
@@ -163,9 +222,44 @@ class AsyncRunner(_Runner):
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
+    async def _read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` together on one pooled connection and read every reply."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            return await conn.retry.call_with_retry(  # type: ignore[no-any-return]
+                lambda: _exchange(conn, commands), lambda _error: conn.disconnect()
+            )
+        finally:
+            await pool.release(conn)
+
+
+async def _exchange(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    packed = conn.pack_command(*commands[0]) if len(commands) == 1 else conn.pack_commands(commands)
+    await conn.send_packed_command(packed)
+    return _replies([await _reply(conn) for _ in commands])
+
+
+async def _reply(conn: Any) -> Any:
+    # Every reply is read, errors included, so the connection is left in step for the next user.
+    try:
+        return await conn.read_response()
+    except ResponseError as exc:
+        return exc
+
+
+def _replies(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
+
 
 class SyncRunner(_Runner):
     """Runs steps on a ``redis`` (blocking) client."""
+
+    def __init__(self, client: Any, scripts: Mapping[str, str]) -> None:
+        super().__init__(client, scripts, _lean_capable(client, redis.Redis))
 
     def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
@@ -175,7 +269,12 @@ class SyncRunner(_Runner):
                 result: Any = None
                 error: Exception | None = None
                 try:
-                    if type(op) is Call:
+                    lean = _lean_commands(op) if self._lean else None
+                    if lean is not None:
+                        result = self._read(lean)
+                        if type(op) is Call:
+                            result = result[0]
+                    elif type(op) is Call:
                         result = getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
                         result = op.fn(*op.args)
@@ -193,3 +292,26 @@ class SyncRunner(_Runner):
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    def _read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` together on one pooled connection and read every reply."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            return conn.retry.call_with_retry(  # type: ignore[no-any-return]
+                lambda: _exchange_sync(conn, commands), lambda _error: conn.disconnect()
+            )
+        finally:
+            pool.release(conn)
+
+
+def _exchange_sync(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    packed = conn.pack_command(*commands[0]) if len(commands) == 1 else conn.pack_commands(commands)
+    conn.send_packed_command(packed)
+    replies = []
+    for _ in commands:
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return _replies(replies)
