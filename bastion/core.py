@@ -261,18 +261,18 @@ class Bastion:
             info = yield from self.api_keys.core.authenticate(token)
             return Identity.for_key(info.id, info.scopes), []
         if kind == "session":
-            failure: BastionError = SessionInvalid()
             check = self.sessions.core.authenticate(token)
         else:
             subject = self.jwt.verify(token)
-            failure = JWTInvalid("Failed to verify JWT: its session has ended.")
             check = self.sessions.core.alive(subject.user_id, subject.session_id)
         if rows_steps is None:
             active = yield from check
         else:
             active, rows = yield from together(check, rows_steps)
         if active is None:
-            raise failure
+            if kind == "session":
+                raise SessionInvalid()
+            raise JWTInvalid("Failed to verify JWT: its session has ended.")
         roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)
         return Identity.for_user(kind, active.user_id, active.session_id, roles), rows
 

@@ -64,6 +64,7 @@ from bench.sessions import (
     me,
     pin_cpus,
     timed,
+    within_round,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -932,17 +933,6 @@ def loaded(case: Case, workers: int) -> Case:
     )
 
 
-def paired(case: Case, reference: Case) -> float:
-    """Median over rounds of ``case`` minus ``reference`` in the same round.
-
-    Every round runs all cases back to back, so a difference taken within a round cancels the
-    slow drift of a shared VM that a difference of two medians keeps.
-    """
-    return statistics.median(
-        a - b for a, b in zip(case.rounds_us, reference.rounds_us, strict=True)
-    )
-
-
 async def bench_e2e(
     url: str, *, warmup: int, rounds: int, requests: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -1214,7 +1204,7 @@ def summarize_load(cases: list[Case], requests: int) -> dict[str, Any]:
         ("bastion_open", "hmget_middleware"),
         ("bastion_rows", "pipeline_middleware"),
     ):
-        beyond = paired(by_key[f"{key}_loaded"], by_key[f"{reference}_loaded"])
+        beyond = within_round(by_key[f"{key}_loaded"], by_key[f"{reference}_loaded"])
         over[key] = {
             "reference": reference,
             "over_reference_us": round(beyond, 2),
@@ -1289,15 +1279,15 @@ def summarize_e2e(
         ("bastion_open", "stubbed_open", "hmget_middleware"),
         ("bastion_rows", "stubbed_rows", "pipeline_middleware"),
     ):
-        beyond = paired(by_key[key], by_key[reference])
+        beyond = within_round(by_key[key], by_key[reference])
         targets[key] = {
             "reference": reference,
-            "reference_overhead_us": round(paired(by_key[reference], by_key["bare"]), 2),
-            "overhead_us": round(paired(by_key[key], by_key["bare"]), 2),
+            "reference_overhead_us": round(within_round(by_key[reference], by_key["bare"]), 2),
+            "overhead_us": round(within_round(by_key[key], by_key["bare"]), 2),
             "over_reference_us": round(beyond, 2),
             "budget_us": E2E_TARGET_US,
             "within_target": beyond <= E2E_TARGET_US,
-            "own_work_us": round(paired(by_key[stubbed], by_key["bare"]), 2),
+            "own_work_us": round(within_round(by_key[stubbed], by_key["bare"]), 2),
             "overhead_minus_round_trip_us": round(by_key[key].median - bare - round_trip, 2),
         }
     return {
@@ -1308,15 +1298,17 @@ def summarize_e2e(
         "rows": rows,
         "targets": targets,
         "after_wait_own_work_us": round(
-            paired(by_key["after_wait_open"], by_key["hmget_middleware"]), 2
+            within_round(by_key["after_wait_open"], by_key["hmget_middleware"]), 2
         ),
         "policy_own_work_us": round(
-            paired(by_key["stubbed_open"], by_key["stubbed_session_only"]), 2
+            within_round(by_key["stubbed_open"], by_key["stubbed_session_only"]), 2
         ),
         "policy_over_session_only_us": round(
-            paired(by_key["bastion_open"], by_key["bastion_session_only"]), 2
+            within_round(by_key["bastion_open"], by_key["bastion_session_only"]), 2
         ),
-        "rows_over_policy_us": round(paired(by_key["bastion_rows"], by_key["bastion_open"]), 2),
+        "rows_over_policy_us": round(
+            within_round(by_key["bastion_rows"], by_key["bastion_open"]), 2
+        ),
     }
 
 
