@@ -243,7 +243,7 @@ class Bastion:
         """Who is calling, plus the resource's own permission rows when they count.
 
         The session hash (for a JWT, its session's) also carries the user's role fields; it and
-        the rows are read in one round trip (one pipeline); API keys skip resource permissions
+        the rows are sent together and read in one round trip; API keys skip resource permissions
         and read no rows. ``rows_for`` is a resource the route map built (already checked).
         """
         kind, token = credentials.kind, credentials.token

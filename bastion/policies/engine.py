@@ -5,8 +5,13 @@ For the two shipped models a decision gathers only the rules that can match: und
 ancestors followed by ``/*``, or to ``*``; ``p.sub in r.sub`` only for subjects in the role set;
 and the action clause only for ``p.act`` equal to the action or ``write``. The rules are indexed
 ``obj → sub → act``, so gathering is a few dict look-ups whatever the policy size. Casbin's own
-compiled matcher (its SimpleEval expression and function map) then decides on those few rules
-plus the resource's own permission rows, and Casbin's effector combines the results.
+matcher (its rewritten expression over its function map, compiled once to a Python function)
+then decides on those few rules plus the resource's own permission rows, and Casbin's effector
+combines the results.
+
+A resource that no policy line names has its container's decision (every candidate is then a
+wildcard on an ancestor, which keyMatch accepts for all the container's children alike), so the
+engine keeps decisions per role set, action and container, in a bounded table.
 
 Any other model is served by ``casbin.Enforcer`` itself (a linear scan per decision).
 """

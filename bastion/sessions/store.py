@@ -31,6 +31,8 @@ from bastion.settings import Settings
 logger = logging.getLogger("bastion.sessions")
 
 
+# Read on every request: the secret's digest, expiry, last seen, and the role fields.
+_SESSION_FIELDS = ("h", "e", "l", "v", "lb", "tm")
 MAX_USER_AGENT = 512
 MAX_IP = 64
 TOUCH_INTERVAL_MS = 60_000
@@ -170,36 +172,48 @@ class SessionCore:
         parsed = parse_token(token)
         if parsed is None:
             return None
-        return (yield from self._live(parsed.user_id, parsed.session_id, parsed.secret))
+        user_id, session_id, secret = parsed
+        key = keys.session(self._prefix, user_id, session_id)
+        fields = yield Call("hmget", (key, *_SESSION_FIELDS))
+        if fields[0] is None or not hmac.compare_digest(fields[0], hash_secret(secret)):
+            return None
+        active, stale = self._live(user_id, session_id, fields)
+        if stale and active is not None:
+            active = yield from self._touch(key, active)
+        return active
 
     def alive(self, user_id: str, session_id: str) -> Steps[ActiveSession | None]:
         """Whether a session exists and has not expired (for tokens minted from it, like JWTs)."""
         if not is_valid_id(user_id) or not is_session_id(session_id):
             return None
-        return (yield from self._live(user_id, session_id, None))
+        key = keys.session(self._prefix, user_id, session_id)
+        fields = yield Call("hmget", (key, *_SESSION_FIELDS))
+        active, stale = self._live(user_id, session_id, fields)
+        if stale and active is not None:
+            active = yield from self._touch(key, active)
+        return active
 
     def _live(
-        self, user_id: str, session_id: str, secret: str | None
-    ) -> Steps[ActiveSession | None]:
-        key = keys.session(self._prefix, user_id, session_id)
-        digest, expires, last_seen, verified, labels, teams = yield Call(
-            "hmget", (key, "h", "e", "l", "v", "lb", "tm")
-        )
+        self, user_id: str, session_id: str, fields: list[bytes | None]
+    ) -> tuple[ActiveSession | None, bool]:
+        """The session of these hash fields unless expired, and whether last seen is stale."""
+        digest, expires, last_seen, verified, labels, teams = fields
         if digest is None or expires is None or last_seen is None:
-            return None
-        if secret is not None and not hmac.compare_digest(digest, hash_secret(secret)):
-            return None
+            return None, False
         now = int(time.time() * 1000)
         if now >= int(expires):
-            return None
+            return None, False
         idle_for = now - int(last_seen)
         if self._idle_ms and idle_for >= self._idle_ms:
-            return None
-        if idle_for >= self._touch_ms:
-            alive = yield Script("touch", [key], [self._idle_ms])
-            if not alive:
-                return None
-        return ActiveSession(user_id, session_id, verified, labels, teams)
+            return None, False
+        return ActiveSession(
+            user_id, session_id, verified, labels, teams
+        ), idle_for >= self._touch_ms
+
+    def _touch(self, key: str, active: ActiveSession) -> Steps[ActiveSession | None]:
+        """Record last seen (at most once a minute: a second round trip), unless revoked since."""
+        alive = yield Script("touch", [key], [self._idle_ms])
+        return active if alive else None
 
     def list(self, user_id: str) -> Steps[list[SessionInfo]]:
         """The user's live sessions, oldest first."""
