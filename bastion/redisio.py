@@ -134,14 +134,18 @@ _LEAN_COMMANDS = {"hmget": "HMGET", "smembers": "SMEMBERS"}
 def _lean_capable(client: Any, expected: type) -> bool:
     """Whether ``client`` is a plain pooled redis-py client this module may read through.
 
-    Only the exact class (not fakeredis or a user's subclass), without a dedicated connection,
-    and a pool whose ``get_connection`` takes no command name (redis-py 5.3 and later).
+    Only the exact class (not fakeredis or a user's subclass), without a dedicated connection or
+    a client-side cache (whose connections must see every command), and a pool whose
+    ``get_connection`` takes no command name (redis-py 5.3 and later).
     """
     if type(client) is not expected:
         return False
     if getattr(client, "single_connection_client", False) or getattr(client, "connection", None):
         return False
-    get_connection = getattr(getattr(client, "connection_pool", None), "get_connection", None)
+    pool = getattr(client, "connection_pool", None)
+    if getattr(pool, "cache", None) is not None:
+        return False
+    get_connection = getattr(pool, "get_connection", None)
     if get_connection is None:
         return False
     try:

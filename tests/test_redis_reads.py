@@ -159,3 +159,11 @@ async def test_together_batches_two_reads_into_one_exchange(real_redis: str) -> 
 )
 def test_other_clients_keep_the_command_methods(client: object) -> None:
     assert not AsyncRunner(client, {})._lean
+
+
+def test_a_client_side_cache_keeps_the_command_methods() -> None:
+    from redis.cache import CacheConfig
+
+    client = redis.Redis(protocol=3, cache_config=CacheConfig())
+    assert not SyncRunner(client, {})._lean
+    assert SyncRunner(redis.Redis(), {})._lean

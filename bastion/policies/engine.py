@@ -22,7 +22,7 @@ import functools
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -87,7 +87,7 @@ class _CompiledMatcher:
     the calling convention differs: positional fields instead of SimpleEval's names dict.
     """
 
-    __slots__ = ("_names", "match")
+    __slots__ = ("match",)
 
     def __init__(self, matcher: str, functions: dict[str, Any], names: Sequence[str]) -> None:
         expression = rewrite_matcher(matcher)
@@ -96,12 +96,7 @@ class _CompiledMatcher:
         source = f"lambda {', '.join(names)}: ({expression.strip()})"
         code = compile(source, "<casbin matcher>", "eval")
         # A shipped, fixed expression over Casbin's own functions; no builtins reachable.
-        self.match = eval(code, {"__builtins__": {}, **functions})  # noqa: S307
-        self._names = tuple(names)
-
-    def eval(self, names: dict[str, Any]) -> Any:
-        """The matcher's value for one request and rule, given by name (SimpleEval's API)."""
-        return self.match(*(names[n] for n in self._names))
+        self.match: Callable[..., Any] = eval(code, {"__builtins__": {}, **functions})  # noqa: S307
 
 
 def _describe(allowed: bool, rules: Sequence[Rule]) -> str:
@@ -323,6 +318,8 @@ class PolicyEngine:
         The route map builds its resources from checked segments, so the request path does not
         pay for a second check; anything else calls :meth:`decide`.
         """
+        if type(roles) is not frozenset:  # a set or list from a caller: the table needs a key
+            roles = frozenset(roles)
         index = self._index
         if index is None:
             return self._decide_with_enforcer(self.expand_roles(roles), action, resource, extra)
