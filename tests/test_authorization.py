@@ -244,6 +244,13 @@ async def test_report_only_logs_and_lets_through(
         events = [r.bastion_decision for r in caplog.records if hasattr(r, "bastion_decision")]
         assert events and events[-1]["result"] == "deny"
         assert events[-1]["subject"] == "bob"
+        # Allowed requests are INFO events too in report-only mode: every decision is shown.
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="bastion.decisions"):
+            assert await bob.status("POST", "/databases/main/collections/notes/documents") == 200
+        allowed = [r for r in caplog.records if hasattr(r, "bastion_decision")]
+        assert [r.bastion_decision["result"] for r in allowed] == ["allow"]
+        assert allowed[0].levelno == logging.INFO
         assert events[-1]["resource"] == NOTE.lstrip("/")
         assert events[-1]["report_only"] is True
         assert "user:bob" in events[-1]["roles"]

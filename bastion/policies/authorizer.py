@@ -30,6 +30,8 @@ class Authorizer:
         self._engine = engine
         self._child_security = frozenset(r.path for r in settings.resources if r.child_security)
         self._account = settings.account_prefix
+        # Report-only exists to show a team what would happen: every decision is an INFO event.
+        self._log_allows = settings.report_only
 
     def guards(self, raw_path: str) -> bool:
         """Whether the route map decides this path (the account routes guard themselves)."""
@@ -58,7 +60,7 @@ class Authorizer:
                 identity.roles, target.route.action, target.resource, rows
             )
             if decision.allowed:
-                if logger.isEnabledFor(logging.DEBUG):
+                if self._log_allows or logger.isEnabledFor(logging.DEBUG):
                     self._log(identity, target, True, decision.reason, decision)
                 return
             self._deny(identity, target, decision.reason, decision)
@@ -71,7 +73,7 @@ class Authorizer:
                 raise
             return
         if allowed:
-            if logger.isEnabledFor(logging.DEBUG):
+            if self._log_allows or logger.isEnabledFor(logging.DEBUG):
                 self._log(identity, target, True, reason, None)
             return
         self._deny(identity, target, reason, None)
@@ -128,7 +130,7 @@ class Authorizer:
             "report_only": self.settings.report_only,
         }
         logger.log(
-            logging.DEBUG if allowed else logging.INFO,
+            logging.DEBUG if allowed and not self._log_allows else logging.INFO,
             "%(result)s subject=%(subject)s action=%(action)s resource=%(resource)s "
             "reason=%(reason)s",
             event,
