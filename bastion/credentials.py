@@ -75,10 +75,7 @@ def read_credentials(
     elif header is not None:
         session = ("header", header)
     if session is not None and bearer is None and api_key is None:  # the usual case
-        source, raw = session
-        if 0 < len(raw) <= MAX_CREDENTIAL_LENGTH and raw.isascii() and raw != _CONFLICT:
-            return Credentials("session", raw.decode("ascii"), source)
-        return Credentials("session", None, source, "malformed")
+        return _credential("session", *session)
     jwt: tuple[Source, bytes] | None = None
     key: tuple[Source, bytes] | None = None
     if bearer is not None:

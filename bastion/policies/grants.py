@@ -151,8 +151,10 @@ class GrantCore:
         return found
 
     def _rows_key(self, child: Child) -> str:
-        # Spelled out again in rows_valid, the hot path: keep the two in step.
-        return f"{self._prefix}:perm:{{{child.container}}}:{child.kind}/{child.id}"
+        return self._rows_key_of(child.container, child.kind, child.id)
+
+    def _rows_key_of(self, container: str, kind: str, child_id: str) -> str:
+        return f"{self._prefix}:perm:{{{container}}}:{kind}/{child_id}"
 
     def _index_prefix(self, container: str, kind: str) -> str:
         return f"{self._prefix}:permidx:{{{container}}}:{kind}:"
@@ -205,9 +207,7 @@ class GrantCore:
         if len(parts) != 3:
             return []
         container, kind, child_id = parts
-        members = yield Call(
-            "smembers", (f"{self._prefix}:perm:{{{container}}}:{kind}/{child_id}",)
-        )
+        members = yield Call("smembers", (self._rows_key_of(container, kind, child_id),))
         pairs = []
         for member in members:
             action, _, role = (member.decode() if type(member) is bytes else member).partition(" ")

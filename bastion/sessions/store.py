@@ -172,22 +172,24 @@ class SessionCore:
         parsed = parse_token(token)
         if parsed is None:
             return None
-        user_id, session_id, secret = parsed
-        key = keys.session(self._prefix, user_id, session_id)
-        fields = yield Call("hmget", (key, *_SESSION_FIELDS))
-        if fields[0] is None or not hmac.compare_digest(fields[0], hash_secret(secret)):
-            return None
-        active, stale = self._live(user_id, session_id, fields)
-        if stale and active is not None:
-            active = yield from self._touch(key, active)
-        return active
+        return (yield from self._session(*parsed))
 
     def alive(self, user_id: str, session_id: str) -> Steps[ActiveSession | None]:
         """Whether a session exists and has not expired (for tokens minted from it, like JWTs)."""
         if not is_valid_id(user_id) or not is_session_id(session_id):
             return None
+        return (yield from self._session(user_id, session_id, None))
+
+    def _session(
+        self, user_id: str, session_id: str, secret: str | None
+    ) -> Steps[ActiveSession | None]:
+        """Read the session hash; the session if the secret (when given) matches and it lives."""
         key = keys.session(self._prefix, user_id, session_id)
         fields = yield Call("hmget", (key, *_SESSION_FIELDS))
+        if secret is not None and (
+            fields[0] is None or not hmac.compare_digest(fields[0], hash_secret(secret))
+        ):
+            return None
         active, stale = self._live(user_id, session_id, fields)
         if stale and active is not None:
             active = yield from self._touch(key, active)
