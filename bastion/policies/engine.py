@@ -80,23 +80,26 @@ class _RowsAdapter(Adapter):  # type: ignore[misc]
                 section[rule.ptype].policy.append(list(rule.fields))
 
 
-class _CompiledMatcher:
+def _compiled_matcher(
+    matcher: str, functions: dict[str, Any], names: Sequence[str]
+) -> Callable[..., Any]:
     """A shipped model's matcher as a Python function of the request and policy fields.
 
     The expression is Casbin's own rewriting of the matcher, with Casbin's function map; only
     the calling convention differs: positional fields instead of SimpleEval's names dict.
     """
+    expression = rewrite_matcher(matcher)
+    if expression is None:  # pragma: no cover - shipped models always rewrite
+        raise PolicyError(f"cannot compile the matcher {matcher!r}")
+    source = f"lambda {', '.join(names)}: ({expression.strip()})"
+    code = compile(source, "<casbin matcher>", "eval")
+    # A shipped, fixed expression over Casbin's own functions; no builtins reachable.
+    match: Callable[..., Any] = eval(code, {"__builtins__": {}, **functions})  # noqa: S307
+    return match
 
-    __slots__ = ("match",)
 
-    def __init__(self, matcher: str, functions: dict[str, Any], names: Sequence[str]) -> None:
-        expression = rewrite_matcher(matcher)
-        if expression is None:  # pragma: no cover - shipped models always rewrite
-            raise PolicyError(f"cannot compile the matcher {matcher!r}")
-        source = f"lambda {', '.join(names)}: ({expression.strip()})"
-        code = compile(source, "<casbin matcher>", "eval")
-        # A shipped, fixed expression over Casbin's own functions; no builtins reachable.
-        self.match: Callable[..., Any] = eval(code, {"__builtins__": {}, **functions})  # noqa: S307
+def _unindexed(*_: Any) -> Any:
+    raise RuntimeError("this model is decided by casbin.Enforcer, not by the index")
 
 
 def _describe(allowed: bool, rules: Sequence[Rule]) -> str:
@@ -137,11 +140,11 @@ class PolicyEngine:
         self._lock = threading.Lock()
         self._functions = casbin_functions()
         self._effector = get_effector(self._model.effect)
-        self._matcher: _CompiledMatcher | None = None
+        self._match: Callable[..., Any] = _unindexed
         if self._model.kind is not None:
             self._index = self._build_index()
             # Shipped models only (so r = sub, obj, act): compiled once, shared by all threads.
-            self._matcher = _CompiledMatcher(
+            self._match = _compiled_matcher(
                 self._model.matcher,
                 self._functions,
                 (*self._model.request_tokens, *self._p_tokens),
@@ -345,9 +348,8 @@ class PolicyEngine:
         # Allow-only and no line matched: only the rows can allow, and the first row the
         # matcher accepts settles it (as Casbin's effector would, rows being last in order).
         expanded = self.expand_roles(roles)
-        match = self._matcher.match if self._matcher is not None else None
         for row in self._row_rules(expanded, action, resource, extra):
-            if match is not None and match(expanded, resource, action, *row.fields):
+            if self._match(expanded, resource, action, *row.fields):
                 return Decision(True, (row,))
         return decision
 
@@ -432,8 +434,7 @@ class PolicyEngine:
         """
         if len(candidates) > 1:
             candidates.sort(key=self._position)
-        assert self._matcher is not None  # set whenever there is an index
-        match = self._matcher.match
+        match = self._match
         effector = self._effector
         effects: set[int] = set()
         allowing: list[Rule] = []
