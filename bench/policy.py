@@ -62,6 +62,7 @@ from bench.sessions import (
     call_once,
     hmget_middleware,
     me,
+    on_redis_server,
     pin_cpus,
     timed,
     within_round,
@@ -1524,30 +1525,21 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(message, file=sys.stderr, flush=True)
 
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from tests.redis_server import RedisServer
-
-    server = RedisServer()
-    try:
-        server.start()
-        summary = asyncio.run(
-            run_all(
-                server.url,
-                sizes=sizes,
-                documents=documents,
-                calls=calls,
-                warmup=warmup,
-                budget=budget,
-                rounds=rounds,
-                requests=requests,
-                pin=args.pin,
-                only=args.only,
-                log=log,
-            )
+    summary = on_redis_server(
+        lambda url: run_all(
+            url,
+            sizes=sizes,
+            documents=documents,
+            calls=calls,
+            warmup=warmup,
+            budget=budget,
+            rounds=rounds,
+            requests=requests,
+            pin=args.pin,
+            only=args.only,
+            log=log,
         )
-    finally:
-        server.cleanup()
+    )
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
 

@@ -16,10 +16,10 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 import redis.asyncio
@@ -40,6 +40,7 @@ from bastion import Bastion, Settings
 from bastion.sessions import keys
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -611,6 +612,20 @@ def render(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def on_redis_server(run: Callable[[str], Coroutine[Any, Any, T]]) -> T:
+    """``run(url)`` on a redis-server of its own (a free 127.0.0.1 port), stopped afterwards."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.redis_server import RedisServer
+
+    server = RedisServer()
+    try:
+        server.start()
+        return asyncio.run(run(server.url))
+    finally:
+        server.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="./scripts/bench",
@@ -634,18 +649,9 @@ def main(argv: list[str] | None = None) -> int:
     if rounds < 1 or requests < 1:
         parser.error("--rounds and --requests must be positive")
 
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from tests.redis_server import RedisServer
-
-    server = RedisServer()
-    try:
-        server.start()
-        summary = asyncio.run(
-            bench(server.url, warmup=warmup, rounds=rounds, requests=requests, pin=args.pin)
-        )
-    finally:
-        server.cleanup()
+    summary = on_redis_server(
+        lambda url: bench(url, warmup=warmup, rounds=rounds, requests=requests, pin=args.pin)
+    )
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
 
