@@ -250,6 +250,7 @@ async def test_other_cookies_do_not_matter(client: httpx.AsyncClient) -> None:
 
 async def test_redis_outage_is_503_then_recovers(redis_server: RedisServer) -> None:
     server = RedisServer().start()
+    restarted = RedisServer(server.port)  # the same port, started once the outage is seen
     try:
         bastion = Bastion(Settings(redis_url=server.url, redis_timeout=0.5))
         async with httpx.AsyncClient(
@@ -268,12 +269,12 @@ async def test_redis_outage_is_503_then_recovers(redis_server: RedisServer) -> N
             # Guests need no Redis: they are served (authorization comes later) - never as a user.
             client.cookies.clear()
             assert (await client.get("/me")).json()["user"] == ""
-            RedisServer(server.port).start()
+            restarted.start()
             await _login(client)
             assert (await client.get("/me")).json()["user"] == "alice"
     finally:
         server.cleanup()
-        RedisServer(server.port).stop()
+        restarted.cleanup()
 
 
 async def test_app_can_read_state_and_non_http_scopes_pass(bastion: Bastion) -> None:
