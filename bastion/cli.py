@@ -222,7 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(listing)
     revoke = actions.add_parser("revoke", help="revoke one session, or all of a user's")
     revoke.add_argument("user")
-    revoke.add_argument("session", nargs="?", help="session id (all sessions when omitted)")
+    revoke.add_argument(
+        "session",
+        nargs="?",
+        help="session id (all sessions when omitted); one starting with '-' goes last, after "
+        "'--', with the options before the user",
+    )
     common(revoke)
     sessions.set_defaults(run=_sessions)
 

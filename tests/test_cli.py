@@ -30,6 +30,19 @@ def test_sessions_list_and_revoke(real_redis: str, capsys: pytest.CaptureFixture
     assert store.list("alice") == []
 
 
+def test_an_old_session_id_starting_with_a_dash_is_revoked_after_double_dash(
+    real_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ids are no longer drawn with a leading "-", but sessions made before may have one.
+    monkeypatch.setattr("bastion.sessions.store.new_session_id", lambda: "-" + "A" * 21)
+    store = Bastion(Settings(redis_url=real_redis)).sync_sessions
+    made = store.create("alice")
+    assert made.session.id.startswith("-")
+    argv = ["sessions", "revoke", "--redis-url", real_redis, "alice", "--", made.session.id]
+    assert main(argv) == 0
+    assert store.list("alice") == []
+
+
 def test_sessions_need_a_shared_redis(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sessions", "list", "alice"]) == 2
     assert "--redis-url" in capsys.readouterr().err

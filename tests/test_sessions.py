@@ -9,7 +9,8 @@ import pytest
 from bastion import Bastion
 from bastion.errors import ServiceUnavailable
 from bastion.sessions import keys
-from bastion.sessions.token import hash_secret, parse_token
+from bastion.sessions import token as token_module
+from bastion.sessions.token import hash_secret, new_session_id, parse_token
 from tests.conftest import make_bastion
 
 pytestmark = pytest.mark.anyio
@@ -231,3 +232,10 @@ def test_unreachable_redis_raises_service_unavailable() -> None:
     bastion = Bastion(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2))
     with pytest.raises(ServiceUnavailable):
         bastion.sync_sessions.create("alice")
+
+
+def test_session_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0xF8 encodes to "-" in base64url: such an id would read as an option on the command line.
+    draws = iter([b"\xf8" + bytes(15), bytes(16)])
+    monkeypatch.setattr(token_module.secrets, "token_bytes", lambda n: next(draws))
+    assert new_session_id() == "A" * 22

@@ -34,7 +34,12 @@ def _b64(raw: bytes) -> str:
 
 def new_session_id() -> str:
     """A fresh random session id (not secret: it names the session in lists and logs)."""
-    return _b64(secrets.token_bytes(SESSION_ID_BYTES))
+    while True:
+        session_id = _b64(secrets.token_bytes(SESSION_ID_BYTES))
+        # An id is typed as a command-line argument (``bastion sessions revoke USER ID``), where a
+        # leading "-" reads as an option: drawn again, 1 time in 64.
+        if session_id[0] != "-":
+            return session_id
 
 
 def new_secret() -> str:
