@@ -89,6 +89,12 @@ class AccountService:
         # Built now so a broken custom dictionary fails at start-up, not at the first sign-up.
         PasswordPolicy.from_settings(self.settings)
 
+    def mount(self) -> tuple[tuple[str, str, str], ...]:
+        """The account routes, for an adapter mounting them (the route map then exempts them)."""
+        prefix = self.settings.account_prefix
+        self.bastion.authorizer.exempt((method, prefix + path) for method, path, _ in ROUTES)
+        return ROUTES
+
     def _policy(self, values: SecurityValues) -> PasswordPolicy:
         return PasswordPolicy.from_settings(
             self.settings,

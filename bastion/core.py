@@ -36,6 +36,7 @@ from bastion.policies.authorizer import Authorizer
 from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
 from bastion.redisio import AsyncRunner, Steps, SyncRunner, together
+from bastion.requestpath import canonical_path
 from bastion.security import SecurityCore
 from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
 from bastion.sessions import scripts as session_scripts
@@ -280,19 +281,23 @@ class Bastion:
         self,
         method: str,
         scheme: str,
-        raw_path: str,
+        path: str,
         headers: list[tuple[bytes, bytes]],
         websocket: bool = False,
     ) -> Steps[tuple[Identity, Credentials]]:
         """Steps 1-4 of a request: credentials, identity, cross-site check, decision.
 
+        ``path`` is the decoded path the app routes (ASGI ``scope["path"]``); with the route map
+        in force it is made canonical first (a dot segment is a 400 before anything else).
         Raises the ``BastionError`` the client must get instead of the app's answer.
         """
+        authorizer, target, guarded = self.authorizer, None, False
+        if authorizer.active:
+            path = canonical_path(path)
+            guarded = authorizer.guards(method, path)
+            if guarded:
+                target = authorizer.target(method, path)
         credentials = read_credentials(headers, self._cookie_name, self._session_header)
-        authorizer, target = self.authorizer, None
-        guarded = authorizer.guards(raw_path)
-        if guarded:
-            target = authorizer.target(method, raw_path)
         rows_for = target.resource if target and authorizer.needs_rows(target) else None
         identity, rows = yield from self.authenticate(credentials, rows_for)
         if credentials.source == "cookie" and is_cross_site(

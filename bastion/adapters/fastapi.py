@@ -14,7 +14,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from bastion.account import ROUTES
 from bastion.adapters.starlette import to_response
 from bastion.core import state_of
 from bastion.identity import Identity
@@ -134,7 +133,7 @@ def account_router(bastion: Bastion) -> APIRouter:
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 429, 503)
     }
-    for method, path, name in ROUTES:
+    for method, path, name in bastion.account.mount():
         status, model = _ANSWERS[name]
         extra: dict[str, Any] = {}
         body = _BODIES.get(name)

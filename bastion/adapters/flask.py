@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from bastion.account import ROUTES, Reply
+from bastion.account import Reply
 from bastion.core import state_of
 from bastion.errors import BastionError
 from bastion.identity import Identity
@@ -91,10 +91,11 @@ def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
 def account_blueprint(bastion: Bastion) -> Blueprint:
     """A ``Blueprint`` with the account routes at ``settings.account_prefix``."""
     blueprint = Blueprint("bastion_account", __name__, url_prefix=bastion.settings.account_prefix)
-    for method, path, name in ROUTES:
-        rule = path.replace("{session_id}", "<session_id>") or "/"
+    for method, path, name in bastion.account.mount():
+        # Exactly the paths the route map exempts: no trailing-slash twins ("" is the prefix).
+        rule = path.replace("{session_id}", "<session_id>")
         blueprint.add_url_rule(
             rule, endpoint=f"{name}_{method.lower()}", view_func=_view(bastion, name),
-            methods=[method], strict_slashes=False,
+            methods=[method],
         )  # fmt: skip
     return blueprint

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
-from bastion.account import ROUTES, Reply
+from bastion.account import Reply
 from bastion.core import state_of
 from bastion.errors import BastionError
 
@@ -58,7 +58,7 @@ def account_routes(bastion: Bastion) -> list[Route]:
     """The account routes (DESIGN.md section 4) at ``settings.account_prefix``."""
     prefix = bastion.settings.account_prefix
     grouped: dict[tuple[str, str], list[str]] = {}
-    for method, path, name in ROUTES:
+    for method, path, name in bastion.account.mount():
         grouped.setdefault((path, name), []).append(method)
     return [
         Route(

@@ -50,7 +50,7 @@ class BastionMiddleware:
                 bastion.admit(
                     scope.get("method", "GET"),
                     scope.get("scheme", "http"),
-                    _raw_path(scope) if self._guarding else "",
+                    scope.get("path", "/") if self._guarding else "",
                     headers,
                     kind == "websocket",
                 )
@@ -100,11 +100,3 @@ class BastionMiddleware:
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": 1008})
-
-
-def _raw_path(scope: Scope) -> str:
-    # The path as sent, still percent-encoded, so an encoded "/" cannot split an id in two.
-    raw = scope.get("raw_path")
-    if isinstance(raw, bytes):
-        return raw.split(b"?", 1)[0].decode("latin-1")
-    return str(scope.get("path", "/"))

@@ -10,6 +10,7 @@ from typing import Any
 
 from bastion.core import Bastion, RequestState
 from bastion.errors import BastionError
+from bastion.requestpath import wsgi_path
 from bastion.settings import Settings
 
 Environ = dict[str, Any]
@@ -38,15 +39,6 @@ def headers_of(environ: Environ) -> list[tuple[bytes, bytes]]:
     return found
 
 
-def _raw_path(environ: Environ) -> str:
-    # PEP 3333 delivers PATH_INFO decoded; servers that keep the raw form expose it (gunicorn and
-    # werkzeug as RAW_URI / REQUEST_URI), which lets an encoded "/" stay inside its segment.
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if isinstance(raw, str) and raw.startswith("/"):
-        return raw.split("?", 1)[0]
-    return str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "/"))
-
-
 def status_line(status: int) -> str:
     """``"401 Unauthorized"`` for 401."""
     return f"{status} {_REASONS.get(status, 'Error')}"
@@ -65,6 +57,7 @@ class BastionWSGIMiddleware:
         self.app = app
         self.bastion = bastion if bastion is not None else Bastion(settings)
         self._watching = False
+        self._guarding = self.bastion.authorizer.active
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self._watching:
@@ -77,7 +70,11 @@ class BastionWSGIMiddleware:
                 self.bastion.admit(
                     str(environ.get("REQUEST_METHOD", "GET")),
                     str(environ.get("wsgi.url_scheme", "http")),
-                    _raw_path(environ),
+                    wsgi_path(
+                        str(environ.get("SCRIPT_NAME", "")), str(environ.get("PATH_INFO", "/"))
+                    )
+                    if self._guarding
+                    else "",
                     headers,
                 )
             )

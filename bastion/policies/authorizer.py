@@ -9,7 +9,7 @@ existence; API keys skip resource permissions but need the route's scope.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from bastion.errors import BastionError, Forbidden, MissingScope, NotFound, Unauthorized
 from bastion.identity import Identity
@@ -29,19 +29,44 @@ class Authorizer:
         self.routes = RouteMap(settings.routes)
         self._engine = engine
         self._child_security = frozenset(r.path for r in settings.resources if r.child_security)
-        self._account = settings.account_prefix
+        # The account routes Bastion mounted (they guard themselves): method -> path templates.
+        self._exempt: dict[str, set[tuple[str, ...]]] = {}
+        self._exempt_prefix = "\0"  # no canonical path starts with NUL: nothing is exempt yet
         # Report-only exists to show a team what would happen: every decision is an INFO event.
         self._log_allows = settings.report_only
 
-    def guards(self, raw_path: str) -> bool:
-        """Whether the route map decides this path (the account routes guard themselves)."""
+    def exempt(self, routes: Iterable[tuple[str, str]]) -> None:
+        """Leave these routes (method, path template) to their own checks: the account routes.
+
+        Called by the adapters that mount the account routes, so exactly those routes are
+        exempt, with the methods the frameworks answer on them (``HEAD`` beside ``GET``, and
+        ``OPTIONS``), and nothing else under their prefix.
+        """
+        for method, template in routes:
+            segments = tuple(part for part in template.split("/") if part)
+            for each in {method, "OPTIONS", *(("HEAD",) if method == "GET" else ())}:
+                self._exempt.setdefault(each, set()).add(segments)
+        prefixes = {"/" + shape[0] for shapes in self._exempt.values() for shape in shapes}
+        self._exempt_prefix = prefixes.pop() if len(prefixes) == 1 else ""
+
+    def guards(self, method: str, path: str) -> bool:
+        """Whether the route map decides this request (``path``: the canonical path)."""
         if not self.active:
             return False
-        return not (raw_path == self._account or raw_path.startswith(self._account + "/"))
+        if not path.startswith(self._exempt_prefix):
+            return True
+        segments = path[1:].split("/")
+        for shape in self._exempt.get(method, ()):
+            if len(shape) == len(segments) and all(
+                want == got or (want[0] == "{" and got)
+                for want, got in zip(shape, segments, strict=True)
+            ):
+                return False
+        return True
 
-    def target(self, method: str, raw_path: str) -> Target | None:
+    def target(self, method: str, path: str) -> Target | None:
         """The route and resource of a request (``BadRequest`` for an unusable id)."""
-        return self.routes.match(method, raw_path)
+        return self.routes.match(method, path)
 
     def needs_rows(self, target: Target | None) -> bool:
         """Whether the resource's own permission rows count for this request."""

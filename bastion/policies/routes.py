@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn
-from urllib.parse import unquote
 
 from bastion.errors import BadRequest
 from bastion.policies.grammar import ACTIONS, MAX_LENGTH, is_resource, is_segment, resource
@@ -213,17 +212,17 @@ class RouteMap:
     def __bool__(self) -> bool:
         return bool(self.routes)
 
-    def match(self, method: str, raw_path: str) -> Target | None:
+    def match(self, method: str, path: str) -> Target | None:
         """The route and resource for a request, None when no route matches.
 
-        ``raw_path`` is the path as sent (still percent-encoded): each segment is decoded once,
-        so an encoded ``/`` stays inside its segment and the resource grammar refuses it.
+        ``path`` is the decoded path the app routes, as :func:`bastion.requestpath.canonical_path`
+        gives it: matched segment by segment as the framework would, never decoded again.
         Raises ``BadRequest`` when a captured id cannot be part of a resource.
         """
         tree = self._trees.get(method)
         if tree is None:
             return None
-        segments = _segments(raw_path)
+        segments = _segments(path)
         values: list[str] = []
         route = _greedy(tree, segments, values)
         if route is None:
@@ -251,20 +250,10 @@ def _refuse(route: RouteSpec, values: list[str]) -> NoReturn:
 
 
 def _segments(path: str) -> list[str]:
-    return (
-        []
-        if path in ("", "/")
-        else path[1:].split("/")
-        if path.startswith("/")
-        else path.split("/")
-    )
-
-
-def _decoded(raw: str) -> str:
-    try:
-        return unquote(raw, errors="strict")
-    except UnicodeDecodeError:
-        return raw  # still holds '%', which the resource grammar refuses
+    # One trailing "/" is not a segment: "/items/" is the "/items" route, in a template too.
+    if path.endswith("/"):
+        path = path[:-1]
+    return [] if path == "" else path[1:].split("/") if path.startswith("/") else path.split("/")
 
 
 def _greedy(node: _Node, segments: list[str], values: list[str]) -> RouteSpec | None:
@@ -276,7 +265,7 @@ def _greedy(node: _Node, segments: list[str], values: list[str]) -> RouteSpec | 
         if child is not None:
             node = child
         elif node.param is not None:
-            values.append(_decoded(raw) if "%" in raw else raw)
+            values.append(raw)
             node = node.param
         else:
             return None
@@ -295,7 +284,7 @@ def _walk(node: _Node, segments: list[str], index: int, values: list[str]) -> Ro
         if found is not None:
             return found
     if node.param is not None:
-        values.append(_decoded(raw))
+        values.append(raw)
         found = _walk(node.param, segments, index + 1, values)
         if found is not None:
             return found
