@@ -304,9 +304,9 @@ def test_log_in_upgrades_an_old_hash(make: Any) -> None:
     client, bastion = make()
     weak = PasswordHasher(memory_kib=1024, time_cost=1, parallelism=1)
     bastion.sync_runner.run(
-        bastion.users.create("old@example.com", weak.hash(PASSWORD), name="Old Timer")
+        bastion.user_store.create("old@example.com", weak.hash(PASSWORD), name="Old Timer")
     )
     assert log_in(client, email="old@example.com").status_code == 201
-    user = bastion.sync_runner.run(bastion.users.by_email("old@example.com"))
+    user = bastion.sync_users.get_by_email("old@example.com")
     assert user is not None
     assert user.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")

@@ -24,9 +24,13 @@ class MemoryStore:
         self.users: dict[str, User] = {}
         self.lock = threading.Lock()
         self.calls: list[str] = []
+        self.made = 0
 
     def new_id(self) -> str:
-        return f"u{len(self.users) + 1}"
+        # Never reused, deleted ids included (the UserStore contract).
+        with self.lock:
+            self.made += 1
+            return f"u{self.made}"
 
     def _put(self, user: User) -> User:
         with self.lock:
@@ -71,6 +75,10 @@ class MemoryStore:
         new = User(old.id, old.email, old.name, old.phone, password_hash=password_hash,
                    password_history=history)  # fmt: skip
         yield Compute(self.users.__setitem__, (user_id, new))
+
+    def delete(self, user_id: str) -> Steps[bool]:
+        removed: User | None = yield Compute(self.users.pop, (user_id, None))
+        return removed is not None
 
 
 def test_the_account_service_on_a_store_of_the_apps_own(real_redis: str) -> None:
