@@ -173,6 +173,16 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
+# KEYS: the user's account hash. ARGV: password hash, history (JSON). Writes them to a live
+# record only, so a log-in's rehash or a password change racing a delete cannot put a password
+# hash back onto the tombstone. Returns 1 if written.
+_REPLACE_HASHES = """
+if redis.call('HEXISTS', KEYS[1], 'email') == 0 or redis.call('HEXISTS', KEYS[1], 'deleted') == 1
+then return 0 end
+redis.call('HSET', KEYS[1], 'hash', ARGV[1], 'history', ARGV[2])
+return 1
+"""
+
 # KEYS: the user's account hash. Drops every field but the tombstone (left if missing).
 # Returns the email the record had (nil if none), so its claim can be freed.
 _FORGET = """
@@ -206,6 +216,7 @@ return 0
 
 SCRIPTS = {
     "user_create": _CREATE,
+    "user_set_password": _REPLACE_HASHES,
     "user_forget": _FORGET,
     "email_release": _RELEASE_EMAIL,
     "email_take_over": _TAKE_OVER_EMAIL,
@@ -314,9 +325,12 @@ class UserCore:
     def set_password(
         self, user_id: str, password_hash: str, history: tuple[str, ...]
     ) -> Steps[None]:
-        """Replace the password hash and the history of previous hashes."""
-        mapping = {"hash": password_hash, "history": json.dumps(list(history))}
-        yield Call("hset", (self.user_key(user_id), None, None, mapping))
+        """Replace the password hash and the history of previous hashes (of a live user only)."""
+        yield Script(
+            "user_set_password",
+            [self.user_key(user_id)],
+            [password_hash, json.dumps(list(history))],
+        )
 
     def delete(self, user_id: str) -> Steps[bool]:
         """Drop the record (hashes, history) but its tombstone, and free the email if still ours."""

@@ -163,6 +163,16 @@ async def test_delete_frees_the_email_only_if_it_still_names_the_user(bastion: B
     assert raw.get(email_key) == b"someone-else"
 
 
+async def test_no_password_hash_lands_on_a_tombstone(bastion: Bastion) -> None:
+    # A log-in's rehash or a password change that raced the delete writes nothing.
+    user = _user(bastion)
+    await bastion.users.delete(user.id)
+    bastion.sync_runner.run(bastion.user_store.set_password(user.id, "hash-y", ("hash-x",)))
+    assert _raw(bastion).hgetall(keys.user("bastion", user.id)).keys() == {b"deleted"}
+    bastion.sync_runner.run(bastion.user_store.set_password("nobody", "hash-y", ()))
+    assert not _raw(bastion).exists(keys.user("bastion", "nobody"))
+
+
 async def test_a_delete_cut_short_is_finished_by_the_next_one(bastion: Bastion) -> None:
     user = _user(bastion)
     bastion.sync_sessions.create(user.id)
