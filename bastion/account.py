@@ -127,12 +127,12 @@ class AccountService:
         yield from self._limit("signup", email, state.client_ip)
         values = yield from self.bastion.security.current()
         policy = self._policy(values)
-        user_id = self.bastion.users.new_id()
+        user_id = self.bastion.user_store.new_id()
         policy.check(password, user_id=user_id, email=email, name=name, phone=phone)
         password_hash = yield Compute(self.hasher.hash, (password,))
         history = tuple(policy.remember(password_hash, ()))
         return (
-            yield from self.bastion.users.create(
+            yield from self.bastion.user_store.create(
                 email, password_hash, name=name, phone=phone, history=history, user_id=user_id
             )
         )
@@ -143,7 +143,7 @@ class AccountService:
         yield from self._limit("login", email, state.client_ip)
         if len(password) > self.settings.password_max_length:
             raise InvalidCredentials()  # never hash what no account can have
-        user = yield from self.bastion.users.by_email(email)
+        user = yield from self.bastion.user_store.by_email(email)
         if user is None or not user.password_hash:
             # The same argon2 work as a real check, so timing does not tell which emails exist.
             yield Compute(self.hasher.dummy_verify, (password,))
@@ -152,14 +152,16 @@ class AccountService:
             raise InvalidCredentials()
         if self.hasher.needs_rehash(user.password_hash):
             upgraded = yield Compute(self.hasher.hash, (password,))
-            yield from self.bastion.users.set_password(user.id, upgraded, user.password_history)
+            yield from self.bastion.user_store.set_password(
+                user.id, upgraded, user.password_history
+            )
         new = yield from self.bastion.login_steps(state, user.id)
         return user, new
 
     def current_user(self, state: Any) -> Steps[User]:
         """The signed-in user's record."""
         _, user_id = self._user_of(state)
-        user = yield from self.bastion.users.get(user_id)
+        user = yield from self.bastion.user_store.get(user_id)
         if user is None:
             raise Unauthorized("The account no longer exists.")
         return user
@@ -180,7 +182,7 @@ class AccountService:
         yield Compute(policy.check_history, (password, user.password_history, self.hasher))
         new_hash = yield Compute(self.hasher.hash, (password,))
         history = tuple(policy.remember(new_hash, user.password_history))
-        yield from self.bastion.users.set_password(user.id, new_hash, history)
+        yield from self.bastion.user_store.set_password(user.id, new_hash, history)
         if self.settings.revoke_sessions_on_password_change:
             yield from self.bastion.sessions.core.revoke_all(user.id, keep=identity.session_id)
         return user

@@ -1,4 +1,4 @@
-"""The ``bastion`` command: the demo server and session administration."""
+"""The ``bastion`` command: the demo server, and session, user, key and policy administration."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from bastion.errors import BastionError, ConfigError
+from bastion.errors import BastionError, ConfigError, UserNotFound
 from bastion.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,6 +62,21 @@ def _sessions(args: argparse.Namespace) -> int:
         rows = [s.to_dict() for s in store.list(args.user)]
         print(json.dumps(rows, indent=2))
         return 0
+    if getattr(args, "all_users", False):
+        if args.user or args.session:
+            print("bastion sessions revoke: --all-users takes no USER or SESSION", file=sys.stderr)
+            return 2
+        started = time.monotonic()
+        ended = store.revoke_everyone()
+        took = time.monotonic() - started
+        print(
+            f"revoked {ended} session(s) of every user in {took:.1f} s (one SCAN pass; a "
+            "session created during the walk may have survived: run it again to be sure)"
+        )
+        return 0
+    if not args.user:
+        print("bastion sessions revoke: give a USER, or --all-users", file=sys.stderr)
+        return 2
     if args.session:
         if not store.revoke(args.user, args.session):
             print(f"no live session {args.session} for user {args.user}", file=sys.stderr)
@@ -69,6 +85,46 @@ def _sessions(args: argparse.Namespace) -> int:
         return 0
     removed = store.revoke_all(args.user)
     print(f"revoked {len(removed)} session(s)")
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    if (args.user is None) == (args.email is None):
+        print(f"bastion users {args.action}: give a USER id or --email EMAIL", file=sys.stderr)
+        return 2
+    bastion = _shared_bastion(args, "users")
+    if bastion is None:
+        return 2
+    users = bastion.sync_users
+    if args.email is not None:
+        found = users.get_by_email(args.email)
+        if found is None:
+            print(f"bastion users {args.action}: no user with that email", file=sys.stderr)
+            return 1
+        user_id = found.id
+    else:
+        user_id = args.user
+    try:
+        if args.action == "disable":
+            ended = users.disable(user_id)
+            print(
+                f"disabled user {user_id}: ended {len(ended)} session(s); log-ins are refused "
+                "(user_blocked) until 'bastion users enable'"
+            )
+        elif args.action == "enable":
+            if users.enable(user_id):
+                print(f"enabled user {user_id}: log-ins are allowed again")
+            else:
+                print(f"user {user_id} was not disabled: nothing to do")
+        else:
+            ended = users.delete(user_id)
+            print(
+                f"deleted user {user_id}: ended {len(ended)} session(s); the email is free, the "
+                "id is never used again"
+            )
+    except UserNotFound:
+        print(f"bastion users {args.action}: no user {user_id}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -220,16 +276,37 @@ def build_parser() -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="a user's live sessions, oldest first")
     listing.add_argument("user")
     common(listing)
-    revoke = actions.add_parser("revoke", help="revoke one session, or all of a user's")
-    revoke.add_argument("user")
+    revoke = actions.add_parser(
+        "revoke", help="revoke one session, all of a user's, or everyone's (--all-users)"
+    )
+    revoke.add_argument("user", nargs="?", help="the user whose sessions end")
     revoke.add_argument(
         "session",
         nargs="?",
         help="session id (all sessions when omitted); one starting with '-' goes last, after "
         "'--', with the options before the user",
     )
+    revoke.add_argument(
+        "--all-users",
+        action="store_true",
+        help="end every session of every user (incident response): one SCAN pass over the "
+        "keyspace, O(number of keys); sessions created during the walk may survive",
+    )
     common(revoke)
     sessions.set_defaults(run=_sessions)
+
+    users = sub.add_parser("users", help="disable, enable or delete a user")
+    user_actions = users.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("disable", "end every session of the user and refuse their log-ins (user_blocked)"),
+        ("enable", "allow a disabled user to log in again"),
+        ("delete", "end every session, drop the record, free the email; the id never returns"),
+    ):
+        user_action = user_actions.add_parser(action, help=text)
+        user_action.add_argument("user", nargs="?", help="the user id (or give --email)")
+        user_action.add_argument("--email", help="find the user by email instead of by id")
+        common(user_action)
+    users.set_defaults(run=_users)
 
     keys = sub.add_parser("keys", help="create, list or revoke API keys")
     key_actions = keys.add_subparsers(dest="action", required=True)

@@ -43,6 +43,8 @@ from bastion.sessions import scripts as session_scripts
 from bastion.settings import Settings
 from bastion.tokens import apikeys
 from bastion.tokens.jwt import JWTService
+from bastion.user_admin import AsyncUsers, SyncUsers, UserAdmin
+from bastion.users import SCRIPTS as USER_SCRIPTS
 from bastion.users import UserCore, UserStore, roles_from_fields
 
 logger = logging.getLogger("bastion.middleware")
@@ -189,17 +191,29 @@ class Bastion:
             made_async, made_sync = make_clients(self.settings)
             redis = redis if redis is not None else made_async
             sync_redis = sync_redis if sync_redis is not None else made_sync
-        scripts = {**session_scripts.ALL, **apikeys.SCRIPTS, **grants.SCRIPTS, **ratelimit.SCRIPTS}
+        scripts = {
+            **session_scripts.ALL,
+            **USER_SCRIPTS,
+            **apikeys.SCRIPTS,
+            **grants.SCRIPTS,
+            **ratelimit.SCRIPTS,
+        }
         self.runner = AsyncRunner(redis, scripts)
         self.sync_runner = SyncRunner(sync_redis, scripts)
         self.sessions = AsyncSessionStore(self.runner, self.settings)
         self.sync_sessions = SyncSessionStore(self.sync_runner, self.settings)
         self.api_keys = apikeys.AsyncAPIKeyStore(self.runner, self.settings)
         self.sync_api_keys = apikeys.SyncAPIKeyStore(self.sync_runner, self.settings)
-        # Roles are read from the sessions' copy of the Redis user record; another store keeps
-        # them up to date through ``UserCore.update`` or lets g lines carry teams and labels.
+        # Roles are read from the sessions' copy of the Redis user record; with a store of the
+        # app's own, ``users.update`` keeps them up to date there, or g lines carry teams and
+        # labels. The disabled and deleted marks live in that Redis hash too, whatever the store.
         self.user_roles = UserCore(self.settings.key_prefix)
-        self.users: UserStore = users if users is not None else self.user_roles
+        # The store's steps stay private (the account service runs them); apps and the CLI use
+        # the async front and its sync twin.
+        self.user_store: UserStore = users if users is not None else self.user_roles
+        admin = UserAdmin(self.user_store, self.user_roles, self.sessions.core)
+        self.users = AsyncUsers(self.runner, admin)
+        self.sync_users = SyncUsers(self.sync_runner, admin)
         self.security = SecurityCore(self.settings)
         self.jwt = JWTService(self.settings, embedded=self.settings.redis_url is None)
         self.policy = load_holder(self.settings)

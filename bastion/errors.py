@@ -211,6 +211,21 @@ class InvalidCredentials(Unauthorized):
     default_message = "Invalid credentials. Check the email and password."
 
 
+class UserBlocked(Unauthorized):
+    """A log-in (or a new session) for a user an administrator has disabled."""
+
+    type = "user_blocked"
+    default_message = "This user is blocked."
+
+
+class UserNotFound(BastionError):
+    """An administrative call (disable, enable, delete, update) for a user that does not exist."""
+
+    status = 404
+    type = "user_not_found"
+    default_message = "No user with this id exists."
+
+
 class UserAlreadyExists(BastionError):
     """Sign-up with an email that has an account already."""
 

@@ -213,7 +213,7 @@ class AsyncRunner(_Runner):
                     elif isinstance(op, Batch):
                         pipe = self.client.pipeline(transaction=False)
                         for item in op.ops:
-                            self._queue(pipe, item)
+                            await self._queue_async(pipe, item)
                         result = await pipe.execute()
                     elif isinstance(op, Script):
                         result = await self._scripts[op.name](keys=op.keys, args=op.args)
@@ -225,6 +225,13 @@ class AsyncRunner(_Runner):
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    async def _queue_async(self, pipe: Any, op: Call | Script) -> None:
+        # redis.asyncio's scripts are coroutines even on a pipeline: only awaiting one queues it.
+        if isinstance(op, Script):
+            await self._scripts[op.name](keys=op.keys, args=op.args, client=pipe)
+        else:
+            getattr(pipe, op.name)(*op.args)
 
     async def _read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` together on one pooled connection and read every reply."""

@@ -3,6 +3,10 @@
 A user's hash shares the ``{user id}`` hash tag with their sessions, so the middleware reads the
 fields that make roles (verified, labels, teams) in the same round trip as the session. Emails
 are claimed through a key named by the email's digest, so sign-up is unique under concurrency.
+
+The same hash carries Bastion's own marks, whatever store keeps the records: ``disabled``, and
+``deleted``, the tombstone a deleted id keeps for good (see :mod:`bastion.sessions.scripts`).
+These steps are private; apps use the fronts of :mod:`bastion.user_admin`.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class User:
     password_hash: str = ""
     password_history: tuple[str, ...] = ()
     created_ms: int = 0
+    disabled: bool = False
+    """Disabled by an administrator: no session, no log-in (``user_blocked``) until enabled."""
 
     def to_public(self) -> dict[str, Any]:
         """The user as the account routes show it (no hashes)."""
@@ -113,6 +119,10 @@ class UserStore(Protocol):
     Methods return sans-IO steps (:mod:`bastion.redisio`): a store on another database yields
     ``Compute(fn, args)`` for its own blocking calls, which the async runner moves off the event
     loop. ``create`` raises ``UserAlreadyExists`` for a taken email.
+
+    Ids must never be reused: Bastion keeps a deleted id's tombstone in its own Redis key and
+    refuses that id a session for good, so a new user given an old id could never log in.
+    Disabling needs nothing of the store: the mark lives in Bastion's Redis key of the user.
     """
 
     def new_id(self) -> str:
@@ -146,6 +156,72 @@ class UserStore(Protocol):
         """Replace the password hash and the history of previous hashes."""
         ...
 
+    def delete(self, user_id: str) -> Steps[bool]:
+        """Remove the user's record (hashes included) and free their email; False if none.
+
+        Called after Bastion has ended the user's sessions and tombstoned the id; may be called
+        again for a delete that was cut short, so it must be idempotent.
+        """
+        ...
+
+
+# KEYS: the user's account hash. ARGV: field/value pairs. Writes a new user unless the id has a
+# hash already (a live user, or a deleted one's tombstone): ids never come back. Returns 1 / 0.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# KEYS: the user's account hash. ARGV: password hash, history (JSON). Writes them to a live
+# record only, so a log-in's rehash or a password change racing a delete cannot put a password
+# hash back onto the tombstone. Returns 1 if written.
+_REPLACE_HASHES = """
+if redis.call('HEXISTS', KEYS[1], 'email') == 0 or redis.call('HEXISTS', KEYS[1], 'deleted') == 1
+then return 0 end
+redis.call('HSET', KEYS[1], 'hash', ARGV[1], 'history', ARGV[2])
+return 1
+"""
+
+# KEYS: the user's account hash. Drops every field but the tombstone (left if missing).
+# Returns the email the record had (nil if none), so its claim can be freed.
+_FORGET = """
+local email = redis.call('HGET', KEYS[1], 'email')
+local tomb = redis.call('HGET', KEYS[1], 'deleted')
+if not tomb then
+  local t = redis.call('TIME')
+  tomb = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'deleted', tomb)
+return email
+"""
+
+# KEYS: an email claim. ARGV: the user id it must still name. Compare-and-delete: a claim that
+# another user made meanwhile is left alone. Returns 1 if freed.
+_RELEASE_EMAIL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: an email claim. ARGV: the deleted user id it names, the new user id. Compare-and-set, for
+# a claim a delete left behind when it was cut short. Returns 1 if taken over.
+_TAKE_OVER_EMAIL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+SCRIPTS = {
+    "user_create": _CREATE,
+    "user_set_password": _REPLACE_HASHES,
+    "user_forget": _FORGET,
+    "email_release": _RELEASE_EMAIL,
+    "email_take_over": _TAKE_OVER_EMAIL,
+}
+
 
 class UserCore:
     """The Redis user store as sans-IO steps (the default :class:`UserStore`)."""
@@ -176,13 +252,17 @@ class UserCore:
         history: tuple[str, ...] = (),
         user_id: str | None = None,
     ) -> Steps[User]:
-        """Store a new user; ``UserAlreadyExists`` if the email is taken."""
+        """Store a new user; ``UserAlreadyExists`` if the email or the id is taken.
+
+        An id is taken for good once used, deleted ids included (their tombstone stays).
+        """
         user_id = user_id or self.new_id()
         if not is_valid_id(user_id):
             raise ValueError(f"invalid user id {user_id!r}")
         email = normalize_email(email)
-        claimed = yield Call("setnx", (self._email_key(email), user_id))
-        if not claimed:
+        email_key = self._email_key(email)
+        claimed = yield Call("setnx", (email_key, user_id))
+        if not claimed and not (yield from self._take_over_stale(email_key, user_id)):
             raise UserAlreadyExists()
         created_ms = int(time.time() * 1000)
         user = User(
@@ -194,8 +274,25 @@ class UserCore:
             password_history=history,
             created_ms=created_ms,
         )
-        yield Call("hset", (self.user_key(user_id), None, None, self._mapping(user)))
+        pairs = [item for pair in self._mapping(user).items() for item in pair]
+        if not (yield Script("user_create", [self.user_key(user_id)], pairs)):
+            yield Script("email_release", [email_key], [user_id])
+            raise UserAlreadyExists("A user with the same id already exists.")
         return user
+
+    def _take_over_stale(self, email_key: str, user_id: str) -> Steps[bool]:
+        """Claim an email whose claim names a deleted user (a delete cut short before its end)."""
+        owner = yield Call("get", (email_key,))
+        if owner is None:  # freed meanwhile
+            return bool((yield Call("setnx", (email_key, user_id))))
+        owner_id = _text(owner)
+        # Only a tombstone proves the claim stale: a claim whose user has no hash yet may be a
+        # sign-up still under way.
+        if not is_valid_id(owner_id) or not (
+            yield Call("hexists", (self.user_key(owner_id), "deleted"))
+        ):
+            return False
+        return bool((yield Script("email_take_over", [email_key], [owner_id, user_id])))
 
     @staticmethod
     def _mapping(user: User) -> dict[str, str]:
@@ -228,9 +325,22 @@ class UserCore:
     def set_password(
         self, user_id: str, password_hash: str, history: tuple[str, ...]
     ) -> Steps[None]:
-        """Replace the password hash and the history of previous hashes."""
-        mapping = {"hash": password_hash, "history": json.dumps(list(history))}
-        yield Call("hset", (self.user_key(user_id), None, None, mapping))
+        """Replace the password hash and the history of previous hashes (of a live user only)."""
+        yield Script(
+            "user_set_password",
+            [self.user_key(user_id)],
+            [password_hash, json.dumps(list(history))],
+        )
+
+    def delete(self, user_id: str) -> Steps[bool]:
+        """Drop the record (hashes, history) but its tombstone, and free the email if still ours."""
+        if not is_valid_id(user_id):
+            return False
+        email = yield Script("user_forget", [self.user_key(user_id)], [])
+        if email is None:
+            return False
+        yield Script("email_release", [self._email_key(_text(email))], [user_id])
+        return True
 
     def update(
         self,
@@ -240,7 +350,10 @@ class UserCore:
         labels: tuple[str, ...] | None = None,
         teams: dict[str, tuple[str, ...]] | None = None,
     ) -> Steps[None]:
-        """Change the fields that make a user's roles (they apply from the next request)."""
+        """Change the fields that make a user's roles (they apply from the next request).
+
+        A deleted id's tombstone is left as it is.
+        """
         mapping: dict[str, str] = {}
         if verified is not None:
             mapping["verified"] = "1" if verified else "0"
@@ -267,6 +380,8 @@ class UserCore:
         if not fields:
             return None
         f = {_text(k): _text(v) for k, v in fields.items()}
+        if "deleted" in f:  # a tombstone, or a record a delete has yet to drop
+            return None
         try:
             teams = {k: tuple(v) for k, v in json.loads(f.get("teams") or "{}").items()}
             history = tuple(json.loads(f.get("history") or "[]"))
@@ -283,4 +398,5 @@ class UserCore:
             f.get("hash", ""),
             history,
             int(f.get("created") or 0),
+            "disabled" in f,
         )

@@ -304,9 +304,114 @@ def test_log_in_upgrades_an_old_hash(make: Any) -> None:
     client, bastion = make()
     weak = PasswordHasher(memory_kib=1024, time_cost=1, parallelism=1)
     bastion.sync_runner.run(
-        bastion.users.create("old@example.com", weak.hash(PASSWORD), name="Old Timer")
+        bastion.user_store.create("old@example.com", weak.hash(PASSWORD), name="Old Timer")
     )
     assert log_in(client, email="old@example.com").status_code == 201
-    user = bastion.sync_runner.run(bastion.users.by_email("old@example.com"))
+    user = bastion.sync_users.get_by_email("old@example.com")
     assert user is not None
     assert user.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+def _signed_in_twice_with_a_jwt(client: Client) -> tuple[str, Client, Client, dict[str, str]]:
+    """Sign up, log in on two devices, mint a JWT: (user id, other device, JWT holder, header)."""
+    user_id = sign_up(client).json()["id"]
+    other, api = client.device(), client.device()
+    assert log_in(other).status_code == 201
+    assert log_in(client).status_code == 201
+    bearer = {"Authorization": f"Bearer {client.request('POST', '/account/jwts').json()['jwt']}"}
+    assert client.request("GET", "/account").status_code == 200
+    assert other.request("GET", "/account").status_code == 200
+    assert api.request("GET", "/account", headers=bearer).status_code == 200
+    return user_id, other, api, bearer
+
+
+def test_disable_ends_sessions_and_jwts_and_blocks_log_in(make: Any) -> None:
+    client, bastion = make()
+    user_id, other, api, bearer = _signed_in_twice_with_a_jwt(client)
+    try:
+        assert len(bastion.sync_users.disable(user_id)) == 2
+        for device in (client, other):
+            gone = device.request("GET", "/account")
+            assert gone.status_code == 401 and gone.json()["type"] == "user_session_invalid"
+        dead_jwt = api.request("GET", "/account", headers=bearer)
+        assert dead_jwt.status_code == 401 and dead_jwt.json()["type"] == "user_jwt_invalid"
+
+        blocked = log_in(client)
+        assert blocked.status_code == 401, blocked.text
+        assert blocked.json() == {
+            "code": 401,
+            "type": "user_blocked",
+            "message": "This user is blocked.",
+        }
+        assert COOKIE not in blocked.headers.get("set-cookie", "")
+        # Without the password, a disabled account looks like any other.
+        wrong = log_in(client, password="not the password at all")
+        assert wrong.json()["type"] == "user_invalid_credentials"
+        assert bastion.sync_sessions.list(user_id) == []
+
+        assert bastion.sync_users.enable(user_id) is True
+        assert log_in(client).status_code == 201
+        assert client.request("GET", "/account").json()["id"] == user_id
+    finally:
+        other.close()
+        api.close()
+
+
+def test_delete_ends_sessions_and_jwts_and_frees_the_email(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, bastion = make()
+    user_id, other, api, bearer = _signed_in_twice_with_a_jwt(client)
+    try:
+        assert len(bastion.sync_users.delete(user_id)) == 2
+        # Every credential the user still holds is refused, GET /account included.
+        assert client.request("GET", "/account").status_code == 401
+        assert other.request("GET", "/account").status_code == 401
+        assert api.request("GET", "/account", headers=bearer).status_code == 401
+        assert client.request("GET", "/account/sessions").status_code == 401
+
+        calls: list[str] = []
+        original = bastion.account.hasher.dummy_verify
+        monkeypatch.setattr(
+            bastion.account.hasher, "dummy_verify", lambda pw: (calls.append(pw), original(pw))[1]
+        )
+        deleted = log_in(client)
+        unknown = log_in(client, email="nobody@example.com")
+        assert deleted.status_code == 401
+        assert deleted.json() == unknown.json()
+        assert deleted.json()["type"] == "user_invalid_credentials"
+        assert calls == [PASSWORD, PASSWORD]  # the unknown-email path: the dummy argon2 verify
+
+        again = sign_up(client)
+        assert again.status_code == 201, again.text
+        assert again.json()["id"] != user_id
+        assert log_in(client).status_code == 201
+        assert client.request("GET", "/account").json()["id"] == again.json()["id"]
+    finally:
+        other.close()
+        api.close()
+
+
+@pytest.mark.parametrize(
+    ("action", "error"), [("disable", "user_blocked"), ("delete", "user_invalid_credentials")]
+)
+def test_a_log_in_racing_a_disable_or_delete_creates_no_session(
+    make: Any, monkeypatch: pytest.MonkeyPatch, action: str, error: str
+) -> None:
+    client, bastion = make()
+    user_id = sign_up(client).json()["id"]
+    create = bastion.sessions.core.create
+    landed: list[str] = []
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        # Runs once the password has been checked, just before the session-create script.
+        getattr(bastion.sync_users, action)(user_id)
+        landed.append(action)
+        return (yield from create(*args, **kwargs))
+
+    monkeypatch.setattr(bastion.sessions.core, "create", racing)
+    refused = log_in(client)
+    assert landed == [action]
+    assert refused.status_code == 401 and refused.json()["type"] == error
+    assert bastion.sync_sessions.list(user_id) == []
+    assert client.request("GET", "/account").status_code == 401

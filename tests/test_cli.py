@@ -43,6 +43,57 @@ def test_an_old_session_id_starting_with_a_dash_is_revoked_after_double_dash(
     assert store.list("alice") == []
 
 
+def test_sessions_revoke_all_users(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Bastion(Settings(redis_url=real_redis)).sync_sessions
+    tokens = [store.create(user).token for user in ("alice", "bob", "carol") for _ in range(2)]
+    assert main(["sessions", "revoke", "--all-users", "--redis-url", real_redis]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("revoked 6 session(s) of every user in ") and "SCAN" in out
+    assert all(store.authenticate(t) is None for t in tokens)
+    assert main(["sessions", "revoke", "--all-users", "--redis-url", real_redis]) == 0
+    assert "revoked 0 session(s)" in capsys.readouterr().out
+
+    kept = store.create("alice")
+    assert main(["sessions", "revoke", "alice", "--all-users", "--redis-url", real_redis]) == 2
+    assert "--all-users takes no USER" in capsys.readouterr().err
+    assert main(["sessions", "revoke", "--redis-url", real_redis]) == 2
+    assert "give a USER, or --all-users" in capsys.readouterr().err
+    assert store.authenticate(kept.token) is not None
+
+
+def test_users_disable_enable_delete(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
+    bastion = Bastion(Settings(redis_url=real_redis))
+    user = bastion.sync_runner.run(bastion.user_store.create("ada@example.com", "h"))
+    made = [bastion.sync_sessions.create(user.id) for _ in range(2)]
+    url = ["--redis-url", real_redis]
+
+    assert main(["users", "disable", user.id, *url]) == 0
+    assert f"disabled user {user.id}: ended 2 session(s)" in capsys.readouterr().out
+    assert all(bastion.sync_sessions.authenticate(m.token) is None for m in made)
+    assert bastion.sync_users.get(user.id).disabled  # type: ignore[union-attr]
+    assert main(["users", "enable", "--email", "ADA@example.com", *url]) == 0
+    assert f"enabled user {user.id}" in capsys.readouterr().out
+    assert main(["users", "enable", user.id, *url]) == 0
+    assert "was not disabled" in capsys.readouterr().out
+
+    bastion.sync_sessions.create(user.id)
+    assert main(["users", "delete", "--email", "ada@example.com", *url]) == 0
+    out = capsys.readouterr().out
+    assert f"deleted user {user.id}: ended 1 session(s)" in out and "email is free" in out
+    assert bastion.sync_users.get(user.id) is None
+
+    for action in ("disable", "enable", "delete"):
+        assert main(["users", action, user.id, *url]) == 1
+        assert f"no user {user.id}" in capsys.readouterr().err
+        assert main(["users", action, "--email", "ada@example.com", *url]) == 1
+        assert "no user with that email" in capsys.readouterr().err
+    assert main(["users", "disable", *url]) == 2
+    assert main(["users", "disable", user.id, "--email", "ada@example.com", *url]) == 2
+    assert "give a USER id or --email EMAIL" in capsys.readouterr().err
+    assert main(["users", "disable", user.id]) == 2
+    assert "--redis-url" in capsys.readouterr().err
+
+
 def test_sessions_need_a_shared_redis(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sessions", "list", "alice"]) == 2
     assert "--redis-url" in capsys.readouterr().err
@@ -60,7 +111,7 @@ def test_console_script_is_installed() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bastion.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    assert "demo" in out and "sessions" in out
+    assert "demo" in out and "sessions" in out and "users" in out
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "bastion" / "policies" / "examples"

@@ -134,9 +134,9 @@ def test_flask_fails_closed_when_redis_is_down() -> None:
 def test_role_fields_reach_live_sessions(real_redis: str) -> None:
     bastion = Bastion(Settings(redis_url=real_redis))
     run = bastion.sync_runner.run
-    user = run(bastion.users.create("ada@example.com", "x", name="Ada"))
+    user = run(bastion.user_store.create("ada@example.com", "x", name="Ada"))
     before = bastion.sync_sessions.create(user.id)
-    run(bastion.users.update(user.id, verified=True, labels=("admin",), teams={"t1": ("owner",)}))
+    bastion.sync_users.update(user.id, verified=True, labels=("admin",), teams={"t1": ("owner",)})
     after = bastion.sync_sessions.create(user.id)
     app = create_app(bastion, "starlette")
     homes = _call(
@@ -150,7 +150,7 @@ def test_role_fields_reach_live_sessions(real_redis: str) -> None:
                 "team:t1/owner"} <= roles  # fmt: skip
         assert "users/unverified" not in roles
     with pytest.raises(ValueError, match="label"):
-        run(bastion.users.update(user.id, labels=("no spaces allowed",)))
+        bastion.sync_users.update(user.id, labels=("no spaces allowed",))
 
 
 def test_security_settings_at_run_time(

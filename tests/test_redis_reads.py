@@ -12,7 +12,7 @@ import redis
 import redis.asyncio
 
 from bastion.errors import ServiceUnavailable
-from bastion.redisio import AsyncRunner, Batch, Call, Steps, SyncRunner, together
+from bastion.redisio import AsyncRunner, Batch, Call, Script, Steps, SyncRunner, together
 
 pytestmark = pytest.mark.anyio
 
@@ -167,3 +167,26 @@ def test_a_client_side_cache_keeps_the_command_methods() -> None:
     client = redis.Redis(protocol=3, cache_config=CacheConfig())
     assert not SyncRunner(client, {})._lean
     assert SyncRunner(redis.Redis(), {})._lean
+
+
+ECHO = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
+@pytest.mark.parametrize("use_async", [True, False])
+async def test_scripts_in_a_batch_run_on_both_runners(real_redis: str, use_async: bool) -> None:
+    # redis.asyncio's scripts are coroutines even on a pipeline: once, none of them ran.
+    seed(real_redis)
+
+    def steps() -> Steps[list[object]]:
+        ops: list[Call | Script] = [Script("echo", ["n"], [2]), Call("get", ("n",))]
+        return (yield Batch([*ops, Script("echo", ["n"], [3])]))  # type: ignore[no-any-return]
+
+    if use_async:
+        client = redis.asyncio.Redis.from_url(real_redis)
+        replies = await AsyncRunner(client, {"echo": ECHO}).run(steps())
+        await client.aclose()
+    else:
+        sync_client = redis.Redis.from_url(real_redis)
+        replies = SyncRunner(sync_client, {"echo": ECHO}).run(steps())
+        sync_client.close()
+    assert replies == [2, b"2", 5]

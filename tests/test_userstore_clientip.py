@@ -11,9 +11,10 @@ from bastion import Bastion, Settings
 from bastion.clientip import client_ip, parse_networks
 from bastion.core import RequestState
 from bastion.credentials import NO_CREDENTIALS
-from bastion.errors import UserAlreadyExists
+from bastion.errors import InvalidCredentials, UserAlreadyExists, UserBlocked
 from bastion.identity import Identity
 from bastion.redisio import Compute, Steps
+from bastion.sessions import keys
 from bastion.users import User, normalize_email
 
 
@@ -24,9 +25,13 @@ class MemoryStore:
         self.users: dict[str, User] = {}
         self.lock = threading.Lock()
         self.calls: list[str] = []
+        self.made = 0
 
     def new_id(self) -> str:
-        return f"u{len(self.users) + 1}"
+        # Never reused, deleted ids included (the UserStore contract).
+        with self.lock:
+            self.made += 1
+            return f"u{self.made}"
 
     def _put(self, user: User) -> User:
         with self.lock:
@@ -72,6 +77,10 @@ class MemoryStore:
                    password_history=history)  # fmt: skip
         yield Compute(self.users.__setitem__, (user_id, new))
 
+    def delete(self, user_id: str) -> Steps[bool]:
+        removed: User | None = yield Compute(self.users.pop, (user_id, None))
+        return removed is not None
+
 
 def test_the_account_service_on_a_store_of_the_apps_own(real_redis: str) -> None:
     import asyncio
@@ -96,6 +105,51 @@ def test_the_account_service_on_a_store_of_the_apps_own(real_redis: str) -> None
     assert state.identity.user_id == user.id
     # The blocking store calls ran off the event loop's thread.
     assert store.calls and all(name != "MainThread" for name in store.calls)
+
+
+def test_disable_and_delete_with_a_store_of_the_apps_own(real_redis: str) -> None:
+    store = MemoryStore()
+    bastion = Bastion(Settings(redis_url=real_redis), users=store)
+    run = bastion.sync_runner.run
+    state = RequestState(bastion, Identity.guest(), NO_CREDENTIALS, peer="127.0.0.1")
+    password = "correct horse battery staple"
+    user = run(bastion.account.sign_up(state, "ada@example.com", password))
+    _, first = run(bastion.account.log_in(state, "ada@example.com", password))
+    raw = bastion.sync_sessions.client
+
+    # The mark lives in Bastion's own key on the user's slot, beside the sessions.
+    assert bastion.sync_users.disable(user.id) == [first.session.id]
+    assert raw.hgetall(keys.user("bastion", user.id)) == {b"disabled": b"1"}
+    found = bastion.sync_users.get(user.id)
+    assert found is not None and found.disabled and not store.users[user.id].disabled
+    assert bastion.sync_sessions.authenticate(first.token) is None
+    with pytest.raises(UserBlocked):
+        run(bastion.account.log_in(state, "ada@example.com", password))
+    assert bastion.sync_users.enable(user.id)
+    _, second = run(bastion.account.log_in(state, "ada@example.com", password))
+
+    assert bastion.sync_users.delete(user.id) == [second.session.id]
+    assert user.id not in store.users  # the store dropped the record
+    assert bastion.sync_users.get(user.id) is None
+    assert raw.hgetall(keys.user("bastion", user.id)).keys() == {b"deleted"}
+    with pytest.raises(InvalidCredentials):
+        run(bastion.account.log_in(state, "ada@example.com", password))
+    again = run(bastion.account.sign_up(state, "ada@example.com", password))
+    assert again.id != user.id
+    run(bastion.account.log_in(state, "ada@example.com", password))
+
+
+def test_a_reused_id_of_a_store_of_the_apps_own_gets_no_session(real_redis: str) -> None:
+    # A store that broke the contract and handed out a deleted id again: the tombstone holds,
+    # so the newcomer cannot inherit what was granted to user:ID.
+    store = MemoryStore()
+    bastion = Bastion(Settings(redis_url=real_redis), users=store)
+    user = bastion.sync_runner.run(store.create("ada@example.com", "h"))
+    bastion.sync_users.delete(user.id)
+    bastion.sync_runner.run(store.create("eve@example.com", "h", user_id=user.id))
+    assert bastion.sync_users.get(user.id) is None
+    with pytest.raises(InvalidCredentials):
+        bastion.sync_sessions.create(user.id)
 
 
 TRUSTED = parse_networks(["10.0.0.0/8", "::1"])

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 def user_sessions(prefix: str, user_id: str) -> str:
     """Sorted set of the user's session ids, scored by creation order."""
-    return f"{prefix}:{{{user_id}}}:sessions"
+    head, tail = user_sessions_around(prefix)
+    return f"{head}{user_id}{tail}"
+
+
+def user_sessions_around(prefix: str) -> tuple[str, str]:
+    """What comes before and after the user id in every user's session set (to SCAN for them)."""
+    return f"{prefix}:{{", "}:sessions"
 
 
 def session_prefix(prefix: str, user_id: str) -> str:

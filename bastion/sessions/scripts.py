@@ -5,6 +5,11 @@ session-key prefix. Those derived keys share the user's ``{hash tag}``, so they 
 same cluster slot as KEYS[1]; Redis runs that fine on a standalone server and on a cluster,
 though it is not a declared-key access (the ids to touch are only known inside the script).
 Time comes from the server's ``TIME`` so that every worker orders sessions by one clock.
+
+The user's account hash (same hash tag) carries two markers the administrator sets: ``disabled``
+and ``deleted`` (a tombstone, never removed). CREATE refuses a session to a marked user, and
+BLOCK / RETIRE set a marker and end every session in the same script, so no log-in can slip a
+session in between; requests themselves never read the markers.
 """
 
 from __future__ import annotations
@@ -14,13 +19,33 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# Ends every session in the sorted set (but ``keep``); returns the ids of the live ones removed.
+_END_SESSIONS = """
+local function end_sessions(zkey, prefix, keep)
+  local removed = {}
+  for _, sid in ipairs(redis.call('ZRANGE', zkey, 0, -1)) do
+    if sid ~= keep then
+      if redis.call('DEL', prefix .. sid) == 1 then removed[#removed + 1] = sid end
+      redis.call('ZREM', zkey, sid)
+    end
+  end
+  return removed
+end
+"""
+
 # KEYS: sorted set, new session hash, the user's account hash (may not exist).
 # ARGV: session id, secret digest, length ms, idle ms (0 = off), cap, ip, user agent, key prefix.
-# Returns {score, created ms, {evicted ids...}}.
+# Returns {score, created ms, {evicted ids...}}, or {'disabled'} / {'deleted'} when the user's
+# account hash carries that marker (then nothing is written).
 CREATE = (
     _NOW
     + """
 local zkey, prefix = KEYS[1], ARGV[8]
+-- Checked here, in the script that writes the session, so a log-in whose password check ran
+-- before a disable or delete cannot create a live session after it.
+local r = redis.call('HMGET', KEYS[3], 'verified', 'labels', 'teams', 'disabled', 'deleted')
+if r[5] then return {'deleted'} end
+if r[4] then return {'disabled'} end
 local length, idle, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 -- Drop members whose hash has expired, so they neither count towards the cap nor linger.
 for _, sid in ipairs(redis.call('ZRANGE', zkey, 0, -1)) do
@@ -36,7 +61,6 @@ redis.call('ZADD', zkey, score_s, ARGV[1])
 redis.call('HSET', KEYS[2], 'h', ARGV[2], 'c', now, 'e', now + length, 'l', now,
            'ip', ARGV[6], 'ua', ARGV[7])
 -- The fields roles are made of travel with the session, so a request reads one hash only.
-local r = redis.call('HMGET', KEYS[3], 'verified', 'labels', 'teams')
 if r[1] then redis.call('HSET', KEYS[2], 'v', r[1], 'lb', r[2] or '', 'tm', r[3] or '') end
 local ttl = length
 if idle > 0 and idle < ttl then ttl = idle end
@@ -101,22 +125,45 @@ return redis.call('DEL', KEYS[2])
 
 # KEYS: sorted set. ARGV: key prefix, session id to keep ('' keeps none).
 # Returns the ids of the live sessions removed.
-REVOKE_ALL = """
-local zkey, prefix, keep = KEYS[1], ARGV[1], ARGV[2]
-local removed = {}
-for _, sid in ipairs(redis.call('ZRANGE', zkey, 0, -1)) do
-  if sid ~= keep then
-    if redis.call('DEL', prefix .. sid) == 1 then removed[#removed + 1] = sid end
-    redis.call('ZREM', zkey, sid)
-  end
-end
-return removed
+REVOKE_ALL = (
+    _END_SESSIONS
+    + """
+return end_sessions(KEYS[1], ARGV[1], ARGV[2])
 """
+)
+
+# KEYS: the user's account hash, their sorted set. ARGV: session-key prefix.
+# Marks the user disabled and ends every session at once. Returns the ids of the live sessions
+# ended, or nil for a deleted user (nothing written).
+BLOCK = (
+    _END_SESSIONS
+    + """
+if redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then return false end
+redis.call('HSET', KEYS[1], 'disabled', '1')
+return end_sessions(KEYS[2], ARGV[1], '')
+"""
+)
+
+# KEYS: the user's account hash, their sorted set. ARGV: session-key prefix.
+# Leaves the tombstone (``deleted``: when, from the server's clock) that refuses the id any new
+# session for good, and ends every session at once. Returns the ids of the live sessions ended,
+# or nil if the id was deleted already.
+RETIRE = (
+    _NOW
+    + _END_SESSIONS
+    + """
+if redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then return false end
+redis.call('HSET', KEYS[1], 'deleted', now)
+return end_sessions(KEYS[2], ARGV[1], '')
+"""
+)
 
 # KEYS: the user's account hash, their sorted set of sessions. ARGV: session-key prefix, then
 # field/value pairs among verified, labels, teams. Writes them to the account and to every live
-# session at once, so a changed role applies from each session's next request.
+# session at once, so a changed role applies from each session's next request. A deleted
+# user's tombstone stays bare: returns 0 and writes nothing.
 ROLES = """
+if redis.call('HEXISTS', KEYS[1], 'deleted') == 1 then return 0 end
 local prefix = ARGV[1]
 local short = {verified = 'v', labels = 'lb', teams = 'tm'}
 local account, session = {}, {}
@@ -142,4 +189,6 @@ ALL = {
     "revoke": REVOKE,
     "revoke_all": REVOKE_ALL,
     "roles": ROLES,
+    "block": BLOCK,
+    "retire": RETIRE,
 }

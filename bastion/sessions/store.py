@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from bastion.errors import InvalidCredentials, UserBlocked
 from bastion.identity import is_valid_id
-from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
+from bastion.redisio import AsyncRunner, Batch, Call, Script, Steps, SyncRunner
 from bastion.sessions import keys
 from bastion.sessions.token import (
     format_token,
@@ -36,6 +37,9 @@ _SESSION_FIELDS = ("h", "e", "l", "v", "lb", "tm")
 MAX_USER_AGENT = 512
 MAX_IP = 64
 TOUCH_INTERVAL_MS = 60_000
+# Keys per SCAN call when ending everyone's sessions: large enough to keep round trips few,
+# small enough that each call (and each pipelined batch of revocations) stays short for Redis.
+SCAN_BATCH = 1000
 
 
 def _ms_to_datetime(ms: int) -> datetime:
@@ -108,6 +112,11 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a SCAN MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class SessionCore:
     """Session operations as sans-IO steps; the fronts run them against Redis."""
 
@@ -124,7 +133,11 @@ class SessionCore:
     def create(
         self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
     ) -> Steps[NewSession]:
-        """Create a session, evicting the user's oldest ones past the cap, in one atomic script."""
+        """Create a session, evicting the user's oldest ones past the cap, in one atomic script.
+
+        Raises ``UserBlocked`` for a disabled user and ``InvalidCredentials`` for a deleted one
+        (the script checks their marks, so no session outlives a disable or delete).
+        """
         if not is_valid_id(user_id):
             raise ValueError(
                 f"invalid user id {user_id!r}: 1-128 characters of letters, digits and . _ @ + -,"
@@ -135,7 +148,7 @@ class SessionCore:
             raise ValueError(f"session limit {cap} outside 1..100")
         session_id, secret = new_session_id(), new_secret()
         ip, user_agent = ip[:MAX_IP], user_agent[:MAX_USER_AGENT]
-        score, created, evicted = yield Script(
+        reply = yield Script(
             "create",
             [
                 keys.user_sessions(self._prefix, user_id),
@@ -153,6 +166,11 @@ class SessionCore:
                 keys.session_prefix(self._prefix, user_id),
             ],
         )
+        if len(reply) == 1:  # the user's account carries a mark: nothing was written
+            if _text(reply[0]) == "disabled":
+                raise UserBlocked()
+            raise InvalidCredentials()  # deleted: answered like an unknown user
+        score, created, evicted = reply
         created = int(created)
         info = SessionInfo(
             session_id, user_id, created, created + self._length_ms, created, ip, user_agent
@@ -260,12 +278,75 @@ class SessionCore:
         """Delete every session of the user (but ``keep``, if given); returns the ids removed."""
         if not is_valid_id(user_id):
             return []
-        removed = yield Script(
+        removed = yield self._revoke_all_script(user_id, keep or "")
+        return [_text(r) for r in removed]
+
+    # -- the marks on a user's account that end and refuse sessions (see scripts.py) --------
+
+    def block(self, user_id: str) -> Steps[builtins.list[str] | None]:
+        """Mark the user disabled and end their sessions in one script; None if deleted."""
+        removed = yield Script("block", *self._marking(user_id))
+        return None if removed is None else [_text(r) for r in removed]
+
+    def unblock(self, user_id: str) -> Steps[bool]:
+        """Lift the disabled mark (new sessions are allowed again); True if it was set."""
+        lifted = yield Call("hdel", (keys.user(self._prefix, user_id), "disabled"))
+        return bool(lifted)
+
+    def retire(self, user_id: str) -> Steps[builtins.list[str] | None]:
+        """Tombstone the id for good and end its sessions in one script; None if already."""
+        removed = yield Script("retire", *self._marking(user_id))
+        return None if removed is None else [_text(r) for r in removed]
+
+    def is_retired(self, user_id: str) -> Steps[bool]:
+        """Whether the id carries the deleted tombstone."""
+        found = yield Call("hexists", (keys.user(self._prefix, user_id), "deleted"))
+        return bool(found)
+
+    def _marking(self, user_id: str) -> tuple[builtins.list[str], builtins.list[str]]:
+        if not is_valid_id(user_id):
+            raise ValueError(f"invalid user id {user_id!r}")
+        return (
+            [keys.user(self._prefix, user_id), keys.user_sessions(self._prefix, user_id)],
+            [keys.session_prefix(self._prefix, user_id)],
+        )
+
+    def revoke_everyone(self, *, batch: int = SCAN_BATCH) -> Steps[int]:
+        """End every session of every user; returns how many live sessions ended.
+
+        One SCAN pass over the whole keyspace (never KEYS), ``batch`` keys a call, for the users'
+        session sets; each batch's users are revoked by the atomic revoke-all script, pipelined
+        in one round trip. A session created while the walk runs may survive it.
+        """
+        if batch < 1:
+            raise ValueError(f"batch {batch} must be at least 1")
+        head, tail = keys.user_sessions_around(self._prefix)
+        pattern = f"{_glob_escape(head)}*{_glob_escape(tail)}"
+        cursor: int | bytes = 0
+        users = ended = 0
+        while True:
+            cursor, found = yield Call("scan", (cursor, pattern, batch))
+            user_ids = []
+            for raw in found:
+                name = _text(raw)
+                user_id = name[len(head) : len(name) - len(tail)]
+                if is_valid_id(user_id):  # the * also matches names no user id makes
+                    user_ids.append(user_id)
+            if user_ids:
+                removed = yield Batch([self._revoke_all_script(u, "") for u in user_ids])
+                users += len(user_ids)
+                ended += sum(len(r) for r in removed)
+            if int(cursor) == 0:
+                break
+        logger.warning("ended every session: %d session(s) of %d user(s)", ended, users)
+        return ended
+
+    def _revoke_all_script(self, user_id: str, keep: str) -> Script:
+        return Script(
             "revoke_all",
             [keys.user_sessions(self._prefix, user_id)],
-            [keys.session_prefix(self._prefix, user_id), keep or ""],
+            [keys.session_prefix(self._prefix, user_id), keep],
         )
-        return [_text(r) for r in removed]
 
 
 class AsyncSessionStore:
@@ -303,6 +384,13 @@ class AsyncSessionStore:
         """Delete every session of the user but ``keep``; returns the ids removed."""
         return await self._run(self.core.revoke_all(user_id, keep=keep))
 
+    async def revoke_everyone(self, *, batch: int = SCAN_BATCH) -> int:
+        """End every session of every user (incident response); returns how many ended.
+
+        One SCAN pass over the keyspace; see :meth:`SessionCore.revoke_everyone` for the cost.
+        """
+        return await self._run(self.core.revoke_everyone(batch=batch))
+
 
 class SyncSessionStore:
     """Session store for threaded code (WSGI, CLI, scripts), on ``redis``."""
@@ -338,3 +426,10 @@ class SyncSessionStore:
     def revoke_all(self, user_id: str, *, keep: str | None = None) -> builtins.list[str]:
         """Delete every session of the user but ``keep``; returns the ids removed."""
         return self._run(self.core.revoke_all(user_id, keep=keep))
+
+    def revoke_everyone(self, *, batch: int = SCAN_BATCH) -> int:
+        """End every session of every user (incident response); returns how many ended.
+
+        One SCAN pass over the keyspace; see :meth:`SessionCore.revoke_everyone` for the cost.
+        """
+        return self._run(self.core.revoke_everyone(batch=batch))
