@@ -1,10 +1,11 @@
 """Bastion: sessions, permissions and password safety for ASGI and WSGI apps."""
 
 from bastion.core import Bastion
-from bastion.errors import BastionError, ConfigError
+from bastion.errors import BastionError, ConfigError, PasswordRejected
 from bastion.identity import Identity
 from bastion.middleware.asgi import BastionMiddleware
 from bastion.middleware.wsgi import BastionWSGIMiddleware
+from bastion.passwords.checks import PasswordCheck, PasswordContext
 from bastion.policies.diagnostics import PolicyError
 from bastion.sessions import NewSession, SessionInfo
 from bastion.settings import JWTKey, Settings
@@ -19,6 +20,9 @@ __all__ = [
     "Identity",
     "JWTKey",
     "NewSession",
+    "PasswordCheck",
+    "PasswordContext",
+    "PasswordRejected",
     "PolicyError",
     "SessionInfo",
     "Settings",

@@ -21,7 +21,7 @@ from bastion.errors import (
     Unauthorized,
 )
 from bastion.identity import Identity
-from bastion.passwords import PasswordHasher, PasswordPolicy
+from bastion.passwords import PasswordContext, PasswordHasher, PasswordPolicy
 from bastion.ratelimit import RateLimitCore
 from bastion.redisio import Compute, Steps
 from bastion.security import SecurityValues
@@ -86,8 +86,11 @@ class AccountService:
         self.settings = bastion.settings
         self.hasher = PasswordHasher.from_settings(self.settings)
         self.limits = RateLimitCore(self.settings)
-        # Built now so a broken custom dictionary fails at start-up, not at the first sign-up.
-        PasswordPolicy.from_settings(self.settings)
+        self.password_checks = bastion.password_checks
+        # Built now so a broken custom dictionary fails at start-up, not at the first sign-up;
+        # with the dictionary on, because `bastion security set password_dictionary true` can
+        # switch it on while the app runs.
+        PasswordPolicy.from_settings(self.settings, dictionary=True)
 
     def mount(self) -> tuple[tuple[str, str, str], ...]:
         """The account routes, for an adapter mounting them (the route map then exempts them)."""
@@ -101,7 +104,14 @@ class AccountService:
             dictionary=values.password_dictionary,
             personal_data=values.password_personal_data,
             history=values.password_history,
+            checks=self.password_checks,
         )
+
+    @staticmethod
+    def _app_checks(policy: PasswordPolicy, password: str, context: PasswordContext) -> Steps[None]:
+        """The app's ``password_checks``, last and off the event loop (they may block)."""
+        if policy.checks:
+            yield Compute(policy.run_checks, (password, context))
 
     @staticmethod
     def _user_of(state: Any) -> tuple[Identity, str]:
@@ -129,6 +139,8 @@ class AccountService:
         policy = self._policy(values)
         user_id = self.bastion.user_store.new_id()
         policy.check(password, user_id=user_id, email=email, name=name, phone=phone)
+        context = PasswordContext(user_id=user_id, email=email, name=name, phone=phone)
+        yield from self._app_checks(policy, password, context)
         password_hash = yield Compute(self.hasher.hash, (password,))
         history = tuple(policy.remember(password_hash, ()))
         return (
@@ -180,6 +192,10 @@ class AccountService:
         policy.check(password, user_id=user.id, email=user.email, name=user.name, phone=user.phone)
         # The expensive rule last, and off the event loop: one argon2 verify per old password.
         yield Compute(policy.check_history, (password, user.password_history, self.hasher))
+        context = PasswordContext(
+            user_id=user.id, email=user.email, name=user.name, phone=user.phone
+        )
+        yield from self._app_checks(policy, password, context)
         new_hash = yield Compute(self.hasher.hash, (password,))
         history = tuple(policy.remember(new_hash, user.password_history))
         yield from self.bastion.user_store.set_password(user.id, new_hash, history)

@@ -7,7 +7,7 @@ the ASGI middleware runs them with the async runner, the WSGI middleware with th
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from starlette.authentication import AuthCredentials
@@ -31,6 +31,7 @@ from bastion.errors import (
     Unauthorized,
 )
 from bastion.identity import Identity
+from bastion.passwords.checks import PasswordCheck, validate_checks
 from bastion.policies import grants
 from bastion.policies.authorizer import Authorizer
 from bastion.policies.watch import PolicyWatcher, load_holder
@@ -176,7 +177,11 @@ def state_of(conn: Any) -> RequestState:
 
 
 class Bastion:
-    """Settings, stores, policy and the log-in helpers of one app."""
+    """Settings, stores, policy and the log-in helpers of one app.
+
+    ``password_checks`` are the app's own password rules (functions cannot live in TOML, so
+    they are given here); see :mod:`bastion.passwords.checks` for their protocol.
+    """
 
     def __init__(
         self,
@@ -185,8 +190,10 @@ class Bastion:
         redis: Any = None,
         sync_redis: Any = None,
         users: UserStore | None = None,
+        password_checks: Iterable[PasswordCheck] = (),
     ) -> None:
         self.settings = settings if settings is not None else Settings.load()
+        self.password_checks = validate_checks(password_checks)
         if redis is None or sync_redis is None:
             made_async, made_sync = make_clients(self.settings)
             redis = redis if redis is not None else made_async

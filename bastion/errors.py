@@ -158,10 +158,24 @@ class NotFound(BastionError):
     default_message = "The requested resource could not be found."
 
 
+class ServerError(BastionError):
+    """An unexpected failure (a bug, an app's hook that crashed): 500, details only in the log."""
+
+    status = 500
+    type = "general_server_error"
+    default_message = "Server error."
+
+
 class PasswordRejected(BastionError):
-    """A new password that a password rule refuses."""
+    """A new password that a password rule refuses; subclass it for a check of your own.
+
+    A subclass sets its own ``type`` (``password_breached``) and ``default_message``; the status
+    stays 400. Raised as is, it answers ``password_rejected``.
+    """
 
     status = 400
+    type = "password_rejected"
+    default_message = "This password cannot be used. Choose another one."
 
 
 class PasswordTooShort(PasswordRejected):
@@ -194,6 +208,19 @@ class PasswordPersonalData(PasswordRejected):
     type = "password_personal_data"
     default_message = (
         "The password must not contain your name, email address, phone number or user id."
+    )
+
+
+class PasswordContextWord(PasswordRejected):
+    """A password that contains one of ``password_context_words`` (the site's or product's name).
+
+    Its own type rather than ``password_personal_data``: the words are the deployment's, not the
+    user's, so that message would mislead, and the rule has its own switch (an empty list).
+    """
+
+    type = "password_context_word"
+    default_message = (
+        "The password must not contain the name of this site, product or organisation."
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args, get_type_hints
 
 from bastion.errors import ConfigError
 from bastion.identity import is_role
+from bastion.passwords.policy import CONTEXT_WORD_MAX_LENGTH, CONTEXT_WORDS_MAX, context_tokens
 from bastion.policies.routes import ResourceSpec, RouteSpec
 
 SameSite = Literal["lax", "strict", "none"]
@@ -142,9 +143,14 @@ class Settings:
     password_dictionary: bool = True
     """Refuse the 10,000 most common passwords (compared after NFKC and casefolding)."""
     password_dictionary_path: str | None = None
-    """A dictionary file of your own, one password a line; None uses the shipped list."""
+    """A dictionary file of your own, one password a line, added to the shipped list."""
+    password_dictionary_replace: bool = False
+    """Use ``password_dictionary_path`` instead of the shipped list rather than beside it."""
     password_personal_data: bool = True
     """Refuse passwords that contain the user's id, email, name or phone."""
+    password_context_words: tuple[str, ...] = ()
+    """Names of the product, organisation and site (``["bastion", "acme"]``) no password may
+    contain, compared like personal data."""
     password_history: int = 0
     """How many previous passwords a user may not reuse (0 turns history off)."""
     password_hash_memory_kib: int = 19_456
@@ -232,6 +238,15 @@ class Settings:
         _in_range("password_min_length", self.password_min_length, 8, 256)
         _in_range("password_max_length", self.password_max_length, self.password_min_length, 1024)
         _in_range("password_history", self.password_history, 0, 20)
+        if self.password_dictionary_replace and self.password_dictionary_path is None:
+            raise ConfigError(
+                "password_dictionary_replace",
+                self.password_dictionary_replace,
+                "false unless password_dictionary_path names a file to replace the shipped list",
+            )
+        object.__setattr__(
+            self, "password_context_words", _context_words(self.password_context_words)
+        )
         _in_range("password_hash_memory_kib", self.password_hash_memory_kib, 19_456, 4_194_304)
         _in_range("password_hash_time_cost", self.password_hash_time_cost, 1, 20)
         _in_range("password_hash_parallelism", self.password_hash_parallelism, 1, 16)
@@ -303,6 +318,31 @@ class Settings:
 def _in_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise ConfigError(name, value, f"{low}..{high}")
+
+
+def _context_words(words: object) -> tuple[str, ...]:
+    """``password_context_words`` checked: a list of names, each one the rule can use."""
+    name = "password_context_words"
+    if isinstance(words, str) or not isinstance(words, (list, tuple)):
+        raise ConfigError(name, words, "a list of strings (comma-separated in the environment)")
+    if len(words) > CONTEXT_WORDS_MAX:
+        raise ConfigError(name, f"<{len(words)} words>", f"at most {CONTEXT_WORDS_MAX} words")
+    checked = []
+    for word in words:
+        if not isinstance(word, str):
+            raise ConfigError(name, word, "a list of strings")
+        word = word.strip()
+        # The rule folds each word and ignores tokens shorter than 3 (4 if all digits), as for
+        # personal data; a configured word it would ignore is a mistake, so it is refused here.
+        if len(word) > CONTEXT_WORD_MAX_LENGTH or not context_tokens([word]):
+            raise ConfigError(
+                name,
+                word,
+                f"words of 3..{CONTEXT_WORD_MAX_LENGTH} characters (4.. if only digits): shorter"
+                " ones would refuse too many passwords",
+            )
+        checked.append(word)
+    return tuple(checked)
 
 
 def _hints() -> dict[str, Any]:
@@ -394,7 +434,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     values = {k: v for k, v in section.items() if not isinstance(v, dict)}
     # File names in the file are relative to the file, wherever the app is started from.
     base = path.parent
-    for name in ("policy_model",):
+    for name in ("policy_model", "password_dictionary_path"):
         if isinstance(values.get(name), str):
             values[name] = str(base / values[name])
     if isinstance(values.get("policy_files"), list):

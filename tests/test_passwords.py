@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from bastion import ConfigError, Settings
 from bastion.errors import (
+    PasswordContextWord,
     PasswordInDictionary,
     PasswordPersonalData,
     PasswordRecentlyUsed,
@@ -26,6 +27,7 @@ from bastion.passwords import (
     PasswordHasher,
     PasswordPolicy,
     character_count,
+    context_tokens,
     personal_tokens,
 )
 
@@ -321,6 +323,56 @@ def test_personal_data_message() -> None:
     assert info.value.status == 400
     assert info.value.type == "password_personal_data"
     assert "name, email address, phone number or user id" in info.value.message
+
+
+# --- context words -------------------------------------------------------------------------
+
+
+def acme() -> Settings:
+    return Settings(password_context_words=["Bastion", "ACME Corp", "acme"])
+
+
+@pytest.mark.parametrize(
+    ("password", "expected"),
+    [
+        ("my-bastion-pass-9", PasswordContextWord),
+        ("BASTION-is-great-9", PasswordContextWord),  # casefolded
+        ("\uff22\uff41\uff53\uff54\uff49\uff4f\uff4e-rules-7", PasswordContextWord),  # full width
+        ("rocket-acme-launch", PasswordContextWord),
+        ("i-work-at-acme corp", PasswordContextWord),  # the whole name counts too
+        ("Sebastiano-7-hills", None),  # "bastion" is not in it: a substring rule, not fuzzy
+        ("acne-cream-for-you", None),
+        ("correct horse battery staple", None),
+        # In addition to the other rules, not instead of them:
+        ("password1", PasswordInDictionary),
+        ("JohnSmith!2024", PasswordPersonalData),
+    ],
+)
+def test_context_words_are_refused_like_personal_data(password: str, expected: Outcome) -> None:
+    assert outcome(PasswordPolicy.from_settings(acme()), password, **JOHN) is expected
+
+
+def test_context_word_error() -> None:
+    with pytest.raises(PasswordContextWord) as info:
+        PasswordPolicy.from_settings(acme()).check("love-acme-forever")
+    assert (info.value.status, info.value.type) == (400, "password_context_word")
+    assert "name of this site, product or organisation" in info.value.message
+    assert "acme" not in info.value.message.lower()  # nothing of the password is echoed
+
+
+def test_context_words_do_not_follow_the_personal_data_switch() -> None:
+    # They are the deployment's words, not the user's: the list itself is their switch.
+    policy = PasswordPolicy.from_settings(acme(), personal_data=False)
+    assert outcome(policy, "JohnSmith!2024", **JOHN) is None
+    assert outcome(policy, "JohnSmith!acme", **JOHN) is PasswordContextWord
+    assert outcome(PasswordPolicy.from_settings(Settings()), "my-bastion-pass-9") is None
+
+
+def test_context_tokens_are_folded_like_personal_data() -> None:
+    words = ["Acme", " \uff22\uff21\uff33\uff34\uff29\uff2f\uff2e ", "Straße", "it", "123", "2024"]
+    # Shorter than 3 (4 if all digits) is dropped, the same minimum as personal data.
+    assert context_tokens(words) == {"acme", "bastion", "strasse", "2024"}
+    assert PasswordPolicy(context_words=words).context_words == context_tokens(words)
 
 
 # --- history -------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bastion import ConfigError, Settings
+from bastion import Bastion, ConfigError, Settings
 from bastion.errors import PasswordInDictionary, PasswordTooShort
-from bastion.passwords import PasswordPolicy, fold, is_common, load_dictionary
+from bastion.passwords import PasswordPolicy, dictionary_words, fold, is_common, load_dictionary
 
 
 def shipped_lines() -> list[str]:
@@ -92,7 +92,8 @@ def test_custom_file_lines_are_folded_like_the_shipped_list(tmp_path: Path) -> N
     assert is_common("hunter22", path)
     assert is_common("TR0UB4DOR&3", Path(path))
     assert is_common("FIREFLY-9", path)
-    assert not is_common("password", path)  # a custom file replaces the shipped list
+    assert is_common("password", path)  # a custom file extends the shipped list
+    assert not is_common("password", path, replace=True)  # unless it replaces it
 
 
 def test_custom_file_is_cached_per_path(tmp_path: Path) -> None:
@@ -141,4 +142,56 @@ def test_policy_uses_the_custom_file_from_settings(tmp_path: Path) -> None:
     policy = PasswordPolicy.from_settings(Settings(password_dictionary_path=path))
     with pytest.raises(PasswordInDictionary):
         policy.check("Bastion-Rocks")
-    policy.check("password1")  # only in the shipped list
+    with pytest.raises(PasswordInDictionary):
+        policy.check("password1")  # only in the shipped list, which the file extends
+
+
+def test_custom_file_extends_the_shipped_list_unless_replace(tmp_path: Path) -> None:
+    path = write(tmp_path / "words.txt", "acme-winter-2026\n")
+    extended = PasswordPolicy.from_settings(Settings(password_dictionary_path=path))
+    replaced = PasswordPolicy.from_settings(
+        Settings(password_dictionary_path=path, password_dictionary_replace=True)
+    )
+    for policy in (extended, replaced):
+        with pytest.raises(PasswordInDictionary):
+            policy.check("ACME-Winter-2026")
+    with pytest.raises(PasswordInDictionary):
+        extended.check("iloveyou")
+    replaced.check("iloveyou")
+    assert dictionary_words(path) == load_dictionary() | {"acme-winter-2026"}
+    assert dictionary_words(path, replace=True) == {"acme-winter-2026"}
+    assert dictionary_words(path) is dictionary_words(path)  # merged once, then cached
+
+
+def test_replace_needs_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings(password_dictionary_replace=True)
+    assert info.value.name == "password_dictionary_replace"
+    assert "password_dictionary_path" in str(info.value)
+    with pytest.raises(ConfigError) as direct:
+        PasswordPolicy(dictionary_replace=True)
+    assert direct.value.name == "password_dictionary_replace"
+
+
+def test_dictionary_settings_from_toml_and_env(tmp_path: Path) -> None:
+    # A file named in the TOML file is relative to it, like the policy files.
+    (tmp_path / "conf").mkdir()
+    words = write(tmp_path / "conf" / "words.txt", "acme-winter-2026\n")
+    config = tmp_path / "conf" / "bastion.toml"
+    config.write_text(
+        'password_dictionary_path = "words.txt"\npassword_dictionary_replace = true\n'
+    )
+    loaded = Settings.load(config, env={})
+    assert (loaded.password_dictionary_path, loaded.password_dictionary_replace) == (words, True)
+    env = {"BASTION_PASSWORD_DICTIONARY_PATH": words, "BASTION_PASSWORD_DICTIONARY_REPLACE": "no"}
+    assert Settings.load(env=env).password_dictionary_replace is False
+
+
+def test_unusable_custom_file_stops_bastion_even_with_the_dictionary_off(tmp_path: Path) -> None:
+    # `bastion security set password_dictionary true` can switch the rule on while the app
+    # runs; the first sign-up after that must not be where the file is found to be bad.
+    for path in bad_files(tmp_path).values():
+        settings = Settings(password_dictionary=False, password_dictionary_path=path)
+        with pytest.raises(ConfigError) as info:
+            Bastion(settings)
+        assert info.value.name == "password_dictionary_path"

@@ -51,6 +51,17 @@ def test_defaults_are_the_secure_ones() -> None:
         ({"redis_timeout": 0}, "redis_timeout", "0.05..60"),
         ({"key_prefix": "bad prefix"}, "key_prefix", "1-32"),
         ({"sesion_limit": 5}, "sesion_limit", "known setting"),
+        ({"password_context_words": [1]}, "password_context_words", "a list of strings"),
+        ({"password_context_words": ["ab"]}, "password_context_words", "3..64 characters"),
+        ({"password_context_words": ["  it "]}, "password_context_words", "3..64 characters"),
+        ({"password_context_words": ["123"]}, "password_context_words", "4.. if only digits"),
+        ({"password_context_words": ["x" * 65]}, "password_context_words", "3..64 characters"),
+        (
+            {"password_context_words": [f"word{n}" for n in range(101)]},
+            "password_context_words",
+            "at most 100 words",
+        ),
+        ({"password_dictionary_replace": "maybe"}, "password_dictionary_replace", "true or false"),
     ],
 )
 def test_bad_values_name_the_setting_and_range(
@@ -83,6 +94,22 @@ def test_env_overrides_toml_and_code_overrides_env(tmp_path: Path) -> None:
     assert s.session_length == 7200
     assert Settings.load(env={"BASTION_CONFIG": str(config)}).session_limit == 5
     assert Settings.load(env={"BASTION_SESSION_IDLE_TIMEOUT": ""}).session_idle_timeout is None
+
+
+def test_password_context_words_from_code_toml_and_env(tmp_path: Path) -> None:
+    assert Settings().password_context_words == ()
+    code = Settings(password_context_words=["bastion", " Acme Corp "])
+    assert code.password_context_words == ("bastion", "Acme Corp")
+    config = tmp_path / "bastion.toml"
+    config.write_text('password_context_words = ["bastion", "acme"]\n')
+    assert Settings.load(config, env={}).password_context_words == ("bastion", "acme")
+    env = {"BASTION_PASSWORD_CONTEXT_WORDS": "bastion, acme ,acme corp"}
+    from_env = Settings.load(config, env=env)
+    assert from_env.password_context_words == ("bastion", "acme", "acme corp")
+    assert Settings.load(env={"BASTION_PASSWORD_CONTEXT_WORDS": ""}).password_context_words == ()
+    # A plain string given in code is not a list of words (it would be one word per letter).
+    with pytest.raises(ConfigError, match="a list of strings"):
+        Settings(password_context_words="acme")  # type: ignore[arg-type]
 
 
 def test_bastion_table_in_toml(tmp_path: Path) -> None:

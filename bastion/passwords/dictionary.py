@@ -1,4 +1,8 @@
-"""The common-password dictionary: a frozenset of folded passwords, loaded once per file."""
+"""The common-password dictionary: a frozenset of folded passwords, loaded once per file.
+
+A custom file (``password_dictionary_path``) extends the shipped list; with
+``password_dictionary_replace`` it is the whole dictionary instead.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +55,28 @@ def _load(path: str | None) -> frozenset[str]:
     return entries
 
 
-def is_common(password: str, path: str | os.PathLike[str] | None = None) -> bool:
-    """Whether ``password`` is in the dictionary at ``path`` (None: the shipped list)."""
-    words = load_dictionary(None if path is None else os.fspath(path))
+def dictionary_words(path: str | None = None, *, replace: bool = False) -> frozenset[str]:
+    """The dictionary in force: the shipped list plus ``path``, or ``path`` alone if ``replace``."""
+    if replace and path is None:
+        raise ConfigError(
+            "password_dictionary_replace", True, "false unless password_dictionary_path is set"
+        )
+    return _combined(path, replace)
+
+
+@functools.cache
+def _combined(path: str | None, replace: bool) -> frozenset[str]:
+    # A custom list is usually a few words of the deployment's own (its old default password,
+    # local sports teams); replacing the 10,000 most common passwords with it would weaken the
+    # rule, so extending is the default and replacing is asked for by name.
+    if path is None or replace:
+        return load_dictionary(path)
+    return load_dictionary(None) | load_dictionary(path)
+
+
+def is_common(
+    password: str, path: str | os.PathLike[str] | None = None, *, replace: bool = False
+) -> bool:
+    """Whether ``password`` is common: in the shipped list, extended or replaced by ``path``."""
+    words = dictionary_words(None if path is None else os.fspath(path), replace=replace)
     return fold(password).strip() in words

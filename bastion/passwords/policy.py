@@ -1,32 +1,42 @@
-"""Password rules: length, the common-password dictionary, personal data and history.
+"""Password rules: length, the common-password dictionary, personal data, context words,
+history, and the app's own checks.
 
 ``check`` runs the cheap rules and is safe on the event loop: it looks at the length before
 anything reads the content, so an oversized password costs one ``len()``.  ``check_history``
-does one argon2 verify per remembered hash, so run it in a worker thread and after ``check``.
+does one argon2 verify per remembered hash, so run it in a worker thread and after ``check``;
+``run_checks`` (the app's ``password_checks``) may block on the network, so run it in a worker
+thread too, last.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from bastion.errors import (
     ConfigError,
+    PasswordContextWord,
     PasswordInDictionary,
     PasswordPersonalData,
     PasswordRecentlyUsed,
     PasswordTooLong,
     PasswordTooShort,
 )
-from bastion.passwords.dictionary import fold, load_dictionary
+from bastion.passwords.checks import PasswordCheck, PasswordContext, run_checks, validate_checks
+from bastion.passwords.dictionary import dictionary_words, fold
 
 if TYPE_CHECKING:
     from bastion.settings import Settings
 
 MIN_LENGTH_FLOOR = 8
 """No policy accepts passwords shorter than this (OWASP ASVS 5.0 V6.2.1)."""
+
+CONTEXT_WORDS_MAX = 100
+"""Most ``password_context_words`` a deployment may list (names, not a second dictionary)."""
+CONTEXT_WORD_MAX_LENGTH = 64
+"""Longest context word, in characters: a product or organisation name, not a sentence."""
 
 _MIN_TOKEN = 3  # Keycloak's MIN_NAME_LENGTH: "Ed" or "Li" would block half of all passwords.
 _MIN_DIGIT_TOKEN = 4  # "007" or "42" in an id or name part is too common to forbid.
@@ -94,6 +104,13 @@ def personal_tokens(
     return frozenset(t for t in text if _keep(t)), frozenset(d for d in digits if _keep(d))
 
 
+def context_tokens(words: Iterable[str]) -> frozenset[str]:
+    """The folded context words a password must not contain (too short ones dropped)."""
+    # The same folding and the same minimum as personal data: "ACME" and its full-width form
+    # count, and a word like "it" cannot refuse half of all passwords.
+    return frozenset(token for word in words if _keep(token := fold(word).strip()))
+
+
 class PasswordPolicy:
     """The password rules of one deployment; each rule is a setting and can be switched off.
 
@@ -109,8 +126,11 @@ class PasswordPolicy:
         max_length: int = 256,
         dictionary: bool = True,
         dictionary_path: str | None = None,
+        dictionary_replace: bool = False,
         personal_data: bool = True,
+        context_words: Iterable[str] = (),
         history: int = 0,
+        checks: Iterable[PasswordCheck] = (),
     ) -> None:
         if min_length < MIN_LENGTH_FLOOR:
             raise ConfigError("password_min_length", min_length, f"at least {MIN_LENGTH_FLOOR}")
@@ -122,12 +142,19 @@ class PasswordPolicy:
         self.max_length = max_length
         self.dictionary = dictionary
         self.dictionary_path = dictionary_path
+        self.dictionary_replace = dictionary_replace
         self.personal_data = personal_data
+        self.context_words = context_tokens(context_words)
         self.history = history
+        self.checks = validate_checks(checks)
+        if dictionary_replace and dictionary_path is None:
+            raise ConfigError(
+                "password_dictionary_replace", True, "false unless password_dictionary_path is set"
+            )
         if dictionary and dictionary_path is not None:
             # A missing or unreadable custom file fails at start-up, not at the first sign-up;
             # the shipped list cannot be missing and stays lazy.
-            load_dictionary(dictionary_path)
+            dictionary_words(dictionary_path, replace=dictionary_replace)
 
     @classmethod
     def from_settings(
@@ -137,6 +164,7 @@ class PasswordPolicy:
         dictionary: bool | None = None,
         personal_data: bool | None = None,
         history: int | None = None,
+        checks: Iterable[PasswordCheck] = (),
     ) -> PasswordPolicy:
         """The policy the ``password_*`` settings describe, with run-time values over them."""
         return cls(
@@ -144,10 +172,13 @@ class PasswordPolicy:
             max_length=settings.password_max_length,
             dictionary=settings.password_dictionary if dictionary is None else dictionary,
             dictionary_path=settings.password_dictionary_path,
+            dictionary_replace=settings.password_dictionary_replace,
             personal_data=settings.password_personal_data
             if personal_data is None
             else personal_data,
+            context_words=settings.password_context_words,
             history=settings.password_history if history is None else history,
+            checks=checks,
         )
 
     def check(
@@ -159,7 +190,7 @@ class PasswordPolicy:
         name: str | None = None,
         phone: str | None = None,
     ) -> None:
-        """Raise the first failing cheap rule's error: too long, too short, common, personal."""
+        """Raise the first failing cheap rule's error: length, common, personal, context word."""
         # len() is O(1) on a str: nothing below runs for an oversized password.
         if len(password) > self.max_length:
             raise PasswordTooLong(
@@ -170,12 +201,16 @@ class PasswordPolicy:
                 f"The password must be at least {self.min_length} characters long."
             )
         folded = fold(password)
-        if self.dictionary and folded.strip() in load_dictionary(self.dictionary_path):
+        if self.dictionary and folded.strip() in dictionary_words(
+            self.dictionary_path, replace=self.dictionary_replace
+        ):
             raise PasswordInDictionary()
         if self.personal_data and _contains_personal_data(
             folded, user_id=user_id, email=email, name=name, phone=phone
         ):
             raise PasswordPersonalData()
+        if any(word in folded for word in self.context_words):
+            raise PasswordContextWord()
 
     def check_history(self, password: str, history: Sequence[str], hasher: HashVerifier) -> None:
         """Raise ``PasswordRecentlyUsed`` if ``password`` matches one of the last N hashes."""
@@ -191,6 +226,17 @@ class PasswordPolicy:
         for stored_hash in history[-self.history :]:
             if hasher.verify(stored_hash, password):
                 raise PasswordRecentlyUsed()
+
+    def run_checks(self, password: str, context: PasswordContext) -> None:
+        """Run the app's ``password_checks`` (may block: a worker thread, after the other rules)."""
+        if not self.checks:
+            return
+        # The same O(1) guard as check_history: never send an oversized string to a service.
+        if len(password) > self.max_length:
+            raise PasswordTooLong(
+                f"The password must be at most {self.max_length} characters long."
+            )
+        run_checks(self.checks, password, context)
 
     def remember(self, new_hash: str, history: Sequence[str]) -> list[str]:
         """The history to store after setting a password with hash ``new_hash`` (newest last)."""
