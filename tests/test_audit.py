@@ -645,7 +645,11 @@ def test_app_routes_unaffected_by_audit(real_redis: str, trail: Trail) -> None:
             trail.take()
             for _ in range(3):
                 assert (await http.get("/me")).status_code == 200
-            assert (await http.get("/me", headers={"Cookie": f"{COOKIE}=bad"})).status_code
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(demo_app(bastion)), base_url="https://t"
+        ) as stranger:
+            forged = await stranger.get("/me", headers={"Cookie": f"{COOKIE}=bad"})
+            assert forged.status_code == 401  # a refused credential is not an account action
 
     asyncio.run(flow())
     assert trail.take() == []
