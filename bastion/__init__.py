@@ -1,5 +1,6 @@
 """Bastion: sessions, permissions and password safety for ASGI and WSGI apps."""
 
+from bastion.audit import AuditEvent
 from bastion.core import Bastion
 from bastion.errors import BastionError, ConfigError, PasswordRejected
 from bastion.identity import Identity
@@ -12,6 +13,7 @@ from bastion.settings import JWTKey, Settings
 from bastion.users import User, UserStore
 
 __all__ = [
+    "AuditEvent",
     "Bastion",
     "BastionError",
     "BastionMiddleware",

@@ -4,6 +4,10 @@ Framework-neutral and written once as sans-IO steps: the Starlette and FastAPI r
 with the async runner (password hashing off the event loop), the Flask blueprint with the sync
 one. :meth:`AccountService.handle` is the whole HTTP contract (DESIGN.md section 4); the
 adapters only move bytes in and out.
+
+Every account action is recorded as an audit event (:mod:`bastion.audit`) where its outcome is
+known: a failure by the innermost step that knows whose account it was, else by ``handle`` for
+the route; log-in, log-out and JWT successes by the ``Bastion`` steps the app may call itself.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bastion.audit import DetailValue
 from bastion.errors import (
     BadRequest,
     BastionError,
     InvalidCredentials,
     MissingScope,
     NotFound,
+    RateLimited,
     Unauthorized,
 )
 from bastion.identity import Identity
@@ -26,6 +32,7 @@ from bastion.ratelimit import RateLimitCore
 from bastion.redisio import Compute, Steps
 from bastion.security import SecurityValues
 from bastion.sessions import NewSession
+from bastion.sessions.token import is_session_id
 from bastion.users import User, normalize_email, validate_profile
 
 if TYPE_CHECKING:
@@ -54,6 +61,17 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("PATCH", "/password", "change_password"),
 )
 """The account routes under their prefix (``/account``): method, path, handler name."""
+
+# The audit event of each route that acts. The two reads are left out: a guest's 401 on
+# GET /account is what every page load of a signed-out visitor does, not an attack to record.
+_ROUTE_EVENTS = {
+    "sign_up": "sign_up",
+    "log_in": "log_in",
+    "delete_sessions": "session_revoke",
+    "delete_session": "session_revoke",  # or log_out, for the caller's own session
+    "create_jwt": "jwt_create",
+    "change_password": "password_change",
+}
 
 
 def _fields(body: bytes, *required: str, optional: tuple[str, ...] = ()) -> dict[str, str]:
@@ -123,8 +141,24 @@ class AccountService:
             raise Unauthorized()
         return identity, identity.user_id
 
-    def _limit(self, endpoint: str, email: str | None, ip: str) -> Steps[None]:
-        decision = yield from self.limits.hit(endpoint, email=email, ip=ip)
+    def _limit(
+        self, state: Any, endpoint: str, email: str | None, user_id: str | None = None
+    ) -> Steps[None]:
+        decision = yield from self.limits.hit(endpoint, email=email, ip=state.client_ip)
+        if not decision.allowed:
+            # Its own event, beside the route's failure: one query finds every refusal.
+            self.bastion.audit.record(
+                "rate_limited",
+                state,
+                outcome="failure",
+                reason=RateLimited.type,
+                user_id=user_id,
+                details={
+                    "endpoint": endpoint,
+                    "limit": decision.limit,
+                    "retry_after": int(decision.headers()["Retry-After"]),
+                },
+            )
         decision.raise_if_denied()
 
     # -- operations -------------------------------------------------------------------------
@@ -133,42 +167,54 @@ class AccountService:
         self, state: Any, email: str, password: str, name: str = "", phone: str = ""
     ) -> Steps[User]:
         """Create an account (it does not log in)."""
-        email, name, phone = validate_profile(email, name, phone)
-        yield from self._limit("signup", email, state.client_ip)
-        values = yield from self.bastion.security.current()
-        policy = self._policy(values)
-        user_id = self.bastion.user_store.new_id()
-        policy.check(password, user_id=user_id, email=email, name=name, phone=phone)
-        context = PasswordContext(user_id=user_id, email=email, name=name, phone=phone)
-        yield from self._app_checks(policy, password, context)
-        password_hash = yield Compute(self.hasher.hash, (password,))
-        history = tuple(policy.remember(password_hash, ()))
-        return (
-            yield from self.bastion.user_store.create(
+        try:
+            email, name, phone = validate_profile(email, name, phone)
+            yield from self._limit(state, "signup", email)
+            values = yield from self.bastion.security.current()
+            policy = self._policy(values)
+            user_id = self.bastion.user_store.new_id()
+            policy.check(password, user_id=user_id, email=email, name=name, phone=phone)
+            context = PasswordContext(user_id=user_id, email=email, name=name, phone=phone)
+            yield from self._app_checks(policy, password, context)
+            password_hash = yield Compute(self.hasher.hash, (password,))
+            history = tuple(policy.remember(password_hash, ()))
+            user = yield from self.bastion.user_store.create(
                 email, password_hash, name=name, phone=phone, history=history, user_id=user_id
             )
-        )
+        except BastionError as exc:
+            # No user id: the account does not exist (and an existing one is not named).
+            self.bastion.audit.failed("sign_up", state, exc)
+            raise
+        self.bastion.audit.record("sign_up", state, user_id=user.id)
+        return user
 
     def log_in(self, state: Any, email: str, password: str) -> Steps[tuple[User, NewSession]]:
         """Check the password and start a session (new id every time; the cap applies)."""
         email = normalize_email(email)
-        yield from self._limit("login", email, state.client_ip)
-        if len(password) > self.settings.password_max_length:
-            raise InvalidCredentials()  # never hash what no account can have
-        user = yield from self.bastion.user_store.by_email(email)
-        if user is None or not user.password_hash:
-            # The same argon2 work as a real check, so timing does not tell which emails exist.
-            yield Compute(self.hasher.dummy_verify, (password,))
-            raise InvalidCredentials()
-        if not (yield Compute(self.hasher.verify, (user.password_hash, password))):
-            raise InvalidCredentials()
-        if self.hasher.needs_rehash(user.password_hash):
-            upgraded = yield Compute(self.hasher.hash, (password,))
-            yield from self.bastion.user_store.set_password(
-                user.id, upgraded, user.password_history
-            )
-        new = yield from self.bastion.login_steps(state, user.id)
-        return user, new
+        user: User | None = None
+        try:
+            yield from self._limit(state, "login", email)
+            if len(password) > self.settings.password_max_length:
+                raise InvalidCredentials()  # never hash what no account can have
+            user = yield from self.bastion.user_store.by_email(email)
+            if user is None or not user.password_hash:
+                # The same argon2 work as a real check, so timing does not tell which emails exist.
+                yield Compute(self.hasher.dummy_verify, (password,))
+                raise InvalidCredentials()
+            if not (yield Compute(self.hasher.verify, (user.password_hash, password))):
+                raise InvalidCredentials()
+            if self.hasher.needs_rehash(user.password_hash):
+                upgraded = yield Compute(self.hasher.hash, (password,))
+                yield from self.bastion.user_store.set_password(
+                    user.id, upgraded, user.password_history
+                )
+            # It records the success (with the new session and any it evicted).
+            new = yield from self.bastion.login_steps(state, user.id)
+            return user, new
+        except BastionError as exc:
+            # The user id when the email has an account (a wrong password), never the email.
+            self.bastion.audit.failed("log_in", state, exc, user_id=user.id if user else None)
+            raise
 
     def current_user(self, state: Any) -> Steps[User]:
         """The signed-in user's record."""
@@ -180,27 +226,72 @@ class AccountService:
 
     def change_password(self, state: Any, password: str, old_password: str) -> Steps[User]:
         """Change the password (the old one is required); other sessions end by default."""
-        identity, _ = self._user_of(state)
-        user = yield from self.current_user(state)
-        yield from self._limit("password", user.email, state.client_ip)
-        if len(old_password) > self.settings.password_max_length or not (
-            yield Compute(self.hasher.verify, (user.password_hash, old_password))
-        ):
-            raise InvalidCredentials("The current password is wrong.")
-        values = yield from self.bastion.security.current()
-        policy = self._policy(values)
-        policy.check(password, user_id=user.id, email=user.email, name=user.name, phone=user.phone)
-        # The expensive rule last, and off the event loop: one argon2 verify per old password.
-        yield Compute(policy.check_history, (password, user.password_history, self.hasher))
-        context = PasswordContext(
-            user_id=user.id, email=user.email, name=user.name, phone=user.phone
+        identity = state.identity
+        audit = self.bastion.audit
+        try:
+            self._user_of(state)
+            user = yield from self.current_user(state)
+            yield from self._limit(state, "password", user.email, user.id)
+            if len(old_password) > self.settings.password_max_length or not (
+                yield Compute(self.hasher.verify, (user.password_hash, old_password))
+            ):
+                raise InvalidCredentials("The current password is wrong.")
+            values = yield from self.bastion.security.current()
+            policy = self._policy(values)
+            policy.check(
+                password, user_id=user.id, email=user.email, name=user.name, phone=user.phone
+            )
+            # The expensive rule last, and off the event loop: one argon2 verify per old password.
+            yield Compute(policy.check_history, (password, user.password_history, self.hasher))
+            context = PasswordContext(
+                user_id=user.id, email=user.email, name=user.name, phone=user.phone
+            )
+            yield from self._app_checks(policy, password, context)
+            new_hash = yield Compute(self.hasher.hash, (password,))
+            history = tuple(policy.remember(new_hash, user.password_history))
+            yield from self.bastion.user_store.set_password(user.id, new_hash, history)
+        except BastionError as exc:
+            audit.failed(
+                "password_change",
+                state,
+                exc,
+                user_id=identity.user_id,
+                session_id=identity.session_id,
+            )
+            raise
+        revoke = self.settings.revoke_sessions_on_password_change
+        # Recorded as soon as it is true: if ending the other sessions fails next, the log must
+        # still say the password changed (that failure is a session_revoke failure).
+        audit.record(
+            "password_change",
+            state,
+            user_id=user.id,
+            session_id=identity.session_id,
+            details={"revoke_other_sessions": revoke},
         )
-        yield from self._app_checks(policy, password, context)
-        new_hash = yield Compute(self.hasher.hash, (password,))
-        history = tuple(policy.remember(new_hash, user.password_history))
-        yield from self.bastion.user_store.set_password(user.id, new_hash, history)
-        if self.settings.revoke_sessions_on_password_change:
-            yield from self.bastion.sessions.core.revoke_all(user.id, keep=identity.session_id)
+        if revoke:
+            scope: dict[str, DetailValue] = {"scope": "others", "cause": "password_change"}
+            try:
+                removed = yield from self.bastion.sessions.core.revoke_all(
+                    user.id, keep=identity.session_id
+                )
+            except BastionError as exc:
+                audit.failed(
+                    "session_revoke",
+                    state,
+                    exc,
+                    user_id=user.id,
+                    session_id=identity.session_id,
+                    details=scope,
+                )
+                raise
+            audit.record(
+                "session_revoke",
+                state,
+                user_id=user.id,
+                session_id=identity.session_id,
+                details={**scope, "count": len(removed), "session_ids": tuple(removed)},
+            )
         return user
 
     # -- the HTTP contract ------------------------------------------------------------------
@@ -209,17 +300,47 @@ class AccountService:
         self, name: str, state: Any, body: bytes, params: dict[str, str] | None = None
     ) -> Steps[Reply]:
         """Run one account route; every outcome, errors included, is a :class:`Reply`."""
+        params = params or {}
         try:
-            result: Reply | Steps[Reply] = getattr(self, "_http_" + name)(state, body, params or {})
+            result: Reply | Steps[Reply] = getattr(self, "_http_" + name)(state, body, params)
             if isinstance(result, Reply):
                 return result
             reply: Reply = yield from result
             return reply
         except BastionError as exc:
-            return Reply(exc.status, exc.to_dict(), dict(exc.headers))
+            error: BastionError = exc
         except ValueError as exc:  # bad input found deep in a store (an id, a label)
             error = BadRequest(str(exc))
-            return Reply(error.status, error.to_dict())
+        self._audit_failure(name, state, params, error)
+        return Reply(error.status, error.to_dict(), dict(error.headers))
+
+    def _audit_failure(
+        self, name: str, state: Any, params: dict[str, str], error: BastionError
+    ) -> None:
+        """Record a route's failure (unless a step did already) under the caller's ids."""
+        event = _ROUTE_EVENTS.get(name)
+        if event is None:
+            return
+        identity: Identity = state.identity
+        details: dict[str, DetailValue] = {}
+        if name == "delete_sessions":
+            details["scope"] = "all"
+        elif name == "delete_session":
+            target = params.get("session_id", "")
+            if target in ("current", identity.session_id):
+                event = "log_out"
+            else:
+                details["scope"] = "one"
+                if is_session_id(target):  # else a string of the client's: not logged
+                    details["session_ids"] = (target,)
+        self.bastion.audit.failed(
+            event,
+            state,
+            error,
+            user_id=identity.user_id,
+            session_id=identity.session_id,
+            details=details,
+        )
 
     def _http_sign_up(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
         data = _fields(body, "email", "password", optional=("name", "phone"))
@@ -246,8 +367,17 @@ class AccountService:
     def _http_delete_sessions(
         self, state: Any, body: bytes, params: dict[str, str]
     ) -> Steps[Reply]:
-        _, user_id = self._user_of(state)
-        yield from self.bastion.sessions.core.revoke_all(user_id)
+        identity, user_id = self._user_of(state)
+        removed = yield from self.bastion.sessions.core.revoke_all(user_id)
+        self.bastion.audit.record(
+            "session_revoke",
+            state,
+            user_id=user_id,
+            session_id=identity.session_id,
+            details={"scope": "all", "count": len(removed), "session_ids": tuple(removed)},
+        )
+        # The caller's session went with the rest, so this only clears the cookie and records
+        # no log_out of its own.
         yield from self.bastion.logout_steps(state)
         return Reply(204)
 
@@ -259,6 +389,13 @@ class AccountService:
             return Reply(204)
         if not (yield from self.bastion.sessions.core.revoke(user_id, session_id)):
             raise NotFound("No such session.")
+        self.bastion.audit.record(
+            "session_revoke",
+            state,
+            user_id=user_id,
+            session_id=identity.session_id,
+            details={"scope": "one", "count": 1, "session_ids": (session_id,)},
+        )
         return Reply(204)
 
     def _http_create_jwt(self, state: Any, body: bytes, params: dict[str, str]) -> Reply:

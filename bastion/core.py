@@ -13,6 +13,7 @@ from typing import Any
 from starlette.authentication import AuthCredentials
 
 from bastion import ratelimit
+from bastion.audit import AuditHook, AuditLog
 from bastion.clientip import client_ip, parse_networks
 from bastion.cookies import clear_cookie, session_cookie
 from bastion.credentials import Credentials, read_credentials
@@ -191,9 +192,12 @@ class Bastion:
         sync_redis: Any = None,
         users: UserStore | None = None,
         password_checks: Iterable[PasswordCheck] = (),
+        audit_hook: AuditHook | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.load()
         self.password_checks = validate_checks(password_checks)
+        # Account actions are recorded on the bastion.audit logger, and given to audit_hook.
+        self.audit = AuditLog(audit_hook)
         if redis is None or sync_redis is None:
             made_async, made_sync = make_clients(self.settings)
             redis = redis if redis is not None else made_async
@@ -352,13 +356,34 @@ class Bastion:
 
     def login_steps(self, state: RequestState, user_id: str) -> Steps[NewSession]:
         """Start a session for ``user_id`` on this request (see :meth:`login`)."""
-        current = state.identity
-        if current.kind == "session" and current.user_id and current.session_id:
-            yield from self.sessions.core.revoke(current.user_id, current.session_id)
-        limits = yield from self.security.current()
-        new = yield from self.sessions.core.create(
-            user_id, ip=state.client_ip, user_agent=state.user_agent, limit=limits.session_limit
+        current, replaced = state.identity, False
+        try:
+            if current.kind == "session" and current.user_id and current.session_id:
+                replaced = yield from self.sessions.core.revoke(current.user_id, current.session_id)
+            limits = yield from self.security.current()
+            new = yield from self.sessions.core.create(
+                user_id,
+                ip=state.client_ip,
+                user_agent=state.user_agent,
+                limit=limits.session_limit,
+            )
+        except BastionError as exc:
+            self.audit.failed("log_in", state, exc, user_id=user_id)
+            raise
+        details: dict[str, str] = {}
+        if replaced and current.session_id:
+            details["replaced_session_id"] = current.session_id
+        self.audit.record(
+            "log_in", state, user_id=user_id, session_id=new.session.id, details=details
         )
+        if new.evicted:
+            self.audit.record(
+                "session_evicted",
+                state,
+                user_id=user_id,
+                session_id=new.session.id,
+                details={"session_ids": new.evicted, "count": len(new.evicted)},
+            )
         state.set_identity(Identity.for_session(new.session.user_id, new.session.id))
         state.response_headers = [
             (b"set-cookie", session_cookie(self.settings, new.token).encode()),
@@ -375,9 +400,23 @@ class Bastion:
         """End the request's session and clear its cookie (see :meth:`logout`)."""
         identity, revoked = state.identity, False
         if identity.kind in ("session", "jwt") and identity.user_id and identity.session_id:
-            revoked = yield from self.sessions.core.revoke(identity.user_id, identity.session_id)
+            try:
+                revoked = yield from self.sessions.core.revoke(
+                    identity.user_id, identity.session_id
+                )
+            except BastionError as exc:
+                self.audit.failed(
+                    "log_out", state, exc, user_id=identity.user_id, session_id=identity.session_id
+                )
+                raise
         state.set_identity(Identity.guest())
         state.response_headers = [(b"set-cookie", clear_cookie(self.settings).encode())]
+        # Only a session that this call ended is a log-out: a guest's call ends nothing, and
+        # after "log out everywhere" the account service has already recorded the revocation.
+        if revoked:
+            self.audit.record(
+                "log_out", state, user_id=identity.user_id, session_id=identity.session_id
+            )
         return revoked
 
     async def login(self, conn: Any, user_id: str) -> NewSession:
@@ -387,6 +426,7 @@ class Bastion:
         session id (no fixation). A client that sent ``X-Bastion-Fallback: true`` or that
         authenticates by header also gets the token in the session header of the response.
         The per-user session cap in force (``bastion security set session_limit``) applies.
+        Recorded as a ``log_in`` audit event, plus ``session_evicted`` when the cap evicted any.
         """
         return await self.runner.run(self.login_steps(state_of(conn), user_id))
 
@@ -395,7 +435,7 @@ class Bastion:
         return self.sync_runner.run(self.login_steps(state_of(conn), user_id))
 
     async def logout(self, conn: Any) -> bool:
-        """Revoke the request's session and clear its cookie; False if there was none."""
+        """Revoke the request's session and clear its cookie (``log_out`` event); False if none."""
         return await self.runner.run(self.logout_steps(state_of(conn)))
 
     def logout_sync(self, conn: Any) -> bool:
@@ -426,9 +466,24 @@ class Bastion:
 
     def create_jwt(self, conn: Any) -> str:
         """A JWT for the request's session; only a session can mint one (not a JWT, not a key)."""
-        identity = self.identity(conn)
+        state = state_of(conn)
+        identity = state.identity
+        if identity.kind == "session" and identity.user_id and identity.session_id:
+            token = self.jwt.mint(identity.user_id, identity.session_id)
+            self.audit.record(
+                "jwt_create",
+                state,
+                user_id=identity.user_id,
+                session_id=identity.session_id,
+                details={"lifetime": self.settings.jwt_lifetime},
+            )
+            return token
+        refusal: BastionError
         if identity.kind in ("jwt", "key"):
-            raise JWTCreationDenied()
-        if identity.kind != "session" or not identity.user_id or not identity.session_id:
-            raise Unauthorized("Log in first: a JWT is minted from a session.")
-        return self.jwt.mint(identity.user_id, identity.session_id)
+            refusal = JWTCreationDenied()
+        else:
+            refusal = Unauthorized("Log in first: a JWT is minted from a session.")
+        self.audit.failed(
+            "jwt_create", state, refusal, user_id=identity.user_id, session_id=identity.session_id
+        )
+        raise refusal
