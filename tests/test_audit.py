@@ -453,7 +453,7 @@ def test_no_secret_reaches_any_event(make: Any, trail: Trail) -> None:
     try:
         body = {"email": "ada@example.com", "password": PASSWORD, "name": "Ada L"}
         user_id = call("POST", "/account", json=body).json()["id"]
-        user = bastion.sync_runner.run(bastion.users.get(user_id))
+        user = bastion.sync_users.get(user_id)
         assert user is not None
         login_body = {"email": "ada@example.com", "password": PASSWORD}
         first = call("POST", "/account/sessions", who=other, json=login_body)
@@ -485,7 +485,7 @@ def test_no_secret_reaches_any_event(make: Any, trail: Trail) -> None:
     names = {e["event"] for e in trail.events()}
     assert names == set(EVENTS), set(EVENTS) - names
     tokens = [_cookie_token(first), header_token, _cookie_token(third)]
-    changed = bastion.sync_runner.run(bastion.users.get(user_id))
+    changed = bastion.sync_users.get(user_id)
     assert changed is not None
     secrets = [
         PASSWORD,
