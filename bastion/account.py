@@ -13,6 +13,7 @@ the route; log-in, log-out and JWT successes by the ``Bastion`` steps the app ma
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from bastion.errors import (
     MissingScope,
     NotFound,
     RateLimited,
+    ReauthenticationRequired,
     Unauthorized,
 )
 from bastion.identity import Identity
@@ -364,10 +366,34 @@ class AccountService:
         rows = [s.to_dict(current_id=identity.session_id) for s in found]
         return Reply(200, {"total": len(rows), "sessions": rows})
 
+    def _confirm(self, state: Any, identity: Identity, user_id: str, body: bytes) -> Steps[None]:
+        """Re-authentication to end other sessions: the password, or a session just started.
+
+        A stolen session must not be able to sign the owner out everywhere; ending one's own
+        current session stays free.
+        """
+        password = _fields(body, optional=("password",)).get("password")
+        if password is None:
+            window_ms = self.settings.reauth_window * 1000
+            if window_ms and identity.session_id:
+                created = yield from self.bastion.sessions.core.created_ms(
+                    user_id, identity.session_id
+                )
+                if created is not None and time.time() * 1000 - created < window_ms:
+                    return
+            raise ReauthenticationRequired()
+        user = yield from self.current_user(state)
+        yield from self._limit(state, "password", user.email, user.id)
+        if len(password) > self.settings.password_max_length or not (
+            yield Compute(self.hasher.verify, (user.password_hash, password))
+        ):
+            raise InvalidCredentials("The password is wrong.")
+
     def _http_delete_sessions(
         self, state: Any, body: bytes, params: dict[str, str]
     ) -> Steps[Reply]:
         identity, user_id = self._user_of(state)
+        yield from self._confirm(state, identity, user_id, body)
         removed = yield from self.bastion.sessions.core.revoke_all(user_id)
         self.bastion.audit.record(
             "session_revoke",
@@ -387,6 +413,7 @@ class AccountService:
         if session_id in ("current", identity.session_id):
             yield from self.bastion.logout_steps(state)
             return Reply(204)
+        yield from self._confirm(state, identity, user_id, body)
         if not (yield from self.bastion.sessions.core.revoke(user_id, session_id)):
             raise NotFound("No such session.")
         self.bastion.audit.record(

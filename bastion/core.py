@@ -358,7 +358,8 @@ class Bastion:
         """Start a session for ``user_id`` on this request (see :meth:`login`)."""
         current, replaced = state.identity, False
         try:
-            if current.kind == "session" and current.user_id and current.session_id:
+            # Whatever credential the request came with, its session ends (a JWT's too).
+            if current.kind in ("session", "jwt") and current.user_id and current.session_id:
                 replaced = yield from self.sessions.core.revoke(current.user_id, current.session_id)
             limits = yield from self.security.current()
             new = yield from self.sessions.core.create(

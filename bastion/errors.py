@@ -275,3 +275,13 @@ class SessionLimitInvalid(BastionError):
     status = 400
     type = "session_limit_invalid"
     default_message = "The session limit must be between 1 and 100."
+
+
+class ReauthenticationRequired(BastionError):
+    """Ending other sessions needs the password again (or a session younger than the window)."""
+
+    status = 403
+    type = "user_reauthentication_required"
+    default_message = (
+        'Confirm your password to end your other sessions: send it as {"password": ...}.'
+    )

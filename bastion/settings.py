@@ -161,6 +161,9 @@ class Settings:
     """argon2id lanes."""
     revoke_sessions_on_password_change: bool = True
     """A password change ends every other session of the user."""
+    reauth_window: int = 300
+    """Seconds after log-in during which a session may end the user's other sessions without
+    the password (0: always ask for it)."""
 
     rate_limit_per_email: int = 10
     """Attempts per window on each account endpoint for one email from one client IP."""
@@ -179,6 +182,7 @@ class Settings:
             )
         _in_range("session_limit", self.session_limit, 1, 100)
         _in_range("session_length", self.session_length, 60, ONE_YEAR)
+        _in_range("reauth_window", self.reauth_window, 0, 86_400)
         if self.session_idle_timeout is not None:
             _in_range("session_idle_timeout", self.session_idle_timeout, 60, self.session_length)
         if not _COOKIE_NAME.fullmatch(self.cookie_name):

@@ -45,6 +45,12 @@ class PasswordChange(BaseModel):
     oldPassword: str
 
 
+class Confirm(BaseModel):
+    """Optional body of the routes that end other sessions: the password, to re-authenticate."""
+
+    password: str | None = None
+
+
 class UserOut(BaseModel):
     """A user as the account routes show it."""
 
@@ -94,7 +100,11 @@ _BODIES: dict[str, type[BaseModel]] = {
     "sign_up": SignUp,
     "log_in": LogIn,
     "change_password": PasswordChange,
+    "delete_sessions": Confirm,
+    "delete_session": Confirm,
 }
+# Bodies that may be left out (the password is needed only outside the re-auth window).
+_OPTIONAL_BODIES = frozenset({"delete_sessions", "delete_session"})
 _ANSWERS: dict[str, tuple[int, type[BaseModel] | None]] = {
     "sign_up": (201, UserOut),
     "get_account": (200, UserOut),
@@ -119,7 +129,7 @@ _SUMMARIES = {
 
 def _endpoint(bastion: Bastion, name: str) -> Any:
     async def endpoint(request: Request) -> Response:
-        body = await request.body() if request.method in ("POST", "PATCH") else b""
+        body = await request.body() if request.method not in ("GET", "HEAD") else b""
         steps = bastion.account.handle(name, state_of(request), body, dict(request.path_params))
         return to_response(await bastion.runner.run(steps))
 
@@ -139,7 +149,7 @@ def account_router(bastion: Bastion) -> APIRouter:
         body = _BODIES.get(name)
         if body is not None:
             extra["requestBody"] = {
-                "required": True,
+                "required": name not in _OPTIONAL_BODIES,
                 "content": {"application/json": {"schema": body.model_json_schema()}},
             }
         responses = dict(errors)

@@ -78,7 +78,7 @@ def require(action: str, resource: str, *, scope: str | None = None) -> Callable
 
 def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
     def view(**params: str) -> Response:
-        body = request.get_data(cache=False) if request.method in ("POST", "PATCH") else b""
+        body = request.get_data(cache=False) if request.method not in ("GET", "HEAD") else b""
         reply: Reply = bastion.sync_runner.run(
             bastion.account.handle(name, state_of(request.environ), body, params)
         )

@@ -46,7 +46,7 @@ def account_endpoint(bastion: Bastion, name: str) -> Callable[[Request], Any]:
     """The Starlette endpoint of one account route."""
 
     async def endpoint(request: Request) -> Response:
-        body = await request.body() if request.method in ("POST", "PATCH") else b""
+        body = await request.body() if request.method not in ("GET", "HEAD") else b""
         steps = bastion.account.handle(name, state_of(request), body, dict(request.path_params))
         return to_response(await bastion.runner.run(steps))
 

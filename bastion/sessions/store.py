@@ -260,6 +260,13 @@ class SessionCore:
             )
         return sessions
 
+    def created_ms(self, user_id: str, session_id: str) -> Steps[int | None]:
+        """When a session was created (ms since the epoch), None if it does not exist."""
+        if not is_valid_id(user_id) or not is_session_id(session_id):
+            return None
+        created = yield Call("hget", (keys.session(self._prefix, user_id, session_id), "c"))
+        return None if created is None else int(created)
+
     def revoke(self, user_id: str, session_id: str) -> Steps[bool]:
         """Delete one session; True if it was alive."""
         if not is_valid_id(user_id) or not is_session_id(session_id):
