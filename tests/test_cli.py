@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion import Bastion, Settings
+from bastion import Bastion, Settings, cli
 from bastion.cli import main
 
 
@@ -159,3 +160,10 @@ def test_policy_reload_announces(real_redis: str, capsys: pytest.CaptureFixture[
     assert main(["policy", "reload", "--redis-url", real_redis]) == 0
     assert main(["policy", "reload", "--redis-url", real_redis]) == 0
     assert "version 2" in capsys.readouterr().out
+
+
+def test_the_demo_has_an_idle_timeout_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = argparse.Namespace(config=None, redis_url=None)
+    assert cli.demo_settings(args).session_idle_timeout == cli.DEMO_IDLE_TIMEOUT == 1800
+    monkeypatch.setenv("BASTION_SESSION_IDLE_TIMEOUT", "600")
+    assert cli.demo_settings(args).session_idle_timeout == 600
