@@ -38,6 +38,9 @@ EVENTS = (
     "session_evicted",
     "jwt_create",
     "rate_limited",
+    "user_disable",
+    "user_enable",
+    "user_delete",
 )
 """Every event name Bastion emits."""
 

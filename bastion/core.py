@@ -211,8 +211,8 @@ class Bastion:
         }
         self.runner = AsyncRunner(redis, scripts)
         self.sync_runner = SyncRunner(sync_redis, scripts)
-        self.sessions = AsyncSessionStore(self.runner, self.settings)
-        self.sync_sessions = SyncSessionStore(self.sync_runner, self.settings)
+        self.sessions = AsyncSessionStore(self.runner, self.settings, self.audit)
+        self.sync_sessions = SyncSessionStore(self.sync_runner, self.settings, self.audit)
         self.api_keys = apikeys.AsyncAPIKeyStore(self.runner, self.settings)
         self.sync_api_keys = apikeys.SyncAPIKeyStore(self.sync_runner, self.settings)
         # Roles are read from the sessions' copy of the Redis user record; with a store of the
@@ -222,7 +222,7 @@ class Bastion:
         # The store's steps stay private (the account service runs them); apps and the CLI use
         # the async front and its sync twin.
         self.user_store: UserStore = users if users is not None else self.user_roles
-        admin = UserAdmin(self.user_store, self.user_roles, self.sessions.core)
+        admin = UserAdmin(self.user_store, self.user_roles, self.sessions.core, self.audit)
         self.users = AsyncUsers(self.runner, admin)
         self.sync_users = SyncUsers(self.sync_runner, admin)
         self.security = SecurityCore(self.settings)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from bastion.audit import AuditLog, DetailValue
 from bastion.errors import UserNotFound
 from bastion.identity import is_valid_id
 from bastion.redisio import AsyncRunner, Call, Steps, SyncRunner
@@ -27,8 +28,11 @@ logger = logging.getLogger("bastion.users")
 class UserAdmin:
     """User look-ups and administration as sans-IO steps; the fronts run them against Redis."""
 
-    def __init__(self, store: UserStore, redis_users: UserCore, sessions: SessionCore) -> None:
+    def __init__(
+        self, store: UserStore, redis_users: UserCore, sessions: SessionCore, audit: AuditLog
+    ) -> None:
         self.store = store
+        self.audit = audit
         self.redis_users = redis_users
         self.sessions = sessions
         self._prefix = sessions.settings.key_prefix
@@ -83,6 +87,7 @@ class UserAdmin:
         if ended is None:  # deleted meanwhile
             raise UserNotFound()
         logger.info("user disabled: user=%s sessions_ended=%d", user_id, len(ended))
+        self._record("user_disable", user_id, ended)
         return ended
 
     def enable(self, user_id: str) -> Steps[bool]:
@@ -91,6 +96,7 @@ class UserAdmin:
         lifted = yield from self.sessions.unblock(user_id)
         if lifted:
             logger.info("user enabled: user=%s", user_id)
+            self.audit.record("user_enable", None, user_id=user_id)
         return lifted
 
     def delete(self, user_id: str) -> Steps[list[str]]:
@@ -108,12 +114,19 @@ class UserAdmin:
                 yield from self.store.delete(user_id)
             ):
                 logger.info("user deletion finished: user=%s", user_id)
+                self._record("user_delete", user_id, [])
                 return []
             raise UserNotFound()
         ended = yield from self.sessions.retire(user_id)
         yield from self.store.delete(user_id)
         logger.info("user deleted: user=%s sessions_ended=%d", user_id, len(ended or ()))
+        self._record("user_delete", user_id, ended or [])
         return ended or []
+
+    def _record(self, name: str, user_id: str, ended: list[str]) -> None:
+        """An administrator's action on a user (no request: no client address)."""
+        details: dict[str, DetailValue] = {"count": len(ended), "session_ids": tuple(ended)}
+        self.audit.record(name, None, user_id=user_id, details=details)
 
 
 class AsyncUsers:

@@ -482,11 +482,15 @@ def test_no_secret_reaches_any_event(make: Any, trail: Trail) -> None:
         for device in (other, bearer, keyed):
             device.close()
 
+    changed = bastion.sync_users.get(user_id)
+    assert changed is not None
+    # What an administrator does to the account is recorded too.
+    bastion.sync_users.disable(user_id)
+    bastion.sync_users.enable(user_id)
+    bastion.sync_users.delete(user_id)
     names = {e["event"] for e in trail.events()}
     assert names == set(EVENTS), set(EVENTS) - names
     tokens = [_cookie_token(first), header_token, _cookie_token(third)]
-    changed = bastion.sync_users.get(user_id)
-    assert changed is not None
     secrets = [
         PASSWORD,
         NEW_PASSWORD,
@@ -819,3 +823,39 @@ def test_readme_audit_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     line = json.loads((tmp_path / "audit.log").read_text())
     assert (line["event"], line["user_id"]) == ("sign_up", "u1")
     assert namespace["events"].get_nowait()["user_id"] == "u1"
+
+
+@pytest.mark.parametrize("framework", ["starlette"])
+def test_administrators_actions_on_users_are_recorded(make: Any, trail: Trail) -> None:
+    client, bastion = make()
+    user_id = sign_up(client).json()["id"]
+    session_id = log_in(client.device()).json()["id"]
+    trail.take()
+    ended = bastion.sync_users.delete(user_id)
+    assert ended == [session_id]
+    bastion.sync_sessions.revoke_everyone()
+    events = trail.take()
+    assert [(e["event"], e["outcome"]) for e in events] == [
+        ("user_delete", "success"),
+        ("session_revoke", "success"),
+    ]
+    delete, everyone = events
+    assert delete["user_id"] == user_id and delete["client_ip"] == ""
+    assert delete["details"] == {"count": 1, "session_ids": ended}
+    assert everyone["details"] == {"scope": "everyone", "count": 0}
+    assert everyone["user_id"] is None
+
+
+@pytest.mark.parametrize("framework", ["flask"])
+def test_disable_and_enable_are_recorded(make: Any, trail: Trail) -> None:
+    client, bastion = make()
+    user_id = sign_up(client).json()["id"]
+    session_id = log_in(client).json()["id"]
+    trail.take()
+    bastion.sync_users.disable(user_id)
+    bastion.sync_users.enable(user_id)
+    bastion.sync_users.enable(user_id)
+    disable, enable = trail.take()
+    assert (disable["event"], disable["user_id"]) == ("user_disable", user_id)
+    assert disable["details"] == {"count": 1, "session_ids": [session_id]}
+    assert (enable["event"], enable["user_id"], enable["details"]) == ("user_enable", user_id, {})

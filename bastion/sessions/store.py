@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bastion.errors import InvalidCredentials, UserBlocked
 from bastion.identity import is_valid_id
@@ -28,6 +28,9 @@ from bastion.sessions.token import (
     parse_token,
 )
 from bastion.settings import Settings
+
+if TYPE_CHECKING:  # audit reads session ids through this package: no import at run time
+    from bastion.audit import AuditLog
 
 logger = logging.getLogger("bastion.sessions")
 
@@ -120,8 +123,9 @@ def _glob_escape(text: str) -> str:
 class SessionCore:
     """Session operations as sans-IO steps; the fronts run them against Redis."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, audit: AuditLog | None = None) -> None:
         self.settings = settings
+        self.audit = audit
         self._prefix = settings.key_prefix
         self._length_ms = settings.session_length * 1000
         self._idle_ms = (settings.session_idle_timeout or 0) * 1000
@@ -346,6 +350,8 @@ class SessionCore:
             if int(cursor) == 0:
                 break
         logger.warning("ended every session: %d session(s) of %d user(s)", ended, users)
+        if self.audit is not None:
+            self.audit.record("session_revoke", None, details={"scope": "everyone", "count": ended})
         return ended
 
     def _revoke_all_script(self, user_id: str, keep: str) -> Script:
@@ -359,8 +365,10 @@ class SessionCore:
 class AsyncSessionStore:
     """Session store for asyncio code, on ``redis.asyncio``."""
 
-    def __init__(self, runner: AsyncRunner, settings: Settings) -> None:
-        self.core = SessionCore(settings)
+    def __init__(
+        self, runner: AsyncRunner, settings: Settings, audit: AuditLog | None = None
+    ) -> None:
+        self.core = SessionCore(settings, audit)
         self.runner = runner
         self.client = runner.client
         self._run = runner.run
@@ -402,8 +410,10 @@ class AsyncSessionStore:
 class SyncSessionStore:
     """Session store for threaded code (WSGI, CLI, scripts), on ``redis``."""
 
-    def __init__(self, runner: SyncRunner, settings: Settings) -> None:
-        self.core = SessionCore(settings)
+    def __init__(
+        self, runner: SyncRunner, settings: Settings, audit: AuditLog | None = None
+    ) -> None:
+        self.core = SessionCore(settings, audit)
         self.runner = runner
         self.client = runner.client
         self._run = runner.run
