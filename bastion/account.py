@@ -144,9 +144,20 @@ class AccountService:
         return identity, identity.user_id
 
     def _limit(
-        self, state: Any, endpoint: str, email: str | None, user_id: str | None = None
+        self,
+        state: Any,
+        endpoint: str,
+        email: str | None,
+        user_id: str | None = None,
+        *,
+        count: bool = True,
     ) -> Steps[None]:
-        decision = yield from self.limits.hit(endpoint, email=email, ip=state.client_ip)
+        """Refuse the attempt if a limit is reached; count it unless ``count`` is False."""
+        ip = state.client_ip
+        if count:
+            decision = yield from self.limits.hit(endpoint, email=email, ip=ip)
+        else:
+            decision = yield from self.limits.check(endpoint, email=email, ip=ip)
         if not decision.allowed:
             # Its own event, beside the route's failure: one query finds every refusal.
             self.bastion.audit.record(
@@ -192,18 +203,25 @@ class AccountService:
 
     def log_in(self, state: Any, email: str, password: str) -> Steps[tuple[User, NewSession]]:
         """Check the password and start a session (new id every time; the cap applies)."""
+        # The same normalisation as sign-up, but no validation: an account made before a rule
+        # existed can still log in, and an address sign-up refuses simply finds no account.
         email = normalize_email(email)
         user: User | None = None
         try:
-            yield from self._limit(state, "login", email)
+            # Only failures count (a user who logs in often is no attacker), but the limit is
+            # checked first, so a locked-out client gets no argon2 verify.
+            yield from self._limit(state, "login", email, count=False)
             if len(password) > self.settings.password_max_length:
+                yield from self._count_failed_log_in(state, email)
                 raise InvalidCredentials()  # never hash what no account can have
             user = yield from self.bastion.user_store.by_email(email)
             if user is None or not user.password_hash:
                 # The same argon2 work as a real check, so timing does not tell which emails exist.
                 yield Compute(self.hasher.dummy_verify, (password,))
+                yield from self._count_failed_log_in(state, email)
                 raise InvalidCredentials()
             if not (yield Compute(self.hasher.verify, (user.password_hash, password))):
+                yield from self._count_failed_log_in(state, email)
                 raise InvalidCredentials()
             if self.hasher.needs_rehash(user.password_hash):
                 upgraded = yield Compute(self.hasher.hash, (password,))
@@ -217,6 +235,12 @@ class AccountService:
             # The user id when the email has an account (a wrong password), never the email.
             self.bastion.audit.failed("log_in", state, exc, user_id=user.id if user else None)
             raise
+
+    def _count_failed_log_in(self, state: Any, email: str) -> Steps[None]:
+        """Count a wrong password (or unknown email) against the log-in limits."""
+        # The answer is a 401 either way: if concurrent failures filled the counter first, this
+        # one is not counted (the counters never pass the limit) and the next attempt is refused.
+        yield from self.limits.hit("login", email=email, ip=state.client_ip)
 
     def current_user(self, state: Any) -> Steps[User]:
         """The signed-in user's record."""

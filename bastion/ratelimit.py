@@ -6,6 +6,9 @@ attempt counts against two counters: (endpoint, email, client IP) with ``rate_li
 and (endpoint, client IP) with ``rate_limit_per_ip``. An attacker hammering a victim's email only
 exhausts the counter for their own IP, and spraying emails from one IP runs into the per-IP limit.
 
+An endpoint may count only its failures instead (log-in does: a user who logs in often is no
+attacker): :meth:`RateLimitCore.check` before the work, :meth:`RateLimitCore.hit` after a failure.
+
 Keys, all under the one hash tag ``{ratelimit}`` so the script touches a single cluster slot::
 
     <key_prefix>:{ratelimit}:<endpoint>:ip:<h(ip)>
@@ -37,12 +40,10 @@ ENDPOINT = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
 IPV6_PREFIX = 64
 _DIGEST_CHARS = 32
 
-SCRIPTS = {
-    # KEYS: the counters. ARGV: window ms, then each counter's limit, in KEYS order.
-    # Returns {allowed (0/1), limit, remaining, ms until reset} of the strictest counter.
-    # A denied attempt increments nothing, so hammering at the limit never extends a lockout;
-    # an allowed one increments every counter, so all of them see the same attempts.
-    "ratelimit_hit": """
+# The start of both scripts. KEYS: the counters. ARGV: window ms, then each counter's limit, in
+# KEYS order. Both return {allowed (0/1), limit, remaining, ms until reset} of the strictest
+# counter; this part returns the refusal when any counter is exhausted.
+_REFUSE_IF_EXHAUSTED = """
 local window = tonumber(ARGV[1])
 local function ttl_of(key)
   local ttl = redis.call('PTTL', key)
@@ -64,6 +65,13 @@ for i, key in ipairs(KEYS) do
   end
 end
 if blocked then return blocked end
+"""
+
+SCRIPTS = {
+    # A denied attempt increments nothing, so hammering at the limit never extends a lockout;
+    # an allowed one increments every counter, so all of them see the same attempts.
+    "ratelimit_hit": _REFUSE_IF_EXHAUSTED
+    + """
 local best = nil
 for i, key in ipairs(KEYS) do
   local limit = tonumber(ARGV[i + 1])
@@ -75,6 +83,23 @@ for i, key in ipairs(KEYS) do
   else
     ttl = ttl_of(key)
   end
+  local remaining = limit - count
+  if best == nil or remaining < best[3] or (remaining == best[3] and ttl > best[4]) then
+    best = {1, limit, remaining, ttl}
+  end
+end
+return best
+""",
+    # The same answer, counting nothing: for endpoints that count only failed attempts, asked
+    # before the costly work (a log-in's argon2 verify). "remaining" is what is left as it is.
+    "ratelimit_check": _REFUSE_IF_EXHAUSTED
+    + """
+local best = nil
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i + 1])
+  local count = tonumber(redis.call('GET', key) or '0')
+  local ttl = window
+  if count > 0 then ttl = ttl_of(key) end
   local remaining = limit - count
   if best == nil or remaining < best[3] or (remaining == best[3] and ttl > best[4]) then
     best = {1, limit, remaining, ttl}
@@ -173,14 +198,22 @@ class RateLimitCore:
 
     def hit(self, endpoint: str, *, email: str | None, ip: str) -> Steps[RateDecision]:
         """Count one attempt if every counter has room; otherwise refuse it and count nothing."""
+        return (yield from self._run("ratelimit_hit", endpoint, email, ip))
+
+    def check(self, endpoint: str, *, email: str | None, ip: str) -> Steps[RateDecision]:
+        """Whether an attempt would be allowed now, counting nothing (``hit`` counts one)."""
+        # For endpoints that count failures only: check before the work, hit after a failure.
+        # Attempts in flight together all pass the check, so the work may run up to (attempts
+        # in flight - 1) times past the limit; the counters themselves never pass it.
+        return (yield from self._run("ratelimit_check", endpoint, email, ip))
+
+    def _run(self, script: str, endpoint: str, email: str | None, ip: str) -> Steps[RateDecision]:
         per_email, per_ip = self.keys(endpoint, email=email, ip=ip)
         keys, limits = [per_ip], [self.per_ip]
         if per_email is not None:
             keys.insert(0, per_email)
             limits.insert(0, self.per_email)
-        allowed, limit, remaining, ttl_ms = yield Script(
-            "ratelimit_hit", keys, [self.window_ms, *limits]
-        )
+        allowed, limit, remaining, ttl_ms = yield Script(script, keys, [self.window_ms, *limits])
         return RateDecision(bool(allowed), int(limit), int(remaining), int(ttl_ms) / 1000)
 
     def reset(self, endpoint: str, *, email: str | None, ip: str) -> Steps[bool]:
@@ -205,6 +238,10 @@ class AsyncRateLimiter:
         """Count one attempt; call ``raise_if_denied()`` on the result to enforce it."""
         return await self._run(self.core.hit(endpoint, email=email, ip=ip))
 
+    async def check(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
+        """Whether an attempt would be allowed now, counting nothing."""
+        return await self._run(self.core.check(endpoint, email=email, ip=ip))
+
     async def reset(self, endpoint: str, *, email: str | None, ip: str) -> bool:
         """Clear the (email, IP) counter; True if it existed."""
         return await self._run(self.core.reset(endpoint, email=email, ip=ip))
@@ -220,6 +257,10 @@ class SyncRateLimiter:
     def hit(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
         """Count one attempt; call ``raise_if_denied()`` on the result to enforce it."""
         return self._run(self.core.hit(endpoint, email=email, ip=ip))
+
+    def check(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
+        """Whether an attempt would be allowed now, counting nothing."""
+        return self._run(self.core.check(endpoint, email=email, ip=ip))
 
     def reset(self, endpoint: str, *, email: str | None, ip: str) -> bool:
         """Clear the (email, IP) counter; True if it existed."""

@@ -2,7 +2,8 @@
 
 A user's hash shares the ``{user id}`` hash tag with their sessions, so the middleware reads the
 fields that make roles (verified, labels, teams) in the same round trip as the session. Emails
-are claimed through a key named by the email's digest, so sign-up is unique under concurrency.
+are claimed through a key named by the email's digest, so sign-up is unique under concurrency;
+a claim expires unless its sign-up completes (:class:`UserCore`).
 
 The same hash carries Bastion's own marks, whatever store keeps the records: ``disabled``, and
 ``deleted``, the tombstone a deleted id keeps for good (see :mod:`bastion.sessions.scripts`).
@@ -21,19 +22,16 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# normalize_email is re-exported: the account service and apps' stores import it from here.
+from bastion.emails import normalize_email as normalize_email
+from bastion.emails import validate_email
 from bastion.errors import BadRequest, UserAlreadyExists
 from bastion.identity import is_valid_id, user_roles
 from bastion.redisio import Call, Script, Steps
 from bastion.sessions import keys
 
-_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
 _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 _LABEL = re.compile(r"[A-Za-z0-9]{1,36}")
-
-
-def normalize_email(email: str) -> str:
-    """The form emails are compared and stored in: NFKC, trimmed, casefolded."""
-    return unicodedata.normalize("NFKC", email).strip().casefold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +99,7 @@ def roles_from_fields(
 
 def validate_profile(email: str, name: str, phone: str) -> tuple[str, str, str]:
     """Check and normalise sign-up fields; ``BadRequest`` says which one is wrong."""
-    email = normalize_email(email)
-    if not _EMAIL.fullmatch(email) or len(email) > 320:
-        raise BadRequest("Invalid email: expected an address like name@example.com.")
+    email = validate_email(email)
     name = unicodedata.normalize("NFKC", name).strip()
     if len(name) > 128 or not name.isprintable():
         raise BadRequest("Invalid name: at most 128 printable characters.")
@@ -165,6 +161,30 @@ class UserStore(Protocol):
         ...
 
 
+# KEYS: an email claim. ARGV: the user id, the claim's lifetime in ms. Claims a free email for a
+# sign-up under way; the claim expires unless the sign-up completes (see UserCore.create).
+# Returns 1 if claimed.
+_CLAIM_EMAIL = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+# KEYS: an email claim. ARGV: the user id whose record is now written. Makes the claim
+# permanent; one that expired meanwhile is made again if the email is still free. Returns 0 if
+# another sign-up has the email now (this one was too slow), else 1.
+_CONFIRM_EMAIL = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then
+  redis.call('PERSIST', KEYS[1])
+  return 1
+end
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 # KEYS: the user's account hash. ARGV: field/value pairs. Writes a new user unless the id has a
 # hash already (a live user, or a deleted one's tombstone): ids never come back. Returns 1 / 0.
 _CREATE = """
@@ -204,17 +224,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: an email claim. ARGV: the deleted user id it names, the new user id. Compare-and-set, for
-# a claim a delete left behind when it was cut short. Returns 1 if taken over.
+# KEYS: an email claim. ARGV: the deleted user id it names, the new user id, the new claim's
+# lifetime in ms. Compare-and-set, for a claim a delete left behind when it was cut short; the
+# new claim expires like any other until the sign-up completes. Returns 1 if taken over.
 _TAKE_OVER_EMAIL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
 """
 
 SCRIPTS = {
+    "email_claim": _CLAIM_EMAIL,
+    "email_confirm": _CONFIRM_EMAIL,
     "user_create": _CREATE,
     "user_set_password": _REPLACE_HASHES,
     "user_forget": _FORGET,
@@ -223,11 +246,25 @@ SCRIPTS = {
 }
 
 
-class UserCore:
-    """The Redis user store as sans-IO steps (the default :class:`UserStore`)."""
+CLAIM_TTL_MS = 30_000
+"""How long a sign-up's email claim lives unless the sign-up completes (it then stays)."""
 
-    def __init__(self, key_prefix: str) -> None:
+
+class UserCore:
+    """The Redis user store as sans-IO steps (the default :class:`UserStore`).
+
+    Sign-up claims the email, writes the user, then makes the claim permanent. The claim and the
+    record are in different Redis Cluster slots, so no script can do both: the claim is made to
+    expire (``claim_ttl_ms``), so a sign-up that fails between the steps frees its email by
+    itself instead of locking it out for good.
+    """
+
+    def __init__(self, key_prefix: str, *, claim_ttl_ms: int = CLAIM_TTL_MS) -> None:
+        if claim_ttl_ms < 1:
+            raise ValueError(f"claim_ttl_ms must be positive, not {claim_ttl_ms}")
         self._prefix = key_prefix
+        self.claim_ttl_ms = claim_ttl_ms
+        """Lifetime of an email claim until its sign-up completes (ms)."""
 
     @staticmethod
     def new_id() -> str:
@@ -239,7 +276,10 @@ class UserCore:
         return keys.user(self._prefix, user_id)
 
     def _email_key(self, email: str) -> str:
-        digest = hashlib.sha256(normalize_email(email).encode()).hexdigest()[:40]
+        # surrogatepass: a log-in may send a lone surrogate (sign-up refuses one); it must find
+        # no account, not fail to encode.
+        data = normalize_email(email).encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(data).hexdigest()[:40]
         return f"{self._prefix}:email:{{{digest}}}"
 
     def create(
@@ -261,7 +301,7 @@ class UserCore:
             raise ValueError(f"invalid user id {user_id!r}")
         email = normalize_email(email)
         email_key = self._email_key(email)
-        claimed = yield Call("setnx", (email_key, user_id))
+        claimed = yield Script("email_claim", [email_key], [user_id, self.claim_ttl_ms])
         if not claimed and not (yield from self._take_over_stale(email_key, user_id)):
             raise UserAlreadyExists()
         created_ms = int(time.time() * 1000)
@@ -278,21 +318,31 @@ class UserCore:
         if not (yield Script("user_create", [self.user_key(user_id)], pairs)):
             yield Script("email_release", [email_key], [user_id])
             raise UserAlreadyExists("A user with the same id already exists.")
+        if not (yield Script("email_confirm", [email_key], [user_id])):
+            # The claim expired before the record was written and another sign-up has the
+            # email now: this record must not stay as a second account with the same email.
+            yield Script("user_forget", [self.user_key(user_id)], [])
+            raise UserAlreadyExists()
+        # Should the process stop just before the confirm, the claim expires and the record stays
+        # without an email pointing at it: an orphan no log-in reaches, rather than an email no
+        # one can ever sign up with again.
         return user
 
     def _take_over_stale(self, email_key: str, user_id: str) -> Steps[bool]:
         """Claim an email whose claim names a deleted user (a delete cut short before its end)."""
         owner = yield Call("get", (email_key,))
-        if owner is None:  # freed meanwhile
-            return bool((yield Call("setnx", (email_key, user_id))))
+        if owner is None:  # freed meanwhile (or a claim that expired)
+            return bool((yield Script("email_claim", [email_key], [user_id, self.claim_ttl_ms])))
         owner_id = _text(owner)
         # Only a tombstone proves the claim stale: a claim whose user has no hash yet may be a
-        # sign-up still under way.
+        # sign-up still under way (if it failed, its claim expires by itself).
         if not is_valid_id(owner_id) or not (
             yield Call("hexists", (self.user_key(owner_id), "deleted"))
         ):
             return False
-        return bool((yield Script("email_take_over", [email_key], [owner_id, user_id])))
+        return bool(
+            (yield Script("email_take_over", [email_key], [owner_id, user_id, self.claim_ttl_ms]))
+        )
 
     @staticmethod
     def _mapping(user: User) -> dict[str, str]:

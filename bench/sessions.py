@@ -3,6 +3,9 @@
 Every request is driven in-process: a fresh ASGI ``scope``, a ``receive`` that returns one
 ``http.request`` message and a ``send`` that only counts ``200`` responses, awaited in a tight
 loop on asyncio. No HTTP server, no HTTP client. Run with ``./scripts/bench`` (``--help``).
+
+Beside them, the cost of one password dictionary check (sign-up and password change), with the
+forms a common password hides in, against the exact look-up it replaced.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bastion import Bastion, Settings
+from bastion.passwords import dictionary_words, fold, is_common
 from bastion.sessions import keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +58,8 @@ TARGET_US = 25.0
 USER = "alice"
 SECRET_KEY = "bench-secret-key-not-for-production"
 JWT_SECRET = "x" * 40  # HS256 key of Bastion's JWTs and of the plain-pyjwt peer alike
+DICTIONARY_TARGET_US = 50.0
+"""Budget: one password dictionary check, forms included, in at most this many µs."""
 HMGET_FIELDS = ("h", "e", "l", "v", "lb", "tm")  # what Bastion reads per request: digest,
 # expiry, last seen and the role fields (verified, labels, teams)
 
@@ -178,6 +184,89 @@ class AnsweringRedis:
             return 1  # the once-a-minute last-seen "touch": the session is alive
 
         return script
+
+
+# --- the password dictionary check ---------------------------------------------------------------
+
+# Passwords the rule accepts: every form is looked up, the slowest path for a password.
+DICTIONARY_ACCEPTED = [
+    "correct horse battery staple",
+    "Ed-is-great-77",
+    "Tr0ub4dor&3-horse",
+    "my-password-is-long",
+    "zebra 1234 zebra!",
+    "\u00c9t\u00e9-\u00e0-la-plage-2024",
+    "\u200bcorrect\u3000horse\u200d",
+    "Blue-Kettle-42!",
+]
+# The forms' own worst cases, up to the 256 characters allowed: runs of digits and symbols with
+# a cut point at every character, invisible or full-width characters in them (each is looked at).
+DICTIONARY_WORST = [
+    "!1@2#3$4%5^6&7*8(9)0" * 6 + "n0t-c0mm0n" + "0)9(8*7&6^5%4$3#2@1!" * 6,
+    "1!\u200b" * 40 + "n0t-c0mm0n" + "\u200b!1" * 40,
+    "\uff11\uff01" * 60 + "n0t-c0mm0n" + "\uff01\uff11" * 60,
+    "1!\u3000" * 40 + "n0t-c0mm0n" + "\u3000!1" * 40,
+]
+# Forms of listed passwords: refused, most after a few look-ups.
+DICTIONARY_REFUSED = [
+    "Password1!",
+    "P@ssw0rd!",
+    "Summer2024!",
+    "letmein!",
+    "2024!!$unsh1ne",
+    "1l0vey0u!!",
+    "PASSWORD",
+    "pass\u200bword",
+]
+
+
+def dictionary_loop(passwords: Sequence[str], check: Callable[[str], bool]) -> Loop:
+    """A timed loop of dictionary checks over ``passwords`` in turn."""
+    size = len(passwords)
+
+    async def run(n: int) -> None:
+        for i in range(n):
+            check(passwords[i % size])
+
+    return run
+
+
+def dictionary_cases() -> list[Case]:
+    """The dictionary check with its forms, and the exact look-up it replaced, checked first."""
+    for password in DICTIONARY_ACCEPTED + DICTIONARY_WORST:
+        if is_common(password):
+            raise SystemExit(f"dictionary check: {password!r} should be accepted")
+    for password in DICTIONARY_REFUSED:
+        if not is_common(password):
+            raise SystemExit(f"dictionary check: {password!r} should be refused")
+    words = dictionary_words()
+
+    def exact(password: str) -> bool:
+        return fold(password).strip() in words
+
+    everything = DICTIONARY_ACCEPTED + DICTIONARY_REFUSED
+    return [
+        Case(
+            "dictionary_accepted",
+            "dictionary check, forms: accepted",
+            dictionary_loop(DICTIONARY_ACCEPTED, is_common),
+        ),
+        Case(
+            "dictionary_refused",
+            "dictionary check, forms: refused",
+            dictionary_loop(DICTIONARY_REFUSED, is_common),
+        ),
+        Case(
+            "dictionary_worst",
+            "dictionary check, forms: 256 adversarial",
+            dictionary_loop(DICTIONARY_WORST, is_common),
+        ),
+        Case(
+            "dictionary_exact",
+            "dictionary check, exact entry only (before)",
+            dictionary_loop(everything, exact),
+        ),
+    ]
 
 
 # --- requests, checked ---------------------------------------------------------------------------
@@ -439,6 +528,7 @@ async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) 
                 make_scope(),
                 expect_body=b"guest",
             ),
+            *dictionary_cases(),
             Case("redis_ping", "Redis PING round trip", ping_loop),
             Case("redis_hmget", "Redis HMGET round trip", hmget_loop),
             Case.http(
@@ -530,6 +620,19 @@ def summarize(
             "overhead_minus_round_trip_us": round(cost, 2),
             "within_budget": cost <= TARGET_US,
         }
+    accepted, refused = by_key["dictionary_accepted"], by_key["dictionary_refused"]
+    adversarial = by_key["dictionary_worst"]
+    worst = max(accepted.median, refused.median, adversarial.median)
+    dictionary = {
+        "rule": f"one password dictionary check, forms included, <= {DICTIONARY_TARGET_US:g} us",
+        "accepted_us_per_check": round(accepted.median, 2),
+        "refused_us_per_check": round(refused.median, 2),
+        "adversarial_us_per_check": round(adversarial.median, 2),
+        "exact_only_us_per_check": round(by_key["dictionary_exact"].median, 2),
+        "accepted_ratio_to_exact": round(accepted.median / by_key["dictionary_exact"].median, 2),
+        "target_us": DICTIONARY_TARGET_US,
+        "within_target": worst <= DICTIONARY_TARGET_US,
+    }
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -553,6 +656,7 @@ def summarize(
             ),
         },
         "credentials": credentials,
+        "password_dictionary": dictionary,
         # Bastion's JWT check over the stateless peer: the price of revocation (the HMGET).
         "bastion_jwt_over_starlette_auth_jwt_us": round(
             within_round(by_key["bastion_jwt"], by_key["starlette_auth_jwt"]), 2
@@ -608,6 +712,16 @@ def render(summary: dict[str, Any]) -> str:
         f" Bastion over the minimal 1-HMGET middleware: {over_io:+.1f} us",
         f"  Bastion JWT over Starlette AuthenticationMiddleware + pyjwt (no revocation):"
         f" {summary['bastion_jwt_over_starlette_auth_jwt_us']:+.1f} us",
+    ]
+    d = summary["password_dictionary"]
+    verdict = "WITHIN target" if d["within_target"] else "NOT within target"
+    lines += [
+        f"password dictionary check with its forms, us per check (the us/req column):"
+        f" {d['accepted_us_per_check']:.1f} accepted (every form looked up),",
+        f"  {d['refused_us_per_check']:.1f} refused, {d['adversarial_us_per_check']:.1f} for"
+        f" 256 adversarial characters; accepted = {d['accepted_ratio_to_exact']:.1f}x the exact"
+        f" look-up it replaced ({d['exact_only_us_per_check']:.1f} us)",
+        f"target: at most {d['target_us']:g} us a check -> {verdict}",
     ]
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.sessions import render as _render
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,3 +39,14 @@ def test_quick_benchmark_runs(redis_server: RedisServer) -> None:
     assert rows["bastion_guest"]["redis_commands_per_request"] == 0.0  # guests cost none
     assert rows["starlette_auth_jwt"]["redis_commands_per_request"] == 0.0  # stateless peer
     assert all(row["us_per_request"] > 0 for row in rows.values())
+    # The password dictionary check with its forms, beside the exact look-up it replaced.
+    assert {
+        "dictionary_accepted",
+        "dictionary_refused",
+        "dictionary_worst",
+        "dictionary_exact",
+    } <= (set(rows))
+    dictionary = summary["password_dictionary"]
+    assert dictionary["target_us"] == 50.0
+    assert dictionary["accepted_us_per_check"] > 0 and dictionary["refused_us_per_check"] > 0
+    assert "dictionary check with its forms" in _render(summary)

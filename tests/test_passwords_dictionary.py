@@ -10,6 +10,7 @@ import pytest
 from bastion import Bastion, ConfigError, Settings
 from bastion.errors import PasswordInDictionary, PasswordTooShort
 from bastion.passwords import PasswordPolicy, dictionary_words, fold, is_common, load_dictionary
+from bastion.passwords.variants import MAX_CUTS, forms
 
 
 def shipped_lines() -> list[str]:
@@ -56,7 +57,7 @@ def test_every_shipped_entry_is_refused() -> None:
         ("FIREBIRD", True),
         ("password1", True),
         ("pass word", False),  # inner whitespace is kept
-        ("pass\u200bword", False),  # a zero-width space survives NFKC
+        ("pass\u200bword", True),  # a zero-width space survives NFKC, but is not looked at
         ("p\u0430ssword", False),  # Cyrillic a: NFKC does not map confusables (by design)
         ("correct horse battery staple", False),
     ],
@@ -195,3 +196,62 @@ def test_unusable_custom_file_stops_bastion_even_with_the_dictionary_off(tmp_pat
         with pytest.raises(ConfigError) as info:
             Bastion(settings)
         assert info.value.name == "password_dictionary_path"
+
+
+# --- the forms a common password hides in (issue 11) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "common"),
+    [
+        ("Password1!", True),  # "1!" cut off
+        ("P@ssw0rd!", True),  # "!" cut off, @ and 0 read as a and o
+        ("Summer2024!", True),  # "2024!" cut off
+        ("letmein!", True),
+        ("2024!!summer", True),  # a leading run
+        ("$unsh1ne", True),  # a leading $ is an s, not a symbol to cut
+        ("1l0vey0u", True),  # 1 read as i
+        ("f00tba11", True),  # 1 read as l, for every 1 at once
+        ("12345678!", True),  # digits only: symbols at the ends cut off
+        ("!!123456!!", True),
+        ("PASSWORD-2024", True),
+        ("pass\u200bword", True),  # invisible characters are not looked at
+        ("\u200bpassword\u2060", True),
+        # Not common: the word is not at the edge, or is not a listed one.
+        ("correct horse battery staple", False),
+        ("Ed-is-great-77", False),
+        ("my-password-is-long", False),  # the word inside, not at an end
+        ("2000-09-15", False),  # a date: digits at both ends, nothing to cut
+        ("abc!12345678", False),  # forms shorter than 4 are not looked up
+        ("p\u0430ssw0rd!", False),  # Cyrillic a: confusables are not mapped (by design)
+    ],
+)
+def test_common_passwords_dressed_up_are_common(password: str, common: bool) -> None:
+    assert is_common(password) is common
+    outcome = PasswordInDictionary if common else None
+    try:
+        PasswordPolicy().check(password)
+        got: type[Exception] | None = None
+    except PasswordInDictionary as exc:
+        got = type(exc)
+    assert got is outcome
+
+
+def test_the_forms_are_bounded_whatever_the_password() -> None:
+    # Runs of 120 characters at both ends, digits and symbols alternating (a cut point at every
+    # character), around a word full of substitutable characters.
+    run = "1!" * 60
+    password = run + "p@55w0rd1" + run
+    found = list(forms(fold(password)))
+    assert len(found) <= 2 + MAX_CUTS * MAX_CUTS * 3
+    assert "password" in found  # the caps keep the cuts nearest the word
+
+
+def test_the_dictionary_switch_covers_the_forms(tmp_path: Path) -> None:
+    PasswordPolicy(dictionary=False).check("P@ssw0rd!")
+    with pytest.raises(PasswordInDictionary):
+        PasswordPolicy().check("P@ssw0rd!")
+    # A custom list's entries are looked for in the same forms.
+    path = write(tmp_path / "words.txt", "bastion-rocks\n")
+    assert is_common("B@sti0n-R0cks!!2026", path)
+    assert not is_common("B@sti0n-R0cks!!2026")

@@ -389,3 +389,46 @@ def test_thread_burst_admits_exactly_the_limit(real_redis: str) -> None:
     client.close()
     assert len(verdicts) >= BURST
     assert verdicts.count(True) == LIMIT
+
+
+# --- counting failures only (log-in) ---------------------------------------------------------
+
+
+async def test_check_counts_nothing(make: Any) -> None:
+    lim = make(rate_limit_per_email=3, rate_limit_per_ip=50, rate_limit_window=600)
+    for _ in range(5):
+        decision = await lim.aio.check("login", email="a@x.io", ip=ATTACKER)
+        assert (decision.allowed, decision.limit, decision.remaining) == (True, 3, 3)
+        assert 599 < decision.reset_after <= 600
+    assert lim.keys() == []
+    for _ in range(2):
+        lim.sync.hit("login", email="a@x.io", ip=ATTACKER)
+    assert lim.sync.check("login", email="a@x.io", ip=ATTACKER).remaining == 1
+    lim.sync.hit("login", email="a@x.io", ip=ATTACKER)
+    refused = await lim.aio.check("login", email=" A@x.io", ip=ATTACKER)
+    assert (refused.allowed, refused.limit, refused.remaining) == (False, 3, 0)
+    assert "Retry-After" in refused.headers()
+    per_email, per_ip = lim.sync.core.keys("login", email="a@x.io", ip=ATTACKER)
+    assert (int(lim.raw.get(per_email)), int(lim.raw.get(per_ip))) == (3, 3)
+    # The per-IP counter refuses as well, for any email.
+    ip_only = make(rate_limit_per_email=50, rate_limit_per_ip=1)
+    ip_only.sync.hit("login", email="b@x.io", ip=VICTIM_IP)
+    assert not ip_only.sync.check("login", email="c@x.io", ip=VICTIM_IP).allowed
+    assert ip_only.sync.check("login", email="c@x.io", ip="192.0.2.1").allowed
+
+
+async def test_failures_in_flight_together_never_push_a_counter_past_the_limit(
+    make: Any,
+) -> None:
+    # Five attempts pass the check together at one failure short of the limit, then all fail:
+    # the work ran four times past the limit (concurrency - 1), the counter stops at the limit.
+    lim = make(rate_limit_per_email=3, rate_limit_per_ip=50)
+    for _ in range(2):
+        lim.sync.hit("login", email="a@x.io", ip=ATTACKER)
+    checks = [await lim.aio.check("login", email="a@x.io", ip=ATTACKER) for _ in range(5)]
+    assert all(c.allowed for c in checks)
+    counted = [(await lim.aio.hit("login", email="a@x.io", ip=ATTACKER)).allowed for _ in range(5)]
+    assert counted == [True, False, False, False, False]
+    per_email, _ = lim.sync.core.keys("login", email="a@x.io", ip=ATTACKER)
+    assert int(lim.raw.get(per_email)) == 3
+    assert not lim.sync.check("login", email="a@x.io", ip=ATTACKER).allowed

@@ -15,12 +15,18 @@ import pytest
 from bastion import Bastion, Settings
 from bastion.core import RequestState
 from bastion.credentials import NO_CREDENTIALS
-from bastion.errors import InvalidCredentials, UserAlreadyExists, UserBlocked, UserNotFound
+from bastion.errors import (
+    InvalidCredentials,
+    ServiceUnavailable,
+    UserAlreadyExists,
+    UserBlocked,
+    UserNotFound,
+)
 from bastion.identity import Identity
 from bastion.redisio import Compute, Script, Steps
 from bastion.sessions import keys
 from bastion.user_admin import AsyncUsers, SyncUsers
-from bastion.users import User
+from bastion.users import User, UserCore
 
 pytestmark = pytest.mark.anyio
 
@@ -288,3 +294,108 @@ def test_revoke_everyone_on_10000_users(
     assert client.dbsize() == 10_000  # the accounts stay
     with capsys.disabled():
         print(f"\nrevoke_everyone: 10,000 users, 30,000 keys: {took:.2f} s")
+
+
+# --- the email claim of a sign-up (issue 11) -------------------------------------------------
+
+
+def _run_until(bastion: Bastion, steps: Steps[Any], script: str, action: Any) -> Any:
+    """Run ``steps``; just before the Script named ``script`` goes out, call ``action()``."""
+
+    def wrapped() -> Steps[Any]:
+        op = next(steps)
+        while True:
+            if isinstance(op, Script) and op.name == script:
+                action()
+            try:
+                op = steps.send((yield op))
+            except StopIteration as done:
+                return done.value
+
+    return bastion.sync_runner.run(wrapped())
+
+
+def _claim(bastion: Bastion) -> bytes:
+    (claim,) = list(_raw(bastion).scan_iter(match="bastion:email:*"))
+    return bytes(claim)
+
+
+def test_a_sign_up_cut_short_after_the_claim_frees_the_email(bastion: Bastion) -> None:
+    store = UserCore("bastion", claim_ttl_ms=300)
+    steps = store.create("ada@example.com", "hash-x")
+    claimed = bastion.sync_runner.run(_first_op_only(steps))  # the claim, then the process dies
+    assert claimed == 1
+    raw = _raw(bastion)
+    claim = _claim(bastion)
+    assert 0 < raw.pttl(claim) <= 300
+    with pytest.raises(UserAlreadyExists):  # a sign-up under way, as far as anyone can tell
+        bastion.sync_runner.run(store.create("ada@example.com", "hash-y"))
+    time.sleep(0.4)
+    user = bastion.sync_runner.run(store.create("ADA@example.com", "hash-y"))
+    assert raw.pttl(claim) == -1
+    assert bastion.sync_users.get_by_email("ada@example.com") == bastion.sync_users.get(user.id)
+
+
+def _first_op_only(steps: Steps[Any]) -> Steps[Any]:
+    """Send the first operation of ``steps`` and stop there, returning its reply."""
+    reply = yield next(steps)
+    steps.close()
+    return reply
+
+
+def test_a_sign_up_whose_record_write_fails_frees_the_email(bastion: Bastion) -> None:
+    store = UserCore("bastion", claim_ttl_ms=300)
+
+    def fail() -> None:
+        raise ServiceUnavailable()
+
+    with pytest.raises(ServiceUnavailable):
+        _run_until(bastion, store.create("ada@example.com", "hash-x"), "user_create", fail)
+    assert _raw(bastion).pttl(_claim(bastion)) > 0
+    time.sleep(0.4)
+    assert bastion.sync_runner.run(store.create("ada@example.com", "hash-y")).email
+
+
+def test_every_completed_sign_up_leaves_a_permanent_claim(bastion: Bastion) -> None:
+    user = _user(bastion)
+    raw = _raw(bastion)
+    assert raw.pttl(_claim(bastion)) == -1
+    # A sign-up that takes over a claim a cut-short delete left: permanent too.
+    bastion.sync_runner.run(bastion.sessions.core.retire(user.id))
+    again = _user(bastion)
+    assert again.id != user.id and raw.pttl(_claim(bastion)) == -1
+
+
+def test_a_claim_that_expired_while_the_record_was_written_is_made_again(
+    bastion: Bastion,
+) -> None:
+    raw = _raw(bastion)
+    steps = bastion.user_store.create("ada@example.com", "hash-x")
+    user = _run_until(bastion, steps, "email_confirm", lambda: raw.delete(_claim(bastion)))
+    assert raw.get(_claim(bastion)) == user.id.encode()
+    assert raw.pttl(_claim(bastion)) == -1
+
+
+def test_a_sign_up_whose_claim_went_to_another_gives_way(bastion: Bastion) -> None:
+    raw = _raw(bastion)
+    others: list[User] = []
+
+    def expire_and_let_another_in() -> None:
+        raw.delete(_claim(bastion))
+        others.append(_user(bastion))
+
+    steps = bastion.user_store.create("ada@example.com", "hash-x", user_id="slowpoke")
+    with pytest.raises(UserAlreadyExists):
+        _run_until(bastion, steps, "email_confirm", expire_and_let_another_in)
+    (other,) = others
+    assert raw.get(_claim(bastion)) == other.id.encode()
+    found = bastion.sync_users.get_by_email("ada@example.com")
+    assert found is not None and found.id == other.id
+    # The slow one's record is gone (its id with it): no second account with the same email.
+    assert raw.hgetall(keys.user("bastion", "slowpoke")).keys() == {b"deleted"}
+    assert bastion.sync_users.get("slowpoke") is None
+
+
+def test_the_claim_lifetime_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="claim_ttl_ms"):
+        UserCore("bastion", claim_ttl_ms=0)

@@ -1,7 +1,8 @@
 """The common-password dictionary: a frozenset of folded passwords, loaded once per file.
 
 A custom file (``password_dictionary_path``) extends the shipped list; with
-``password_dictionary_replace`` it is the whole dictionary instead.
+``password_dictionary_replace`` it is the whole dictionary instead. A password is common when it
+or one of its forms (:mod:`bastion.passwords.variants`: ``P@ssw0rd!`` is ``password``) is listed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import unicodedata
 from importlib import resources
 
 from bastion.errors import ConfigError
+from bastion.passwords.variants import is_listed
 
 SHIPPED = "data/common-passwords.txt"
 """The shipped list, relative to the ``bastion.passwords`` package (see ``data/NOTICE``)."""
@@ -77,6 +79,6 @@ def _combined(path: str | None, replace: bool) -> frozenset[str]:
 def is_common(
     password: str, path: str | os.PathLike[str] | None = None, *, replace: bool = False
 ) -> bool:
-    """Whether ``password`` is common: in the shipped list, extended or replaced by ``path``."""
+    """Whether ``password`` or one of its forms is in the dictionary (see ``dictionary_words``)."""
     words = dictionary_words(None if path is None else os.fspath(path), replace=replace)
-    return fold(password).strip() in words
+    return is_listed(fold(password).strip(), words)

@@ -26,6 +26,7 @@ from bastion.errors import (
 )
 from bastion.passwords.checks import PasswordCheck, PasswordContext, run_checks, validate_checks
 from bastion.passwords.dictionary import dictionary_words, fold
+from bastion.passwords.variants import is_listed
 
 if TYPE_CHECKING:
     from bastion.settings import Settings
@@ -54,14 +55,34 @@ class HashVerifier(Protocol):
         ...
 
 
+# What does not count as a character a user chose: whitespace (spaces, the ideographic space),
+# format characters (zero-width space and joiners, soft hyphen, bidi controls), controls, lone
+# surrogates, combining marks on their own, and the Hangul fillers, letters that show nothing.
+_UNSEEN_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Me"})
+_UNSEEN_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
+def _visible(text: str) -> int:
+    if text.isascii() and text.isprintable():
+        return len(text) - text.count(" ")  # the usual case, quickly
+    category = unicodedata.category
+    return sum(
+        1
+        for ch in text
+        if not ch.isspace() and ch not in _UNSEEN_LETTERS and category(ch) not in _UNSEEN_CATEGORIES
+    )
+
+
 def character_count(password: str) -> int:
-    """The characters ``password`` counts as for the minimum length (see ``PasswordPolicy``)."""
-    # NFC merges "e" + combining accent into one character; NFKC also expands compatibility
-    # characters (ﬃ -> ffi, one Arabic ligature -> 18 letters). The smaller of the two counts
-    # what the user chose, so neither an accent nor an expanding ligature inflates the length.
+    """How many visible characters ``password`` counts as for the minimum length."""
+    # Counted after normalisation: NFC merges "e" + combining accent into one character; NFKC
+    # also maps compatibility characters (the ideographic space to a space, full-width letters
+    # to ASCII) and expands some (ﬃ -> ffi, one Arabic ligature -> 18 letters). The smaller of
+    # the two counts what the user chose, so neither an accent nor an expanding ligature
+    # inflates the length; what does not show never counts (eight spaces are no password).
     return min(
-        len(unicodedata.normalize("NFC", password)),
-        len(unicodedata.normalize("NFKC", password)),
+        _visible(unicodedata.normalize("NFC", password)),
+        _visible(unicodedata.normalize("NFKC", password)),
     )
 
 
@@ -115,8 +136,13 @@ class PasswordPolicy:
     """The password rules of one deployment; each rule is a setting and can be switched off.
 
     Lengths: the maximum counts code points as received (it is a cost bound, checked before
-    anything reads the content); the minimum counts characters after normalisation (the smaller
-    of the NFC and NFKC lengths), unlike Appwrite, which counts UTF-8 bytes.
+    anything reads the content); the minimum counts visible characters after normalisation (the
+    smaller of the NFC and NFKC counts; whitespace, format characters and combining marks on
+    their own do not count), unlike Appwrite, which counts UTF-8 bytes. The password that is
+    hashed is never changed.
+
+    The dictionary rule refuses a listed password and one that becomes listed once digits and
+    symbols at its ends are cut and common substitutions undone (:mod:`.variants`).
     """
 
     def __init__(
@@ -198,11 +224,12 @@ class PasswordPolicy:
             )
         if character_count(password) < self.min_length:
             raise PasswordTooShort(
-                f"The password must be at least {self.min_length} characters long."
+                f"The password must be at least {self.min_length} characters long"
+                " (spaces and invisible characters do not count)."
             )
         folded = fold(password)
-        if self.dictionary and folded.strip() in dictionary_words(
-            self.dictionary_path, replace=self.dictionary_replace
+        if self.dictionary and is_listed(
+            folded.strip(), dictionary_words(self.dictionary_path, replace=self.dictionary_replace)
         ):
             raise PasswordInDictionary()
         if self.personal_data and _contains_personal_data(
