@@ -32,17 +32,12 @@ def _demo(args: argparse.Namespace) -> int:
         print("bastion demo needs uvicorn: pip install 'bastion[demo]'", file=sys.stderr)
         return 2
     from bastion.core import Bastion
-    from bastion.demo import USAGE, create_app
+    from bastion.demo import banner, create_app
 
     settings = _settings(args)
     bastion = Bastion(settings)
-    backend = (
-        f"Redis at {settings.redis_url}"
-        if settings.redis_url
-        else "embedded in-process Redis: development only, data lives in this process"
-    )
     url = f"http://{args.host}:{args.port}"
-    print(USAGE.format(url=url, framework=args.framework, backend=backend), flush=True)
+    print(banner(settings, url, args.framework), flush=True)
     app = create_app(bastion, args.framework)
     if args.framework == "flask":
         from werkzeug.serving import run_simple

@@ -3,6 +3,8 @@
 from typing import Any
 
 from bastion.core import Bastion
+from bastion.secret import mask_url, reveal
+from bastion.settings import Settings
 
 FRAMEWORKS = ("starlette", "fastapi", "flask")
 
@@ -20,6 +22,19 @@ Bastion demo on {url}  ({framework}, {backend})
   curl -s -X POST {url}/account/jwts -H 'X-Bastion-Session: <token>'
   curl -si -X DELETE {url}/account/sessions/current -H 'X-Bastion-Session: <token>'
 """
+
+
+def banner(settings: Settings, url: str, framework: str) -> str:
+    """What ``bastion demo`` prints first: where it serves, on which Redis, what to try.
+
+    The Redis URL is shown with its password masked: the banner lands in terminals and logs.
+    """
+    backend = (
+        f"Redis at {mask_url(reveal(settings.redis_url))}"
+        if settings.redis_url is not None
+        else "embedded in-process Redis: development only, data lives in this process"
+    )
+    return USAGE.format(url=url, framework=framework, backend=backend)
 
 
 def _home(identity: Any) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from bastion.secret import Secret
+
 
 class BastionError(Exception):
     """An error a client can see: JSON ``{"code", "type", "message"}`` with an HTTP status."""
@@ -80,7 +82,9 @@ class ConfigError(ValueError):
         self.name = name
         self.value = value
         self.allowed = allowed
-        super().__init__(f"Invalid setting {name}={value!r}: expected {allowed}.")
+        # A secret (a Secret or SecretURL) is shown as its masked text, never its value.
+        shown = repr(str(value)) if isinstance(value, Secret) else repr(value)
+        super().__init__(f"Invalid setting {name}={shown}: expected {allowed}.")
 
 
 class CredentialsConflict(BastionError):

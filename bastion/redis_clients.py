@@ -11,6 +11,7 @@ import redis.asyncio.retry
 import redis.retry
 from redis.backoff import ExponentialBackoff
 
+from bastion.secret import reveal
 from bastion.settings import Settings
 
 logger = logging.getLogger("bastion")
@@ -26,6 +27,7 @@ def make_clients(settings: Settings) -> tuple[Any, Any]:
     """An (async, sync) pair of clients on the same data."""
     if settings.redis_url is None:
         return _embedded()
+    url = reveal(settings.redis_url)
     # Fail fast: a request waits at most one short retry before it gets a 503, and the pool
     # reconnects by itself on the next request once Redis is back.
     options: dict[str, Any] = {
@@ -34,11 +36,9 @@ def make_clients(settings: Settings) -> tuple[Any, Any]:
     }
     backoff = ExponentialBackoff(cap=0.05, base=0.01)
     async_client = redis.asyncio.Redis.from_url(
-        settings.redis_url, retry=redis.asyncio.retry.Retry(backoff, 1), **options
+        url, retry=redis.asyncio.retry.Retry(backoff, 1), **options
     )
-    sync_client = redis.Redis.from_url(
-        settings.redis_url, retry=redis.retry.Retry(backoff, 1), **options
-    )
+    sync_client = redis.Redis.from_url(url, retry=redis.retry.Retry(backoff, 1), **options)
     return async_client, sync_client
 
 

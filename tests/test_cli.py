@@ -159,3 +159,21 @@ def test_policy_reload_announces(real_redis: str, capsys: pytest.CaptureFixture[
     assert main(["policy", "reload", "--redis-url", real_redis]) == 0
     assert main(["policy", "reload", "--redis-url", real_redis]) == 0
     assert "version 2" in capsys.readouterr().out
+
+
+def test_demo_banner_masks_the_redis_password(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import uvicorn
+
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    url = "redis://demo:redis-password-4f9c@127.0.0.1:6399/0"
+    assert main(["demo", "--redis-url", url]) == 0
+    assert served  # the app was built and handed to the server
+    out, err = capsys.readouterr()
+    assert "Redis at redis://demo:***@127.0.0.1:6399/0" in out
+    for text in (out, err, caplog.text):
+        assert "redis-password-4f9c" not in text

@@ -19,6 +19,7 @@ import jwt
 
 from bastion.errors import ConfigError, JWTInvalid
 from bastion.identity import is_valid_id
+from bastion.secret import reveal
 from bastion.sessions.token import is_session_id
 from bastion.settings import JWTKey, Settings
 
@@ -57,7 +58,7 @@ def _read_pem(path: str, name: str) -> bytes:
 
 def _load(key: JWTKey) -> _LoadedKey:
     if key.secret is not None:
-        secret = key.secret.encode()
+        secret = reveal(key.secret).encode()
         return _LoadedKey(key.kid, key.alg, secret, secret)
     try:
         from cryptography.hazmat.primitives import serialization
