@@ -31,11 +31,10 @@ def _demo(args: argparse.Namespace) -> int:
     except ImportError:
         print("bastion demo needs uvicorn: pip install 'bastion[demo]'", file=sys.stderr)
         return 2
-    from bastion.core import Bastion
-    from bastion.demo import banner, create_app
+    from bastion.demo import banner, create_app, demo_bastion
 
     settings = _settings(args)
-    bastion = Bastion(settings)
+    bastion = demo_bastion(settings)
     url = f"http://{args.host}:{args.port}"
     print(banner(settings, url, args.framework), flush=True)
     app = create_app(bastion, args.framework)

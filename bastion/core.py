@@ -465,11 +465,24 @@ class Bastion:
             raise Forbidden() if identity.is_authenticated else Unauthorized()
 
     def create_jwt(self, conn: Any) -> str:
-        """A JWT for the request's session; only a session can mint one (not a JWT, not a key)."""
+        """A JWT for the request's session; only a session can mint one (not a JWT, not a key).
+
+        Without a JWT key (``jwt_secret`` / ``jwt_keys``) it raises ``JWTDisabled`` (501).
+        """
         state = state_of(conn)
         identity = state.identity
         if identity.kind == "session" and identity.user_id and identity.session_id:
-            token = self.jwt.mint(identity.user_id, identity.session_id)
+            try:
+                token = self.jwt.mint(identity.user_id, identity.session_id)
+            except BastionError as exc:  # JWTDisabled: no key is configured
+                self.audit.failed(
+                    "jwt_create",
+                    state,
+                    exc,
+                    user_id=identity.user_id,
+                    session_id=identity.session_id,
+                )
+                raise
             self.audit.record(
                 "jwt_create",
                 state,

@@ -1,12 +1,23 @@
 """The demo ``bastion demo`` serves: the account routes at ``/account`` on the chosen framework."""
 
+import dataclasses
+import logging
+import secrets
 from typing import Any
 
 from bastion.core import Bastion
 from bastion.secret import mask_url, reveal
 from bastion.settings import Settings
 
+logger = logging.getLogger("bastion.demo")
+
 FRAMEWORKS = ("starlette", "fastapi", "flask")
+
+JWT_KEY_WARNING = (
+    "The demo signs JWTs with a random key made for this process, because no JWT key is set "
+    "(jwt_secret / BASTION_JWT_SECRET, or jwt_keys): its JWTs die with the process and no other "
+    "process accepts them. This is for the demo only; configure a key of your own elsewhere."
+)
 
 USAGE = """\
 Bastion demo on {url}  ({framework}, {backend})
@@ -35,6 +46,23 @@ def banner(settings: Settings, url: str, framework: str) -> str:
         else "embedded in-process Redis: development only, data lives in this process"
     )
     return USAGE.format(url=url, framework=framework, backend=backend)
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """``settings`` as the demo runs them: with a random per-process JWT key if none is set.
+
+    The demo prints ``POST /account/jwts`` among the commands to try, so it must work on a real
+    Redis too (a plain app without a key answers it with 501 ``general_jwt_disabled``).
+    """
+    if settings.jwt_keyset:
+        return settings
+    logger.warning(JWT_KEY_WARNING)
+    return dataclasses.replace(settings, jwt_secret=secrets.token_urlsafe(48))
+
+
+def demo_bastion(settings: Settings) -> Bastion:
+    """The ``Bastion`` the demo serves (see :func:`demo_settings`)."""
+    return Bastion(demo_settings(settings))
 
 
 def _home(identity: Any) -> dict[str, Any]:

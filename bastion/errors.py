@@ -122,6 +122,19 @@ class JWTCreationDenied(BastionError):
     default_message = "A JWT can only be made from a session, not from another JWT or an API key."
 
 
+class JWTDisabled(BastionError):
+    """A JWT asked for on a server with no JWT key: the feature is switched off, not broken.
+
+    501, not 400: nothing in the request is wrong and no other request would do better; the
+    server does not offer the function (RFC 9110 15.6.2). Not 503 either: that says "try again
+    later", and common retry policies would, in vain.
+    """
+
+    status = 501
+    type = "general_jwt_disabled"
+    default_message = "JWTs are disabled on this server: it has no JWT key configured."
+
+
 class APIKeyInvalid(Unauthorized):
     """An API key that is malformed, unknown, revoked or has the wrong secret."""
 

@@ -79,7 +79,7 @@ def framework(request: pytest.FixtureRequest) -> str:
 
 
 def _bastion(url: str, **settings: Any) -> Bastion:
-    return Bastion(Settings(redis_url=url, jwt_secret="j" * 40, **settings))
+    return Bastion(Settings(**{"redis_url": url, "jwt_secret": "j" * 40, **settings}))
 
 
 @pytest.fixture
@@ -415,3 +415,26 @@ def test_a_log_in_racing_a_disable_or_delete_creates_no_session(
     assert refused.status_code == 401 and refused.json()["type"] == error
     assert bastion.sync_sessions.list(user_id) == []
     assert client.request("GET", "/account").status_code == 401
+
+
+def test_jwts_switched_off_are_a_json_501(make: Any, caplog: pytest.LogCaptureFixture) -> None:
+    client, _ = make(jwt_secret=None)
+    sign_up(client)
+    assert log_in(client).status_code == 201
+    with caplog.at_level("INFO", logger="bastion.audit"):
+        response = client.request("POST", "/account/jwts")
+    events = [r.bastion_audit for r in caplog.records if hasattr(r, "bastion_audit")]
+    assert [(e["event"], e["outcome"], e["reason"]) for e in events] == [
+        ("jwt_create", "failure", "general_jwt_disabled")
+    ]
+    assert response.status_code == 501, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {
+        "code": 501,
+        "type": "general_jwt_disabled",
+        "message": "JWTs are disabled on this server: it has no JWT key configured.",
+    }
+    # The session is untouched, and guests still hear that they must log in first.
+    assert client.request("GET", "/account").status_code == 200
+    client.cookies.clear()
+    assert client.request("POST", "/account/jwts").status_code == 401

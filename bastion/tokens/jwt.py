@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import jwt
 
-from bastion.errors import ConfigError, JWTInvalid
+from bastion.errors import ConfigError, JWTDisabled, JWTInvalid
 from bastion.identity import is_valid_id
 from bastion.secret import reveal
 from bastion.sessions.token import is_session_id
@@ -116,7 +116,7 @@ class JWTService:
     def mint(self, user_id: str, session_id: str) -> str:
         """A JWT for the session, valid for ``jwt_lifetime`` seconds."""
         if self._signer is None:
-            raise RuntimeError("JWTs are not configured: set jwt_secret or jwt_keys")
+            raise JWTDisabled()
         now = int(time.time())
         claims = {
             "iss": self.settings.jwt_issuer,
