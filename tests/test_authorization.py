@@ -214,8 +214,8 @@ async def test_ids_that_are_no_resource_are_400(
 
 
 @pytest.mark.parametrize(
-    ("unmatched", "guest", "signed_in"),
-    [("deny", 401, 403), ("authenticated", 401, 200), ("allow", 200, 200)],
+    ("unmatched", "guest", "signed_in", "key"),
+    [("deny", 401, 403, 401), ("authenticated", 401, 200, 401), ("allow", 200, 200, 200)],
 )
 async def test_unmatched_routes(
     backend: str,
@@ -224,13 +224,20 @@ async def test_unmatched_routes(
     unmatched: str,
     guest: int,
     signed_in: int,
+    key: int,
 ) -> None:
     bastion = authz(backend, request, policy_file, unmatched_routes=unmatched)
+    reader = await bastion.api_keys.create("reader", ["documents.read"])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app_for(bastion)), base_url="https://t"
     ) as client:
         assert await Caller(client, {}).status("GET", "/health") == guest
         assert await (await user(bastion, client, "alice")).status("GET", "/health") == signed_in
+        # An API key is not "authenticated" (no user): an unmatched route has no scope for it.
+        by_key = await client.get("/health", headers={"X-API-Key": reader.key})
+        assert by_key.status_code == key
+        if key == 401:
+            assert by_key.json()["type"] == "general_unauthorized_scope"
 
 
 async def test_report_only_logs_and_lets_through(
