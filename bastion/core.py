@@ -39,6 +39,7 @@ from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
 from bastion.redisio import AsyncRunner, Steps, SyncRunner, together
 from bastion.requestpath import canonical_path
+from bastion.responses import OWN_HEADERS_RAW
 from bastion.security import SecurityCore
 from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
 from bastion.sessions import scripts as session_scripts
@@ -341,7 +342,7 @@ class Bastion:
         out = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
+            *OWN_HEADERS_RAW,
             *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
         ]
         # A stale cookie is cleared with the 401 so the browser's next request is a guest's.

@@ -438,3 +438,43 @@ def test_jwts_switched_off_are_a_json_501(make: Any, caplog: pytest.LogCaptureFi
     assert client.request("GET", "/account").status_code == 200
     client.cookies.clear()
     assert client.request("POST", "/account/jwts").status_code == 401
+
+
+def _own_headers(response: httpx.Response) -> None:
+    where = f"{response.request.method} {response.request.url.path} {response.status_code}"
+    assert response.headers.get_list("cache-control") == ["no-store"], where
+    assert response.headers.get_list("x-content-type-options") == ["nosniff"], where
+
+
+def test_bastions_own_responses_carry_no_store_once_and_nosniff(make: Any) -> None:
+    client, _ = make()
+    assert sign_up(client).status_code == 201
+    logged_in = client.request(
+        "POST",
+        "/account/sessions",
+        json={"email": "ada@example.com", "password": PASSWORD},
+        headers={"X-Bastion-Fallback": "true"},
+    )
+    assert logged_in.status_code == 201
+    _own_headers(logged_in)
+    _own_headers(sign_up(client))  # 409
+    assert len(logged_in.headers.get_list("x-bastion-session")) == 1
+    assert len(logged_in.headers.get_list("set-cookie")) == 1
+    _own_headers(log_in(client))  # with the cookie: the old session is replaced
+    for method, path in [
+        ("GET", "/account"),
+        ("GET", "/account/sessions"),
+        ("POST", "/account/jwts"),
+        ("PATCH", "/account/password"),  # 400: no body
+        ("DELETE", "/account/sessions/current"),  # 204
+        ("GET", "/account"),  # 401 from the account route: a guest now
+    ]:
+        _own_headers(client.request(method, path))
+    # Refused by the middleware before any route: a forged session, a cross-site cookie request.
+    forged = client.request("GET", "/account", headers={"X-Bastion-Session": "a.b.c"})
+    assert forged.status_code == 401 and forged.json()["type"] == "user_session_invalid"
+    _own_headers(forged)
+    log_in(client)
+    cross = client.request("DELETE", "/account/sessions", headers={"Origin": "https://evil.test"})
+    assert cross.status_code == 403 and cross.json()["type"] == "general_cross_site_request"
+    _own_headers(cross)
