@@ -14,7 +14,8 @@ from starlette.authentication import AuthCredentials
 
 from bastion import ratelimit
 from bastion.audit import AuditHook, AuditLog
-from bastion.clientip import client_ip, parse_networks
+from bastion.cleantext import clean_text
+from bastion.clientip import client_ip, normal_ip, parse_networks
 from bastion.cookies import clear_cookie, session_cookie
 from bastion.credentials import Credentials, read_credentials
 from bastion.csrf import is_cross_site
@@ -43,6 +44,7 @@ from bastion.responses import OWN_HEADERS_RAW
 from bastion.security import SecurityCore
 from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
 from bastion.sessions import scripts as session_scripts
+from bastion.sessions.store import MAX_USER_AGENT
 from bastion.settings import Settings
 from bastion.tokens import apikeys
 from bastion.tokens.jwt import JWTService
@@ -118,21 +120,23 @@ class RequestState:
                     agent = value
                 elif name == FALLBACK_REQUEST_HEADER:
                     wants = value.strip().lower() in (b"1", b"true")
+            # Both end up in session lists, audit events and logs: a valid address or "", and
+            # the agent as UTF-8 (as browsers send it), printable characters only.
             self._facts = (
-                self.bastion.client_ip(self.peer, forwarded),
-                agent.decode("latin-1") if agent else "",
+                normal_ip(self.bastion.client_ip(self.peer, forwarded)),
+                clean_text(agent, MAX_USER_AGENT) if agent else "",
                 wants,
             )
         return self._facts
 
     @property
     def client_ip(self) -> str:
-        """The client's address (``trusted_proxies`` honoured)."""
+        """The client's address (``trusted_proxies`` honoured); "" if it is no IP address."""
         return self._read_facts()[0]
 
     @property
     def user_agent(self) -> str:
-        """The client's User-Agent header."""
+        """The client's User-Agent header, cleaned (see :func:`bastion.cleantext.clean_text`)."""
         return self._read_facts()[1]
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,18 +24,42 @@ PASSWORD = "correct horse battery staple"
 COOKIE = "__Host-bastion_session"
 
 
+RAW = "raw-base64:"
+
+
+def _raw_headers(app: Any) -> Any:
+    """Header values as a WSGI server gives them: any byte, as a latin-1 string (PEP 3333).
+
+    httpx's WSGI transport only passes ASCII, so tests send other bytes as ``raw-base64:...``.
+    """
+
+    def server(environ: dict[str, Any], start_response: Any) -> Any:
+        for key, value in list(environ.items()):
+            if key.startswith("HTTP_") and isinstance(value, str) and value.startswith(RAW):
+                environ[key] = base64.b64decode(value[len(RAW) :]).decode("latin-1")
+        return app(environ, start_response)
+
+    return server
+
+
 class Client:
     """One synchronous HTTP client over any of the three apps (cookies kept like a browser)."""
 
-    def __init__(self, framework: str, bastion: Bastion, loop: asyncio.Runner) -> None:
+    def __init__(
+        self, framework: str, bastion: Bastion, loop: asyncio.Runner, peer: str = "127.0.0.1"
+    ) -> None:
         self.framework = framework
         self.bastion = bastion
         self.loop = loop
+        self.peer = peer  # the address the server sees the request come from
         self.runner: asyncio.Runner | None = None
         if framework == "flask":
             app = Flask("contract")
             flask_adapter.init_app(app, bastion)
-            self.sync = httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t")
+            self.sync = httpx.Client(
+                transport=httpx.WSGITransport(_raw_headers(app), remote_addr=peer),
+                base_url="https://t",
+            )
             return
         if framework == "fastapi":
             fast = FastAPI()
@@ -50,7 +75,7 @@ class Client:
         # One event loop for every client of a test: they share Bastion's asyncio Redis pool.
         self.runner = loop
         self.async_client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(asgi), base_url="https://t"
+            transport=httpx.ASGITransport(asgi, client=(peer, 123)), base_url="https://t"
         )
 
     @property
@@ -59,12 +84,18 @@ class Client:
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         if self.runner is None:
+            headers = kw.get("headers")
+            if isinstance(headers, list):  # raw bytes: through the WSGI server stand-in
+                kw["headers"] = [
+                    (k, v if v.isascii() else (RAW + base64.b64encode(v).decode()).encode())
+                    for k, v in headers
+                ]
             return self.sync.request(method, path, **kw)
         return self.runner.run(self.async_client.request(method, path, **kw))
 
-    def device(self) -> Client:
+    def device(self, peer: str | None = None) -> Client:
         """Another client of the same app and loop: a second browser of the same user."""
-        return Client(self.framework, self.bastion, self.loop)
+        return Client(self.framework, self.bastion, self.loop, peer or self.peer)
 
     def close(self) -> None:
         if self.runner is None:
@@ -478,3 +509,63 @@ def test_bastions_own_responses_carry_no_store_once_and_nosniff(make: Any) -> No
     cross = client.request("DELETE", "/account/sessions", headers={"Origin": "https://evil.test"})
     assert cross.status_code == 403 and cross.json()["type"] == "general_cross_site_request"
     _own_headers(cross)
+
+
+HOSTILE_AGENT = (
+    b"Mozilla/5.0 \x1b[31mred\x1b[0m <script>alert(1)</script> \x00nul\r\n\t"
+    + "ümläut \u202ertl\u200b 😀 ".encode()
+    + b"\xff\xfe end"
+)
+CLEAN_AGENT = "Mozilla/5.0 [31mred[0m <script>alert(1)</script> nulümläut rtl 😀 \ufffd\ufffd end"
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "stored"),
+    [
+        ("127.0.0.1", None, "127.0.0.1"),
+        ("\x1b[2J<script>", None, ""),  # a peer that is no address (a proxy's or socket's)
+        ("127.0.0.1", "fe80::1%\x1b<b>", "fe80::1"),  # an IPv6 zone is free text: dropped
+        ("127.0.0.1", "2001:DB8::0:1", "2001:db8::1"),
+    ],
+)
+def test_sessions_keep_a_clean_ip_and_user_agent(
+    make: Any, peer: str, forwarded: str | None, stored: str
+) -> None:
+    client, bastion = make(trusted_proxies=["127.0.0.1"])
+    user_id = sign_up(client).json()["id"]
+    device = client.device(peer)
+    try:
+        headers = [(b"user-agent", HOSTILE_AGENT)]
+        if forwarded is not None:
+            headers.append((b"x-forwarded-for", forwarded.encode()))
+        response = device.request(
+            "POST",
+            "/account/sessions",
+            json={"email": "ada@example.com", "password": PASSWORD},
+            headers=headers,
+        )
+        assert response.status_code == 201, response.text
+        assert (response.json()["userAgent"], response.json()["ip"]) == (CLEAN_AGENT, stored)
+        listed = device.request("GET", "/account/sessions")
+        assert listed.headers["x-content-type-options"] == "nosniff"
+        (session,) = listed.json()["sessions"]
+        assert session["userAgent"] == CLEAN_AGENT and session["ip"] == stored
+        assert [(s.user_agent, s.ip) for s in bastion.sync_sessions.list(user_id)] == [
+            (CLEAN_AGENT, stored)
+        ]
+    finally:
+        device.close()
+
+
+def test_a_long_user_agent_is_cut_after_cleaning(make: Any) -> None:
+    client, _ = make()
+    sign_up(client)
+    agent = ("\x1b" * 600 + "é" * 600).encode()
+    client.request(
+        "POST",
+        "/account/sessions",
+        json={"email": "ada@example.com", "password": PASSWORD},
+        headers=[(b"user-agent", agent)],
+    )
+    (session,) = client.request("GET", "/account/sessions").json()["sessions"]
+    assert session["userAgent"] == "é" * 512
