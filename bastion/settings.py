@@ -95,7 +95,8 @@ class Settings:
     Kept as a :class:`SecretURL`: shown with its password masked, read with
     ``get_secret_value()``."""
     redis_timeout: float = 2.0
-    """Seconds a Redis command may take before the request fails closed with 503."""
+    """Seconds a request waits at most for a Redis that does not answer (retries included)
+    before it fails closed with 503."""
     key_prefix: str = "bastion"
     """Prefix of every Redis key Bastion writes, so several apps can share one Redis."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from bastion.adapters import fastapi as fastapi_adapter
 from bastion.adapters import flask as flask_adapter
 from bastion.adapters import starlette as starlette_adapter
 from bastion.passwords import PasswordHasher
+from tests.redis_server import RedisServer
 
 FRAMEWORKS = ["starlette", "fastapi", "flask"]
 PASSWORD = "correct horse battery staple"
@@ -569,3 +571,50 @@ def test_a_long_user_agent_is_cut_after_cleaning(make: Any) -> None:
     )
     (session,) = client.request("GET", "/account/sessions").json()["sessions"]
     assert session["userAgent"] == "é" * 512
+
+
+HUNG_TIMEOUT = 1.0
+HUNG_MARGIN = 0.4  # scheduling, the 503's own work; one retry more would be a whole timeout
+
+
+def test_a_hung_redis_is_a_503_within_redis_timeout(framework: str) -> None:
+    # A server of its own: the shared one must never be left paused.
+    server = RedisServer().start()
+    loop = asyncio.Runner()
+    clients: list[Client] = []
+    try:
+        bastion = _bastion(server.url, redis_timeout=HUNG_TIMEOUT)
+        client = Client(framework, bastion, loop)
+        clients.append(client)
+        sign_up(client)
+        assert log_in(client).status_code == 201
+        assert client.request("GET", "/account").status_code == 200  # the pool is warm
+        token = client.cookies[COOKIE]
+        # A new Bastion: its first connection is accepted by the kernel, then never answered.
+        fresh = Client(framework, _bastion(server.url, redis_timeout=HUNG_TIMEOUT), loop)
+        clients.append(fresh)
+        server.pause()
+        waits = {}
+        for name, who, method, path, kw in [
+            # The session read on a pooled connection (the middleware's one round trip).
+            ("session", client, "GET", "/account", {}),
+            # A log-in: its rate-limit script first.
+            ("log-in", client, "POST", "/account/sessions",
+             {"json": {"email": "ada@example.com", "password": PASSWORD}}),
+            ("new connection", fresh, "GET", "/account",
+             {"headers": {"X-Bastion-Session": token}}),
+        ]:  # fmt: skip
+            started = time.monotonic()
+            response = who.request(method, path, **kw)
+            waits[name] = round(time.monotonic() - started, 3)
+            assert response.status_code == 503, (name, response.text)
+            assert response.json()["type"] == "service_unavailable"
+        print(f"\n503 under a hung Redis ({framework}, redis_timeout={HUNG_TIMEOUT}):", waits)
+        for name, waited in waits.items():
+            assert HUNG_TIMEOUT * 0.9 <= waited <= HUNG_TIMEOUT + HUNG_MARGIN, (name, waited)
+    finally:
+        server.resume()
+        for made in clients:
+            made.close()
+        loop.close()
+        server.cleanup()
