@@ -346,8 +346,8 @@ def _redis_url(value: object) -> SecretURL | None:
         return None
     if isinstance(value, SecretURL):
         url = value
-    elif isinstance(value, str):
-        url = SecretURL(value.strip())
+    elif isinstance(value, (str, Secret)):
+        url = SecretURL((value if isinstance(value, str) else value.get_secret_value()).strip())
     else:
         raise ConfigError("redis_url", Secret(repr(value)), "a Redis URL (a string)")
     try:
@@ -402,7 +402,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         # Checked and wrapped by Settings itself; here only blank (unset) and the type matter.
         if value is None or (isinstance(value, str) and value.strip() == ""):
             return None
-        if isinstance(value, (str, Secret)):
+        if isinstance(value, str):
+            return value.strip()  # as every other string from a file or the environment
+        if isinstance(value, Secret):
             return value
         raise ConfigError(name, Secret(repr(value)), "a string")
     optional = type(None) in args
