@@ -8,6 +8,7 @@ from bastion.middleware.asgi import BastionMiddleware
 from bastion.middleware.wsgi import BastionWSGIMiddleware
 from bastion.passwords.checks import PasswordCheck, PasswordContext
 from bastion.policies.diagnostics import PolicyError
+from bastion.secret import Secret
 from bastion.sessions import NewSession, SessionInfo
 from bastion.settings import JWTKey, Settings
 from bastion.users import User, UserStore
@@ -26,6 +27,7 @@ __all__ = [
     "PasswordContext",
     "PasswordRejected",
     "PolicyError",
+    "Secret",
     "SessionInfo",
     "Settings",
     "User",

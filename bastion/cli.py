@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -19,23 +18,11 @@ if TYPE_CHECKING:
     from bastion.core import Bastion
 
 
-DEMO_IDLE_TIMEOUT = 1800
-
-
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "redis_url", None):
         overrides["redis_url"] = args.redis_url
     return Settings.load(args.config, **overrides)
-
-
-def demo_settings(args: argparse.Namespace) -> Settings:
-    """The demo's settings: the file's and the environment's, with an idle timeout by default."""
-    settings = _settings(args)
-    if settings.session_idle_timeout is None:
-        # NIST SP 800-63B's 30 minutes at AAL2, unless the file or the environment sets one.
-        settings = dataclasses.replace(settings, session_idle_timeout=DEMO_IDLE_TIMEOUT)
-    return settings
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -45,17 +32,12 @@ def _demo(args: argparse.Namespace) -> int:
         print("bastion demo needs uvicorn: pip install 'bastion[demo]'", file=sys.stderr)
         return 2
     from bastion.core import Bastion
-    from bastion.demo import USAGE, create_app
+    from bastion.demo import banner, create_app, demo_settings
 
-    settings = demo_settings(args)
+    settings = demo_settings(_settings(args))
     bastion = Bastion(settings)
-    backend = (
-        f"Redis at {settings.redis_url}"
-        if settings.redis_url
-        else "embedded in-process Redis: development only, data lives in this process"
-    )
     url = f"http://{args.host}:{args.port}"
-    print(USAGE.format(url=url, framework=args.framework, backend=backend), flush=True)
+    print(banner(settings, url, args.framework), flush=True)
     app = create_app(bastion, args.framework)
     if args.framework == "flask":
         from werkzeug.serving import run_simple

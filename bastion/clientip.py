@@ -21,6 +21,19 @@ def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in network for network in networks)
 
 
+def normal_ip(text: str) -> str:
+    """``text`` as the normal form of an IPv4 or IPv6 address, or "" if it is none.
+
+    An IPv6 zone (``fe80::1%eth0``) is dropped: it is free text of the client's system, and
+    says nothing about who the client is.
+    """
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return ""
+    return str(ipaddress.ip_address(address.packed))
+
+
 def client_ip(peer: str, forwarded_for: bytes | None, trusted: tuple[Network, ...]) -> str:
     """Who sent the request: the peer, unless a trusted proxy relayed it.
 

@@ -14,7 +14,8 @@ from starlette.authentication import AuthCredentials
 
 from bastion import ratelimit
 from bastion.audit import AuditHook, AuditLog
-from bastion.clientip import client_ip, parse_networks
+from bastion.cleantext import clean_text
+from bastion.clientip import client_ip, normal_ip, parse_networks
 from bastion.cookies import clear_cookie, session_cookie
 from bastion.credentials import Credentials, read_credentials
 from bastion.csrf import is_cross_site
@@ -39,9 +40,11 @@ from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
 from bastion.redisio import AsyncRunner, Steps, SyncRunner, together
 from bastion.requestpath import canonical_path
+from bastion.responses import OWN_HEADERS_RAW
 from bastion.security import SecurityCore
 from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
 from bastion.sessions import scripts as session_scripts
+from bastion.sessions.store import MAX_USER_AGENT
 from bastion.settings import Settings
 from bastion.tokens import apikeys
 from bastion.tokens.jwt import JWTService
@@ -117,21 +120,23 @@ class RequestState:
                     agent = value
                 elif name == FALLBACK_REQUEST_HEADER:
                     wants = value.strip().lower() in (b"1", b"true")
+            # Both end up in session lists, audit events and logs: a valid address or "", and
+            # the agent as UTF-8 (as browsers send it), printable characters only.
             self._facts = (
-                self.bastion.client_ip(self.peer, forwarded),
-                agent.decode("latin-1") if agent else "",
+                normal_ip(self.bastion.client_ip(self.peer, forwarded)),
+                clean_text(agent, MAX_USER_AGENT) if agent else "",
                 wants,
             )
         return self._facts
 
     @property
     def client_ip(self) -> str:
-        """The client's address (``trusted_proxies`` honoured)."""
+        """The client's address (``trusted_proxies`` honoured); "" if it is no IP address."""
         return self._read_facts()[0]
 
     @property
     def user_agent(self) -> str:
-        """The client's User-Agent header."""
+        """The client's User-Agent header, cleaned (see :func:`bastion.cleantext.clean_text`)."""
         return self._read_facts()[1]
 
     @property
@@ -341,7 +346,7 @@ class Bastion:
         out = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
+            *OWN_HEADERS_RAW,
             *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
         ]
         # A stale cookie is cleared with the 401 so the browser's next request is a guest's.
@@ -466,11 +471,24 @@ class Bastion:
             raise Forbidden() if identity.is_authenticated else Unauthorized()
 
     def create_jwt(self, conn: Any) -> str:
-        """A JWT for the request's session; only a session can mint one (not a JWT, not a key)."""
+        """A JWT for the request's session; only a session can mint one (not a JWT, not a key).
+
+        Without a JWT key (``jwt_secret`` / ``jwt_keys``) it raises ``JWTDisabled`` (501).
+        """
         state = state_of(conn)
         identity = state.identity
         if identity.kind == "session" and identity.user_id and identity.session_id:
-            token = self.jwt.mint(identity.user_id, identity.session_id)
+            try:
+                token = self.jwt.mint(identity.user_id, identity.session_id)
+            except BastionError as exc:  # JWTDisabled: no key is configured
+                self.audit.failed(
+                    "jwt_create",
+                    state,
+                    exc,
+                    user_id=identity.user_id,
+                    session_id=identity.session_id,
+                )
+                raise
             self.audit.record(
                 "jwt_create",
                 state,

@@ -1,10 +1,24 @@
 """The demo ``bastion demo`` serves: the account routes at ``/account`` on the chosen framework."""
 
+import dataclasses
+import logging
+import secrets
 from typing import Any
 
 from bastion.core import Bastion
+from bastion.secret import mask_url, reveal
+from bastion.settings import Settings
+
+logger = logging.getLogger("bastion.demo")
 
 FRAMEWORKS = ("starlette", "fastapi", "flask")
+DEMO_IDLE_TIMEOUT = 1800
+
+JWT_KEY_WARNING = (
+    "The demo signs JWTs with a random key made for this process, because no JWT key is set "
+    "(jwt_secret / BASTION_JWT_SECRET, or jwt_keys): its JWTs die with the process and no other "
+    "process accepts them. This is for the demo only; configure a key of your own elsewhere."
+)
 
 USAGE = """\
 Bastion demo on {url}  ({framework}, {backend})
@@ -20,6 +34,40 @@ Bastion demo on {url}  ({framework}, {backend})
   curl -s -X POST {url}/account/jwts -H 'X-Bastion-Session: <token>'
   curl -si -X DELETE {url}/account/sessions/current -H 'X-Bastion-Session: <token>'
 """
+
+
+def banner(settings: Settings, url: str, framework: str) -> str:
+    """What ``bastion demo`` prints first: where it serves, on which Redis, what to try.
+
+    The Redis URL is shown with its password masked: the banner lands in terminals and logs.
+    """
+    backend = (
+        f"Redis at {mask_url(reveal(settings.redis_url))}"
+        if settings.redis_url is not None
+        else "embedded in-process Redis: development only, data lives in this process"
+    )
+    return USAGE.format(url=url, framework=framework, backend=backend)
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """``settings`` as the demo runs them: a 30-minute idle timeout and a JWT key by default.
+
+    The idle timeout is NIST SP 800-63B's at AAL2, unless the file or the environment sets one.
+    The demo prints ``POST /account/jwts`` among the commands to try, so it must work on a real
+    Redis too (a plain app without a key answers it with 501 ``general_jwt_disabled``): without
+    a configured key it signs with a random per-process one.
+    """
+    if settings.session_idle_timeout is None:
+        settings = dataclasses.replace(settings, session_idle_timeout=DEMO_IDLE_TIMEOUT)
+    if settings.jwt_keyset:
+        return settings
+    logger.warning(JWT_KEY_WARNING)
+    return dataclasses.replace(settings, jwt_secret=secrets.token_urlsafe(48))
+
+
+def demo_bastion(settings: Settings) -> Bastion:
+    """The ``Bastion`` the demo serves (see :func:`demo_settings`)."""
+    return Bastion(demo_settings(settings))
 
 
 def _home(identity: Any) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from bastion.secret import Secret
+
 
 class BastionError(Exception):
     """An error a client can see: JSON ``{"code", "type", "message"}`` with an HTTP status."""
@@ -80,7 +82,9 @@ class ConfigError(ValueError):
         self.name = name
         self.value = value
         self.allowed = allowed
-        super().__init__(f"Invalid setting {name}={value!r}: expected {allowed}.")
+        # A secret (a Secret or SecretURL) is shown as its masked text, never its value.
+        shown = repr(str(value)) if isinstance(value, Secret) else repr(value)
+        super().__init__(f"Invalid setting {name}={shown}: expected {allowed}.")
 
 
 class CredentialsConflict(BastionError):
@@ -116,6 +120,19 @@ class JWTCreationDenied(BastionError):
     status = 403
     type = "user_jwt_creation_denied"
     default_message = "A JWT can only be made from a session, not from another JWT or an API key."
+
+
+class JWTDisabled(BastionError):
+    """A JWT asked for on a server with no JWT key: the feature is switched off, not broken.
+
+    501, not 400: nothing in the request is wrong and no other request would do better; the
+    server does not offer the function (RFC 9110 15.6.2). Not 503 either: that says "try again
+    later", and common retry policies would, in vain.
+    """
+
+    status = 501
+    type = "general_jwt_disabled"
+    default_message = "JWTs are disabled on this server: it has no JWT key configured."
 
 
 class APIKeyInvalid(Unauthorized):

@@ -6,7 +6,7 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from bastion.errors import MissingScope, Unauthorized
 
@@ -25,6 +25,10 @@ _ROLE = re.compile(
 )
 
 GUEST_ROLES = frozenset({"any", "guests"})
+
+RESERVED_SCOPES = frozenset({"authenticated", *get_args(Kind)})
+"""Names Bastion itself puts in ``request.auth.scopes``; no API key may hold one, or a key
+scoped ``session`` would pass Starlette's ``requires("session")``."""
 
 
 def is_valid_id(value: str) -> bool:
@@ -98,8 +102,11 @@ class Identity:
 
     @classmethod
     def for_key(cls, key_id: str, scopes: frozenset[str]) -> Identity:
-        """The identity of a request authenticated by an API key: scopes, no user, no roles."""
-        return cls("key", None, None, frozenset(), scopes, key_id)
+        """The identity of a request authenticated by an API key: scopes, no user, no roles.
+
+        Reserved names are dropped: keys created before they were refused may still hold one.
+        """
+        return cls("key", None, None, frozenset(), scopes - RESERVED_SCOPES, key_id)
 
     def require_scope(self, scope: str) -> None:
         """Refuse an API key without ``scope``; users are judged by permissions instead."""
@@ -111,15 +118,26 @@ class Identity:
 
     @property
     def auth_scopes(self) -> list[str]:
-        """Scopes for Starlette's ``AuthCredentials``: ``authenticated`` and the credential kind."""
+        """Scopes for Starlette's ``AuthCredentials``: the credential kind, ``authenticated`` for
+        a signed-in user, an API key's own scopes; none for guests.
+
+        An API key is not ``authenticated``: that scope means a user (Starlette's
+        ``requires("authenticated")`` guards user pages); a key has ``key`` and its scopes.
+        """
         if self.kind == "guest":
             return []
-        return ["authenticated", self.kind, *sorted(self.scopes)]
+        if self.kind == "key":
+            return ["key", *sorted(self.scopes)]
+        return ["authenticated", self.kind]
 
     @property
     def is_authenticated(self) -> bool:
-        """True for any caller with a valid credential (Starlette's ``BaseUser`` API)."""
-        return self.kind != "guest"
+        """True for a signed-in user, by session or JWT (Starlette's ``BaseUser`` API).
+
+        False for guests and for API keys, which are no user: the same answer as
+        ``"authenticated" in request.auth.scopes``.
+        """
+        return self.kind == "session" or self.kind == "jwt"
 
     @property
     def display_name(self) -> str:

@@ -10,11 +10,13 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
+from urllib.parse import urlsplit
 
 from bastion.errors import ConfigError
 from bastion.identity import is_role
 from bastion.passwords.policy import CONTEXT_WORD_MAX_LENGTH, CONTEXT_WORDS_MAX, context_tokens
 from bastion.policies.routes import ResourceSpec, RouteSpec
+from bastion.secret import Secret, SecretURL
 
 SameSite = Literal["lax", "strict", "none"]
 Unmatched = Literal["deny", "authenticated", "allow"]
@@ -25,6 +27,7 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
 _ORIGIN = re.compile(r"https?://[^/\s?#]+")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,32}")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -36,33 +39,39 @@ _KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class JWTKey:
-    """One JWT key: an HMAC ``secret``, or PEM files (the public verifies, the private signs)."""
+    """One JWT key: an HMAC ``secret``, or PEM files (the public verifies, the private signs).
+
+    ``secret`` may be given as a plain string; it is kept as a :class:`Secret`, so the key's repr
+    and every error about it show ``'**********'``.
+    """
 
     kid: str
     alg: str = "HS256"
-    secret: str | None = None
+    secret: Secret | str | None = None
     private_key_file: str | None = None
     public_key_file: str | None = None
 
     def __post_init__(self) -> None:
-        where = f"jwt_keys[{self.kid}]"
-        if not _KID.fullmatch(self.kid):
+        if not isinstance(self.kid, str) or not _KID.fullmatch(self.kid):
             raise ConfigError("jwt_keys.kid", self.kid, "1-64 letters, digits and . _ -")
+        where = f"jwt_keys[{self.kid}]"
+        secret = _secret(f"{where}.secret", self.secret)
+        object.__setattr__(self, "secret", secret)
         if self.alg not in JWT_ALGORITHMS:
             raise ConfigError(f"{where}.alg", self.alg, f"one of {', '.join(JWT_ALGORITHMS)}")
         least = JWT_ALGORITHMS[self.alg]
         if least:
-            if self.secret is None or len(self.secret.encode()) < least:
+            if secret is None or len(secret.get_secret_value().encode()) < least:
                 raise ConfigError(
                     f"{where}.secret",
-                    "<hidden>",
+                    secret,
                     f"a secret of at least {least} bytes for {self.alg}",
                 )
             if self.private_key_file or self.public_key_file:
                 raise ConfigError(f"{where}", self.alg, "a secret only: HMAC keys use no PEM files")
         else:
-            if self.secret is not None:
-                raise ConfigError(f"{where}.secret", "<hidden>", f"no secret for {self.alg}")
+            if secret is not None:
+                raise ConfigError(f"{where}.secret", secret, f"no secret for {self.alg}")
             if not self.public_key_file and not self.private_key_file:
                 raise ConfigError(
                     f"{where}.public_key_file",
@@ -80,10 +89,14 @@ class JWTKey:
 class Settings:
     """Every Bastion setting, validated when the object is built."""
 
-    redis_url: str | None = None
-    """Redis to keep sessions in; None runs the embedded in-process fakeredis (development only)."""
+    redis_url: SecretURL | str | None = None
+    """Redis to keep sessions in; None runs the embedded in-process fakeredis (development only).
+
+    Kept as a :class:`SecretURL`: shown with its password masked, read with
+    ``get_secret_value()``."""
     redis_timeout: float = 2.0
-    """Seconds a Redis command may take before the request fails closed with 503."""
+    """Seconds a request waits at most for a Redis that does not answer (retries included)
+    before it fails closed with 503."""
     key_prefix: str = "bastion"
     """Prefix of every Redis key Bastion writes, so several apps can share one Redis."""
 
@@ -105,8 +118,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     """Origins, besides the request's own, allowed to send cookie-authenticated unsafe requests."""
 
-    jwt_secret: str | None = None
-    """Shorthand for one HS256 key (kid ``default``); at least 32 bytes."""
+    jwt_secret: Secret | str | None = None
+    """Shorthand for one HS256 key (kid ``default``), at least 32 bytes; kept as a ``Secret``."""
     jwt_keys: tuple[JWTKey, ...] = ()
     """JWT keys, newest first: the first signs, every one verifies (so keys can be rotated)."""
     jwt_lifetime: int = 900
@@ -175,6 +188,8 @@ class Settings:
     """Proxy addresses (IPs or CIDRs) whose X-Forwarded-For names the client IP."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "redis_url", _redis_url(self.redis_url))
+        object.__setattr__(self, "jwt_secret", _secret("jwt_secret", self.jwt_secret))
         _in_range("redis_timeout", self.redis_timeout, 0.05, 60.0)
         if not _KEY_PREFIX.fullmatch(self.key_prefix):
             raise ConfigError(
@@ -224,7 +239,7 @@ class Settings:
                 "jwt_keys[0]", self.jwt_keys[0].kid, "a key that can sign (the first signs)"
             )
         if self.jwt_secret is not None and self.jwt_keys:
-            raise ConfigError("jwt_secret", "<hidden>", "unset when jwt_keys is given")
+            raise ConfigError("jwt_secret", self.jwt_secret, "unset when jwt_keys is given")
         for name in ("jwt_issuer", "jwt_audience"):
             if not 1 <= len(getattr(self, name)) <= 256:
                 raise ConfigError(name, getattr(self, name), "1-256 characters")
@@ -309,14 +324,45 @@ class Settings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
+            # Masked, like a misspelt variable: the value of an unknown name may be a secret.
             raise ConfigError(
                 unknown[0],
-                values[unknown[0]],
+                Secret(repr(values[unknown[0]])),
                 f"a known setting ({origin}: {', '.join(sorted(known))})",
             )
         hints = _hints()
         checked = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
         return cls(**checked)
+
+
+def _secret(name: str, value: object) -> Secret | None:
+    """A secret setting as a :class:`Secret`; a value of the wrong type is refused, masked."""
+    if value is None or isinstance(value, Secret):
+        return value
+    if isinstance(value, str):
+        return Secret(value)
+    raise ConfigError(name, Secret(repr(value)), "a string")
+
+
+def _redis_url(value: object) -> SecretURL | None:
+    """``redis_url`` as a :class:`SecretURL`, its scheme checked (errors show it masked)."""
+    if value is None:
+        return None
+    if isinstance(value, SecretURL):
+        url = value
+    elif isinstance(value, (str, Secret)):
+        url = SecretURL((value if isinstance(value, str) else value.get_secret_value()).strip())
+    else:
+        raise ConfigError("redis_url", Secret(repr(value)), "a Redis URL (a string)")
+    try:
+        scheme = urlsplit(url.get_secret_value()).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in _REDIS_SCHEMES:
+        raise ConfigError(
+            "redis_url", url, "a URL like redis://host:6379/0 (redis://, rediss:// or unix://)"
+        )
+    return url
 
 
 def _in_range(name: str, value: float, low: float, high: float) -> None:
@@ -356,6 +402,15 @@ def _hints() -> dict[str, Any]:
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Check a value against its field type, turning strings from env/TOML into that type."""
     args = get_args(hint)
+    if Secret in args or SecretURL in args:
+        # Checked and wrapped by Settings itself; here only blank (unset) and the type matter.
+        if value is None or (isinstance(value, str) and value.strip() == ""):
+            return None
+        if isinstance(value, str):
+            return value.strip()  # as every other string from a file or the environment
+        if isinstance(value, Secret):
+            return value
+        raise ConfigError(name, Secret(repr(value)), "a string")
     optional = type(None) in args
     if optional:
         (hint,) = [a for a in args if a is not type(None)]
@@ -401,14 +456,17 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return tuple(specs)
     if hint == tuple[JWTKey, ...]:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(name, value, "a list of [[jwt_keys]] tables")
+            raise ConfigError(name, Secret(repr(value)), "a list of [[jwt_keys]] tables")
         keys = []
         for item in value:
             if isinstance(item, JWTKey):
                 keys.append(item)
                 continue
             if not isinstance(item, dict):
-                raise ConfigError(name, item, "a table with kid, alg and secret or key files")
+                # Masked: a secret pasted where the table belongs must not reach the message.
+                raise ConfigError(
+                    name, Secret(repr(item)), "a table with kid, alg and secret or key files"
+                )
             fields = {f.name for f in dataclasses.fields(JWTKey)}
             if set(item) - fields or "kid" not in item:
                 raise ConfigError(
@@ -460,8 +518,9 @@ def _read_env(env: Mapping[str, str]) -> dict[str, str]:
             continue
         name = key[len("BASTION_") :].lower()
         if name not in known:
+            # The value is masked: a misspelt secret (BASTION_JWT_SECRETS) is still a secret.
             raise ConfigError(
-                key, value, f"a known setting (BASTION_{'/'.join(sorted(known)).upper()})"
+                key, Secret(value), f"a known setting (BASTION_{'/'.join(sorted(known)).upper()})"
             )
         values[name] = value
     return values

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,24 +19,49 @@ from bastion.adapters import fastapi as fastapi_adapter
 from bastion.adapters import flask as flask_adapter
 from bastion.adapters import starlette as starlette_adapter
 from bastion.passwords import PasswordHasher
+from tests.redis_server import RedisServer
 
 FRAMEWORKS = ["starlette", "fastapi", "flask"]
 PASSWORD = "correct horse battery staple"
 COOKIE = "__Host-bastion_session"
 
 
+RAW = "raw-base64:"
+
+
+def _raw_headers(app: Any) -> Any:
+    """Header values as a WSGI server gives them: any byte, as a latin-1 string (PEP 3333).
+
+    httpx's WSGI transport only passes ASCII, so tests send other bytes as ``raw-base64:...``.
+    """
+
+    def server(environ: dict[str, Any], start_response: Any) -> Any:
+        for key, value in list(environ.items()):
+            if key.startswith("HTTP_") and isinstance(value, str) and value.startswith(RAW):
+                environ[key] = base64.b64decode(value[len(RAW) :]).decode("latin-1")
+        return app(environ, start_response)
+
+    return server
+
+
 class Client:
     """One synchronous HTTP client over any of the three apps (cookies kept like a browser)."""
 
-    def __init__(self, framework: str, bastion: Bastion, loop: asyncio.Runner) -> None:
+    def __init__(
+        self, framework: str, bastion: Bastion, loop: asyncio.Runner, peer: str = "127.0.0.1"
+    ) -> None:
         self.framework = framework
         self.bastion = bastion
         self.loop = loop
+        self.peer = peer  # the address the server sees the request come from
         self.runner: asyncio.Runner | None = None
         if framework == "flask":
             app = Flask("contract")
             flask_adapter.init_app(app, bastion)
-            self.sync = httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t")
+            self.sync = httpx.Client(
+                transport=httpx.WSGITransport(_raw_headers(app), remote_addr=peer),
+                base_url="https://t",
+            )
             return
         if framework == "fastapi":
             fast = FastAPI()
@@ -50,7 +77,7 @@ class Client:
         # One event loop for every client of a test: they share Bastion's asyncio Redis pool.
         self.runner = loop
         self.async_client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(asgi), base_url="https://t"
+            transport=httpx.ASGITransport(asgi, client=(peer, 123)), base_url="https://t"
         )
 
     @property
@@ -59,12 +86,18 @@ class Client:
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         if self.runner is None:
+            headers = kw.get("headers")
+            if isinstance(headers, list):  # raw bytes: through the WSGI server stand-in
+                kw["headers"] = [
+                    (k, v if v.isascii() else (RAW + base64.b64encode(v).decode()).encode())
+                    for k, v in headers
+                ]
             return self.sync.request(method, path, **kw)
         return self.runner.run(self.async_client.request(method, path, **kw))
 
-    def device(self) -> Client:
+    def device(self, peer: str | None = None) -> Client:
         """Another client of the same app and loop: a second browser of the same user."""
-        return Client(self.framework, self.bastion, self.loop)
+        return Client(self.framework, self.bastion, self.loop, peer or self.peer)
 
     def close(self) -> None:
         if self.runner is None:
@@ -79,7 +112,7 @@ def framework(request: pytest.FixtureRequest) -> str:
 
 
 def _bastion(url: str, **settings: Any) -> Bastion:
-    return Bastion(Settings(redis_url=url, jwt_secret="j" * 40, **settings))
+    return Bastion(Settings(**{"redis_url": url, "jwt_secret": "j" * 40, **settings}))
 
 
 @pytest.fixture
@@ -415,3 +448,173 @@ def test_a_log_in_racing_a_disable_or_delete_creates_no_session(
     assert refused.status_code == 401 and refused.json()["type"] == error
     assert bastion.sync_sessions.list(user_id) == []
     assert client.request("GET", "/account").status_code == 401
+
+
+def test_jwts_switched_off_are_a_json_501(make: Any, caplog: pytest.LogCaptureFixture) -> None:
+    client, _ = make(jwt_secret=None)
+    sign_up(client)
+    assert log_in(client).status_code == 201
+    with caplog.at_level("INFO", logger="bastion.audit"):
+        response = client.request("POST", "/account/jwts")
+    events = [r.bastion_audit for r in caplog.records if hasattr(r, "bastion_audit")]
+    assert [(e["event"], e["outcome"], e["reason"]) for e in events] == [
+        ("jwt_create", "failure", "general_jwt_disabled")
+    ]
+    assert response.status_code == 501, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {
+        "code": 501,
+        "type": "general_jwt_disabled",
+        "message": "JWTs are disabled on this server: it has no JWT key configured.",
+    }
+    # The session is untouched, and guests still hear that they must log in first.
+    assert client.request("GET", "/account").status_code == 200
+    client.cookies.clear()
+    assert client.request("POST", "/account/jwts").status_code == 401
+
+
+def _own_headers(response: httpx.Response) -> None:
+    where = f"{response.request.method} {response.request.url.path} {response.status_code}"
+    assert response.headers.get_list("cache-control") == ["no-store"], where
+    assert response.headers.get_list("x-content-type-options") == ["nosniff"], where
+
+
+def test_bastions_own_responses_carry_no_store_once_and_nosniff(make: Any) -> None:
+    client, _ = make()
+    assert sign_up(client).status_code == 201
+    logged_in = client.request(
+        "POST",
+        "/account/sessions",
+        json={"email": "ada@example.com", "password": PASSWORD},
+        headers={"X-Bastion-Fallback": "true"},
+    )
+    assert logged_in.status_code == 201
+    _own_headers(logged_in)
+    _own_headers(sign_up(client))  # 409
+    assert len(logged_in.headers.get_list("x-bastion-session")) == 1
+    assert len(logged_in.headers.get_list("set-cookie")) == 1
+    _own_headers(log_in(client))  # with the cookie: the old session is replaced
+    for method, path in [
+        ("GET", "/account"),
+        ("GET", "/account/sessions"),
+        ("POST", "/account/jwts"),
+        ("PATCH", "/account/password"),  # 400: no body
+        ("DELETE", "/account/sessions/current"),  # 204
+        ("GET", "/account"),  # 401 from the account route: a guest now
+    ]:
+        _own_headers(client.request(method, path))
+    # Refused by the middleware before any route: a forged session, a cross-site cookie request.
+    forged = client.request("GET", "/account", headers={"X-Bastion-Session": "a.b.c"})
+    assert forged.status_code == 401 and forged.json()["type"] == "user_session_invalid"
+    _own_headers(forged)
+    log_in(client)
+    cross = client.request("DELETE", "/account/sessions", headers={"Origin": "https://evil.test"})
+    assert cross.status_code == 403 and cross.json()["type"] == "general_cross_site_request"
+    _own_headers(cross)
+
+
+HOSTILE_AGENT = (
+    b"Mozilla/5.0 \x1b[31mred\x1b[0m <script>alert(1)</script> \x00nul\r\n\t"
+    + "ümläut \u202ertl\u200b 😀 ".encode()
+    + b"\xff\xfe end"
+)
+CLEAN_AGENT = "Mozilla/5.0 [31mred[0m <script>alert(1)</script> nulümläut rtl 😀 \ufffd\ufffd end"
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "stored"),
+    [
+        ("127.0.0.1", None, "127.0.0.1"),
+        ("\x1b[2J<script>", None, ""),  # a peer that is no address (a proxy's or socket's)
+        ("127.0.0.1", "fe80::1%\x1b<b>", "fe80::1"),  # an IPv6 zone is free text: dropped
+        ("127.0.0.1", "2001:DB8::0:1", "2001:db8::1"),
+    ],
+)
+def test_sessions_keep_a_clean_ip_and_user_agent(
+    make: Any, peer: str, forwarded: str | None, stored: str
+) -> None:
+    client, bastion = make(trusted_proxies=["127.0.0.1"])
+    user_id = sign_up(client).json()["id"]
+    device = client.device(peer)
+    try:
+        headers = [(b"user-agent", HOSTILE_AGENT)]
+        if forwarded is not None:
+            headers.append((b"x-forwarded-for", forwarded.encode()))
+        response = device.request(
+            "POST",
+            "/account/sessions",
+            json={"email": "ada@example.com", "password": PASSWORD},
+            headers=headers,
+        )
+        assert response.status_code == 201, response.text
+        assert (response.json()["userAgent"], response.json()["ip"]) == (CLEAN_AGENT, stored)
+        listed = device.request("GET", "/account/sessions")
+        assert listed.headers["x-content-type-options"] == "nosniff"
+        (session,) = listed.json()["sessions"]
+        assert session["userAgent"] == CLEAN_AGENT and session["ip"] == stored
+        assert [(s.user_agent, s.ip) for s in bastion.sync_sessions.list(user_id)] == [
+            (CLEAN_AGENT, stored)
+        ]
+    finally:
+        device.close()
+
+
+def test_a_long_user_agent_is_cut_after_cleaning(make: Any) -> None:
+    client, _ = make()
+    sign_up(client)
+    agent = ("\x1b" * 600 + "é" * 600).encode()
+    client.request(
+        "POST",
+        "/account/sessions",
+        json={"email": "ada@example.com", "password": PASSWORD},
+        headers=[(b"user-agent", agent)],
+    )
+    (session,) = client.request("GET", "/account/sessions").json()["sessions"]
+    assert session["userAgent"] == "é" * 512
+
+
+HUNG_TIMEOUT = 1.0
+HUNG_MARGIN = 0.4  # scheduling, the 503's own work; one retry more would be a whole timeout
+
+
+def test_a_hung_redis_is_a_503_within_redis_timeout(framework: str) -> None:
+    # A server of its own: the shared one must never be left paused.
+    server = RedisServer().start()
+    loop = asyncio.Runner()
+    clients: list[Client] = []
+    try:
+        bastion = _bastion(server.url, redis_timeout=HUNG_TIMEOUT)
+        client = Client(framework, bastion, loop)
+        clients.append(client)
+        sign_up(client)
+        assert log_in(client).status_code == 201
+        assert client.request("GET", "/account").status_code == 200  # the pool is warm
+        token = client.cookies[COOKIE]
+        # A new Bastion: its first connection is accepted by the kernel, then never answered.
+        fresh = Client(framework, _bastion(server.url, redis_timeout=HUNG_TIMEOUT), loop)
+        clients.append(fresh)
+        server.pause()
+        waits = {}
+        for name, who, method, path, kw in [
+            # The session read on a pooled connection (the middleware's one round trip).
+            ("session", client, "GET", "/account", {}),
+            # A log-in: its rate-limit script first.
+            ("log-in", client, "POST", "/account/sessions",
+             {"json": {"email": "ada@example.com", "password": PASSWORD}}),
+            ("new connection", fresh, "GET", "/account",
+             {"headers": {"X-Bastion-Session": token}}),
+        ]:  # fmt: skip
+            started = time.monotonic()
+            response = who.request(method, path, **kw)
+            waits[name] = round(time.monotonic() - started, 3)
+            assert response.status_code == 503, (name, response.text)
+            assert response.json()["type"] == "service_unavailable"
+        print(f"\n503 under a hung Redis ({framework}, redis_timeout={HUNG_TIMEOUT}):", waits)
+        for name, waited in waits.items():
+            assert HUNG_TIMEOUT * 0.9 <= waited <= HUNG_TIMEOUT + HUNG_MARGIN, (name, waited)
+    finally:
+        server.resume()
+        for made in clients:
+            made.close()
+        loop.close()
+        server.cleanup()

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from bastion import Bastion
+from bastion import Bastion, Settings
+from bastion.adapters.starlette import exception_handlers
 from bastion.cli import main
 from tests.conftest import demo_app
 
@@ -45,7 +52,7 @@ async def test_key_with_the_scope_passes(bastion: Bastion, header: str) -> None:
         assert response.json() == {"who": f"key:{new.info.id}", "kind": "key"}
         me = (await client.get("/me", headers={header: value})).json()
         assert me["roles"] == [] and me["session"] is None
-        assert me["scopes"] == ["authenticated", "key", "documents.read"]
+        assert me["scopes"] == ["key", "documents.read"]  # a key is no signed-in user
 
 
 async def test_missing_scope_names_the_scope(bastion: Bastion) -> None:
@@ -150,8 +157,6 @@ def test_cli_keys(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out.strip().splitlines()
     key = out[-1]
     assert key.startswith("bst_")
-    from bastion import Settings
-
     store = Bastion(Settings(redis_url=real_redis)).sync_api_keys
     info = store.authenticate(key)
     assert info.scopes == {"documents.read", "files.read"}
@@ -168,3 +173,62 @@ def test_cli_keys(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["keys", "create", "--name", "x", "--scope", "a", "--expire", "soon"])
     assert main(["keys", "create", "--name", "x", "--scope", "BAD", "--redis-url", real_redis]) == 2
+
+
+RESERVED = ["authenticated", "session", "jwt", "key", "guest"]
+
+
+@pytest.mark.parametrize("scope", RESERVED)
+async def test_reserved_scopes_are_refused_at_creation(bastion: Bastion, scope: str) -> None:
+    with pytest.raises(ValueError, match=f"scope '{scope}' is reserved"):
+        await bastion.api_keys.create("ci", ["documents.read", scope])
+    with pytest.raises(ValueError, match="reserved"):
+        bastion.sync_api_keys.create("ci", [scope])
+    assert await bastion.api_keys.list() == []
+
+
+def test_cli_refuses_a_reserved_scope(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for scope in RESERVED:
+        argv = ["keys", "create", "--name", "x", "--scope", scope, "--redis-url", real_redis]
+        assert main(argv) == 2
+        assert f"scope '{scope}' is reserved" in capsys.readouterr().err
+    assert Bastion(Settings(redis_url=real_redis)).sync_api_keys.list() == []
+
+
+def _requires_app(bastion: Bastion) -> Any:
+    """Views guarded by Starlette's own ``requires``, as an app would write them."""
+
+    def view(scope: str) -> Any:
+        @requires(scope, status_code=403)
+        async def guarded(request: Request) -> Response:
+            return JSONResponse({"ok": scope, "user": request.user.is_authenticated})
+
+        return guarded
+
+    routes = [Route(f"/{s}", view(s)) for s in [*RESERVED, "documents.read"]]
+    return bastion.asgi(Starlette(routes=routes, exception_handlers=exception_handlers))
+
+
+async def test_a_key_passes_only_its_own_scopes_in_requires(bastion: Bastion) -> None:
+    new = await bastion.api_keys.create("ci", ["documents.read"])
+    # A key stored before reserved names were refused: its reserved scope is ignored.
+    old = await bastion.api_keys.create("old", ["documents.read"])
+    bastion.sync_sessions.client.hset(
+        _raw_key(bastion, old.info.id), "s", "authenticated documents.read jwt session"
+    )
+    session = (await bastion.sessions.create("alice")).token
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(_requires_app(bastion)), base_url="https://t"
+    ) as client:
+        for key in (new.key, old.key):
+            allowed = await client.get("/documents.read", headers={"X-API-Key": key})
+            assert allowed.json() == {"ok": "documents.read", "user": False}
+            assert (await client.get("/key", headers={"X-API-Key": key})).status_code == 200
+            for scope in ("authenticated", "session", "jwt", "guest"):
+                refused = await client.get(f"/{scope}", headers={"X-API-Key": key})
+                assert refused.status_code == 403, (key == old.key, scope)
+        as_user = {"X-Bastion-Session": session}
+        user = await client.get("/authenticated", headers=as_user)
+        assert user.json() == {"ok": "authenticated", "user": True}
+        assert (await client.get("/session", headers=as_user)).status_code == 200
+        assert (await client.get("/key", headers=as_user)).status_code == 403

@@ -214,8 +214,8 @@ async def test_ids_that_are_no_resource_are_400(
 
 
 @pytest.mark.parametrize(
-    ("unmatched", "guest", "signed_in"),
-    [("deny", 401, 403), ("authenticated", 401, 200), ("allow", 200, 200)],
+    ("unmatched", "guest", "signed_in", "key"),
+    [("deny", 401, 403, 401), ("authenticated", 401, 200, 401), ("allow", 200, 200, 200)],
 )
 async def test_unmatched_routes(
     backend: str,
@@ -224,13 +224,20 @@ async def test_unmatched_routes(
     unmatched: str,
     guest: int,
     signed_in: int,
+    key: int,
 ) -> None:
     bastion = authz(backend, request, policy_file, unmatched_routes=unmatched)
+    reader = await bastion.api_keys.create("reader", ["documents.read"])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app_for(bastion)), base_url="https://t"
     ) as client:
         assert await Caller(client, {}).status("GET", "/health") == guest
         assert await (await user(bastion, client, "alice")).status("GET", "/health") == signed_in
+        # An API key is not "authenticated" (no user): an unmatched route has no scope for it.
+        by_key = await client.get("/health", headers={"X-API-Key": reader.key})
+        assert by_key.status_code == key
+        if key == 401:
+            assert by_key.json()["type"] == "general_unauthorized_scope"
 
 
 async def test_report_only_logs_and_lets_through(
@@ -279,6 +286,7 @@ async def test_denials_are_logged_with_the_rule(
 async def test_users_grant_only_roles_they_hold(bastion: Bastion) -> None:
     alice = Identity.for_session("alice", SID)
     doc = NOTE.lstrip("/")
+    await bastion.permissions.grant(doc, "user:alice", "update")  # she may change it (a row)
     assert await bastion.permissions.grant(doc, "user:alice", "read", by=alice)
     assert await bastion.permissions.grant(doc, "users", "read", by=alice)
     with pytest.raises(Forbidden, match="label:admin"):
@@ -289,6 +297,50 @@ async def test_users_grant_only_roles_they_hold(bastion: Bastion) -> None:
         await bastion.permissions.grant(doc, "admin", "read")
     with pytest.raises(ValueError, match="CONTAINER/KIND/ID"):
         await bastion.permissions.grant("databases", "users", "read")
+
+
+async def test_granting_needs_update_on_the_resource(
+    backend: str, request: pytest.FixtureRequest, policy_file: Path
+) -> None:
+    bastion = authz(backend, request, policy_file, admin_roles=["label:ops"])
+    grant, revoke = bastion.permissions.grant, bastion.permissions.revoke
+    notes = "databases/main/collections/notes/documents"
+    bob = Identity.for_session("bob", SID)  # holds "users", may update nothing
+    await grant(f"{notes}/n1", "users", "read")
+    for change in (grant, revoke):
+        with pytest.raises(Forbidden, match="may update"):
+            await change(f"{notes}/n1", "users", "read", by=bob)
+        with pytest.raises(Forbidden, match="may update"):
+            await change(f"{notes}/n1", "user:bob", "read", by=bob)
+    assert await bastion.permissions.list(f"{notes}/n1") == [("users", "read")]
+
+    # The policy gives carol (a t1 editor) update on every note: she may share and unshare.
+    carol = Identity.for_session("carol", SID)
+    assert await grant(f"{notes}/n1", "user:carol", "read", by=carol)
+    assert await revoke(f"{notes}/n1", "users", "read", by=carol)
+    with pytest.raises(Forbidden, match="hold"):  # update is not enough: she must hold the role
+        await grant(f"{notes}/n1", "label:ops", "read", by=carol)
+
+    # A document's own row counts where document security is on (notes), ...
+    await grant(f"{notes}/n2", "user:bob", "update")
+    assert await grant(f"{notes}/n2", "user:bob", "read", by=bob)
+    assert await revoke(f"{notes}/n2", "user:bob", "read", by=bob)
+    with pytest.raises(Forbidden, match="may update"):
+        await grant(f"{notes}/n3", "user:bob", "read", by=bob)
+    # ... and not where it is off (the private bucket): there the row grants nothing.
+    await grant("buckets/private/files/f1", "user:bob", "update")
+    with pytest.raises(Forbidden, match="may update"):
+        await grant("buckets/private/files/f1", "user:bob", "read", by=bob)
+
+    # Admins, API keys and server code (by=None) may change any resource's permissions.
+    ops = Identity.for_user("session", "ozzy", SID, frozenset({"users", "label:ops"}))
+    key = Identity.for_key("0" * 16, frozenset({"documents.write"}))
+    for by in (ops, key, None):
+        assert await grant(f"{notes}/n4", "team:t9", "read", by=by)
+        assert await revoke(f"{notes}/n4", "team:t9", "read", by=by)
+    bastion.sync_permissions.grant(f"{notes}/n5", "user:carol", "read", by=carol)
+    with pytest.raises(Forbidden, match="may update"):
+        bastion.sync_permissions.revoke(f"{notes}/n5", "user:carol", "read", by=bob)
 
 
 async def test_list_filter_without_a_lookup_per_document(bastion: Bastion) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -10,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bastion import Bastion, Settings, cli
+from bastion import Bastion, Settings
 from bastion.cli import main
+from bastion.demo import DEMO_IDLE_TIMEOUT, demo_settings
 
 
 def test_sessions_list_and_revoke(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,7 +163,24 @@ def test_policy_reload_announces(real_redis: str, capsys: pytest.CaptureFixture[
 
 
 def test_the_demo_has_an_idle_timeout_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    args = argparse.Namespace(config=None, redis_url=None)
-    assert cli.demo_settings(args).session_idle_timeout == cli.DEMO_IDLE_TIMEOUT == 1800
+    assert demo_settings(Settings.load()).session_idle_timeout == DEMO_IDLE_TIMEOUT == 1800
     monkeypatch.setenv("BASTION_SESSION_IDLE_TIMEOUT", "600")
-    assert cli.demo_settings(args).session_idle_timeout == 600
+    assert demo_settings(Settings.load()).session_idle_timeout == 600
+
+
+def test_demo_banner_masks_the_redis_password(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import uvicorn
+
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    url = "redis://demo:redis-password-4f9c@127.0.0.1:6399/0"
+    assert main(["demo", "--redis-url", url]) == 0
+    assert served  # the app was built and handed to the server
+    out, err = capsys.readouterr()
+    assert "Redis at redis://demo:***@127.0.0.1:6399/0" in out
+    for text in (out, err, caplog.text):
+        assert "redis-password-4f9c" not in text

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from flask import Flask
 
-from bastion import Bastion, ConfigError, Settings
+from bastion import Bastion, ConfigError, Secret, Settings
 from bastion.adapters.flask import current_identity, init_app, require
 from bastion.cli import main
 from bastion.demo import FRAMEWORKS, create_app
@@ -229,3 +229,67 @@ def test_require_helpers_on_asgi(framework: str, tmp_path: Path, real_redis: str
     assert guest.status_code == 401 and guest.json()["type"] == "user_unauthorized"
     assert alice.json() == {"note": "n1", "who": "alice"}
     assert key.status_code == 401 and key.json()["type"] == "general_unauthorized_scope"
+
+
+class _Curl:
+    """Requests to one app as the demo's printed curl commands send them: no cookie jar."""
+
+    def __init__(self, app: Any, framework: str) -> None:
+        self.loop: asyncio.Runner | None = None
+        if framework == "flask":
+            self.sync = httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t")
+        else:
+            self.loop = asyncio.Runner()  # one loop: Bastion's asyncio Redis pool lives on it
+            self.client = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="https://t"
+            )
+
+    def __call__(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        if self.loop is None:
+            self.sync.cookies.clear()
+            return self.sync.request(method, path, **kw)
+        self.client.cookies.clear()
+        return self.loop.run(self.client.request(method, path, **kw))
+
+    def close(self) -> None:
+        if self.loop is None:
+            self.sync.close()
+        else:
+            self.loop.run(self.client.aclose())
+            self.loop.close()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_every_printed_demo_command_works_on_a_real_redis(
+    framework: str, real_redis: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bastion.demo import JWT_KEY_WARNING, USAGE, demo_bastion
+
+    with caplog.at_level("WARNING", logger="bastion.demo"):
+        bastion = demo_bastion(Settings(redis_url=real_redis))
+    assert JWT_KEY_WARNING in caplog.text
+    secret = bastion.settings.jwt_secret  # random, made for this process, and never shown
+    assert isinstance(secret, Secret) and secret.get_secret_value() not in caplog.text
+    curl = _Curl(create_app(bastion, framework), framework)
+    body = '{"email": "ada@example.com", "password": "correct horse battery staple"}'
+    assert body in USAGE
+    try:
+        signed_up = curl(
+            "POST", "/account", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert signed_up.status_code == 201, signed_up.text
+        logged_in = curl(
+            "POST", "/account/sessions", content=body, headers={"X-Bastion-Fallback": "true"}
+        )
+        assert logged_in.status_code == 201, logged_in.text
+        token = {"X-Bastion-Session": logged_in.headers["x-bastion-session"]}
+        assert curl("GET", "/account", headers=token).json()["email"] == "ada@example.com"
+        assert curl("GET", "/account/sessions", headers=token).json()["total"] == 1
+        minted = curl("POST", "/account/jwts", headers=token)
+        assert minted.status_code == 201, minted.text
+        bearer = {"Authorization": f"Bearer {minted.json()['jwt']}"}
+        assert curl("GET", "/account", headers=bearer).json()["email"] == "ada@example.com"
+        assert curl("DELETE", "/account/sessions/current", headers=token).status_code == 204
+        assert curl("GET", "/account", headers=token).status_code == 401
+    finally:
+        curl.close()

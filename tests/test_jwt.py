@@ -336,3 +336,55 @@ def test_verified_tokens_are_cached_but_still_expire(monkeypatch: pytest.MonkeyP
     with pytest.raises(JWTInvalid, match="expired"):
         service.verify(token)
     assert token not in service._verified
+
+
+def _signed(session_token: str, **changes: Any) -> str:
+    """A token signed with the deployment's real key, with the given claims changed."""
+    claims = _claims(sid=session_token.split(".")[1], **changes)
+    return jwt.encode(
+        claims, SECRET, algorithm="HS256", headers={"typ": TYP, "kid": "default", "alg": "HS256"}
+    )
+
+
+def _time_claims(kind: str) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "ten_years": {"iat": now, "nbf": now, "exp": now + 10 * 365 * 86400},
+        "one_second_too_long": {"iat": now, "nbf": now, "exp": now + 901},
+        "old_iat_long_exp": {"iat": now - 3000, "nbf": now - 3000, "exp": now + 3000},
+        "exp_string": {"exp": str(now + 600)},
+        "iat_string": {"iat": str(now)},
+        "nbf_string": {"nbf": str(now)},
+        "iat_far_past_string": {"iat": str(now - 10**9), "exp": now + 600},
+        "exp_true": {"iat": 0, "nbf": 0, "exp": True},
+        "iat_true": {"iat": True},
+        "exp_list": {"exp": [now + 600]},
+        "missing_iat": {"iat": None},
+        "iat_in_the_future": {"iat": now + 3600, "exp": now + 4000},
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "ten_years", "one_second_too_long", "old_iat_long_exp", "exp_string", "iat_string",
+        "nbf_string", "iat_far_past_string", "exp_true", "iat_true", "exp_list", "missing_iat",
+        "iat_in_the_future",
+    ],
+)  # fmt: skip
+async def test_a_real_key_cannot_sign_a_longer_life_or_odd_times(hs: Bastion, kind: str) -> None:
+    async with _client(hs) as client:
+        session, _ = await _session_and_jwt(client)
+        response = await _me(client, _signed(session, **_time_claims(kind)))
+        assert response.status_code == 401, kind
+        assert response.json()["type"] == "user_jwt_invalid"
+
+
+async def test_times_within_the_lifetime_are_accepted(hs: Bastion) -> None:
+    now = int(time.time())
+    async with _client(hs) as client:
+        session, _ = await _session_and_jwt(client)
+        exact = _signed(session, iat=now, nbf=now, exp=now + 900)  # jwt_lifetime, to the second
+        fractional = _signed(session, iat=now - 0.5, nbf=now - 0.5, exp=now + 899.5)
+        for token in (exact, fractional):
+            assert (await _me(client, token)).json()["user"] == "alice"

@@ -190,3 +190,48 @@ async def test_scripts_in_a_batch_run_on_both_runners(real_redis: str, use_async
         replies = SyncRunner(sync_client, {"echo": ECHO}).run(steps())
         sync_client.close()
     assert replies == [2, b"2", 5]
+
+
+@pytest.mark.parametrize("front", ["sync", "async"])
+async def test_only_a_fast_connection_error_is_retried(front: str) -> None:
+    import time
+
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    from bastion.redis_clients import AsyncBudgetRetry, BudgetRetry
+
+    budget = 1.0
+
+    async def run(failures: list[BaseException], delay: float = 0.0) -> tuple[str, int]:
+        calls = 0
+
+        def attempt() -> str:
+            nonlocal calls
+            calls += 1
+            if failures:
+                time.sleep(delay)
+                raise failures.pop(0)
+            return "ok"
+
+        async def async_attempt() -> str:
+            return attempt()
+
+        async def async_fail(_error: Exception) -> None:
+            return None
+
+        if front == "sync":
+            result = BudgetRetry(budget).call_with_retry(attempt, lambda _error: None)
+        else:
+            result = await AsyncBudgetRetry(budget).call_with_retry(async_attempt, async_fail)
+        return result, calls
+
+    # A refused or reset connection (a restart): asked again once, at once.
+    assert await run([ConnectionError("reset")]) == ("ok", 2)
+    with pytest.raises(ConnectionError):
+        await run([ConnectionError("reset"), ConnectionError("still down")])
+    # A timeout means a hung Redis: asking again would double the wait.
+    with pytest.raises(TimeoutError):
+        await run([TimeoutError("hung")])
+    # A connection error after a long wait: no second wait.
+    with pytest.raises(ConnectionError):
+        await run([ConnectionError("late")], delay=budget * 0.2)

@@ -30,6 +30,21 @@ async def test_create_then_authenticate(bastion: Bastion) -> None:
     assert new.evicted == ()
 
 
+async def test_ip_and_user_agent_from_python_are_stored_clean(bastion: Bastion) -> None:
+    new = await bastion.sessions.create(
+        "alice", ip="10.0.0.1\x1b[2J", user_agent="agent\x00\x1b[31m\u202e" + "x" * 600
+    )
+    assert (new.session.ip, new.session.user_agent) == ("", "agent[31m" + "x" * 503)
+    # A session written raw (before values were cleaned) is shown clean.
+    raw = _raw(bastion)
+    raw.hset(
+        keys.session("bastion", "alice", new.session.id),
+        mapping={"ip": "<b>", "ua": b"old\x1b\xff"},
+    )
+    (listed,) = await bastion.sessions.list("alice")
+    assert (listed.ip, listed.user_agent) == ("", "old\ufffd")
+
+
 async def test_secret_is_stored_only_as_its_hash(bastion: Bastion) -> None:
     new = await bastion.sessions.create("alice")
     parsed = parse_token(new.token)

@@ -153,3 +153,123 @@ def test_cookie_headers_follow_settings() -> None:
 def test_errors_are_data(error: BastionError, status: int, type_: str) -> None:
     assert error.to_dict() == {"code": status, "type": type_, "message": error.message}
     assert error.body().startswith(b'{"code":')
+
+
+JWT_SECRET = "jwt-secret-value-that-is-long-enough-1234"
+KEY_SECRET = "key-secret-value-that-is-long-enough-5678"
+REDIS_PASSWORD = "redis-password-4f9c"
+
+
+def _everywhere(text: str, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in text, text
+
+
+def test_repr_and_str_mask_every_secret() -> None:
+    from bastion.settings import JWTKey
+
+    url = f"redis://app:{REDIS_PASSWORD}@127.0.0.1:6379/0"
+    with_secret = Settings(redis_url=url, jwt_secret=JWT_SECRET)
+    with_keys = Settings(jwt_keys=(JWTKey(kid="k1", secret=KEY_SECRET),))
+    for settings in (with_secret, with_keys):
+        for text in (repr(settings), str(settings), f"{settings}", "{}".format(settings)):  # noqa: UP032
+            _everywhere(text, JWT_SECRET, KEY_SECRET, REDIS_PASSWORD)
+    assert "jwt_secret=Secret('**********')" in repr(with_secret)
+    assert "redis_url=SecretURL('redis://app:***@127.0.0.1:6379/0')" in repr(with_secret)
+    assert "secret=Secret('**********')" in repr(with_keys)
+    assert str(with_secret.jwt_secret) == "**********" == f"{with_secret.jwt_secret}"
+    assert str(with_secret.redis_url) == "redis://app:***@127.0.0.1:6379/0"
+    # The value is there for the code that needs it, read on purpose.
+    from bastion.secret import Secret, SecretURL
+
+    assert isinstance(with_secret.jwt_secret, Secret)
+    assert with_secret.jwt_secret.get_secret_value() == JWT_SECRET
+    assert isinstance(with_secret.redis_url, SecretURL)
+    assert with_secret.redis_url.get_secret_value() == url
+    assert with_keys.jwt_keyset[0].secret == Secret(KEY_SECRET)
+    # Settings built from a loaded one (a copy, an override) keep working.
+    again = Settings(redis_url=with_secret.redis_url, jwt_secret=with_secret.jwt_secret)
+    assert again == with_secret
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://app:pw-4f9c@host:6379/0", "redis://app:***@host:6379/0"),
+        ("rediss://:pw-4f9c@host:6380", "rediss://:***@host:6380"),
+        ("redis://pw-4f9c@host/1", "redis://***@host/1"),
+        (
+            "unix:///run/redis.sock?db=0&password=pw-4f9c",
+            "unix:///run/redis.sock?db=0&password=***",
+        ),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+        ("redis://app:pw-4f9c@[::1", "**********"),
+    ],
+)
+def test_redis_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    from bastion.secret import mask_url
+
+    assert mask_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("values", "name", "secret"),
+    [
+        ({"jwt_secret": "short-jwt-4f9c"}, "jwt_keys[default].secret", "short-jwt-4f9c"),
+        ({"jwt_secret": 123456789}, "jwt_secret", "123456789"),
+        (
+            {"jwt_secret": JWT_SECRET, "jwt_keys": [{"kid": "k", "secret": KEY_SECRET}]},
+            "jwt_secret",
+            JWT_SECRET,
+        ),
+        ({"jwt_keys": [{"kid": "k", "secret": "short-key-4f9c"}]}, "jwt_keys[k].secret", "short"),
+        ({"jwt_keys": [{"kid": "k", "secret": 987654321}]}, "jwt_keys[k].secret", "987654321"),
+        (
+            {"jwt_keys": [{"kid": "k", "alg": "EdDSA", "secret": KEY_SECRET}]},
+            "jwt_keys[k].secret",
+            KEY_SECRET,
+        ),
+        (
+            {"jwt_keys": [{"kid": "k", "alg": "nope", "secret": KEY_SECRET}]},
+            "jwt_keys[k].alg",
+            KEY_SECRET,
+        ),
+        ({"jwt_keys": [KEY_SECRET]}, "jwt_keys", KEY_SECRET),
+        ({"jwt_keys": KEY_SECRET}, "jwt_keys", KEY_SECRET),
+        ({"redis_url": f"http://app:{REDIS_PASSWORD}@host/0"}, "redis_url", REDIS_PASSWORD),
+        ({"redis_url": f"app:{REDIS_PASSWORD}@host"}, "redis_url", REDIS_PASSWORD),
+        ({"redis_url": 6379}, "redis_url", "6379"),
+        ({"jwt_secrets": JWT_SECRET}, "jwt_secrets", JWT_SECRET),
+        ({"redis_uri": f"redis://:{REDIS_PASSWORD}@h"}, "redis_uri", REDIS_PASSWORD),
+    ],
+)
+def test_bad_secret_values_are_never_shown(
+    values: dict[str, object], name: str, secret: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping(values)
+    assert info.value.name == name
+    _everywhere(str(info.value), secret)
+    _everywhere(repr(info.value), secret)
+    _everywhere(repr(info.value.value), secret)
+    _everywhere(str(info.value.value), secret)
+
+
+def test_a_misspelt_secret_variable_is_named_not_shown(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.load(env={"BASTION_JWT_SECRETS": JWT_SECRET})
+    assert info.value.name == "BASTION_JWT_SECRETS" and "known setting" in str(info.value)
+    _everywhere(str(info.value) + repr(info.value) + repr(info.value.value), JWT_SECRET)
+    for variable, value in (
+        ("BASTION_JWT_SECRET", "short-jwt-4f9c"),
+        ("BASTION_REDIS_URL", f"tcp://app:{REDIS_PASSWORD}@host"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            Settings.load(env={variable: value})
+        _everywhere(str(info.value) + repr(info.value) + repr(info.value.value), value)
+        _everywhere(str(info.value), REDIS_PASSWORD)
+    config = tmp_path / "bastion.toml"
+    config.write_text(f'jwt_secret = "short-jwt-4f9c"\nredis_uri = "redis://:{REDIS_PASSWORD}@h"\n')
+    with pytest.raises(ConfigError) as info:
+        Settings.load(config, env={})
+    _everywhere(str(info.value), REDIS_PASSWORD, "short-jwt-4f9c")

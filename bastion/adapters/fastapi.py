@@ -141,7 +141,7 @@ def account_router(bastion: Bastion) -> APIRouter:
     """An ``APIRouter`` with the account routes at ``settings.account_prefix``."""
     router = APIRouter(prefix=bastion.settings.account_prefix, tags=["account"])
     errors: dict[int | str, dict[str, Any]] = {
-        status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 429, 500, 503)
+        status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 429, 500, 501, 503)
     }
     for method, path, name in bastion.account.mount():
         status, model = _ANSWERS[name]

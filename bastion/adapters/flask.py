@@ -15,6 +15,7 @@ from bastion.account import Reply
 from bastion.core import state_of
 from bastion.errors import BastionError
 from bastion.identity import Identity
+from bastion.responses import OWN_HEADERS
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
@@ -28,8 +29,7 @@ def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
         status=status,
         mimetype="application/json",
     )
-    response.headers["Cache-Control"] = "no-store"
-    for name, value in headers.items():
+    for name, value in (*OWN_HEADERS, *headers.items()):
         response.headers[name] = value
     return response
 

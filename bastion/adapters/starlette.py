@@ -13,6 +13,7 @@ from starlette.routing import Route, Router
 from bastion.account import Reply
 from bastion.core import state_of
 from bastion.errors import BastionError
+from bastion.responses import OWN_HEADERS
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
@@ -26,7 +27,7 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         exc.body(),
         status_code=exc.status,
         media_type="application/json",
-        headers={"cache-control": "no-store", **exc.headers},
+        headers={**dict(OWN_HEADERS), **exc.headers},
     )
 
 
@@ -36,7 +37,7 @@ exception_handlers = {BastionError: handle_error}
 
 def to_response(reply: Reply) -> Response:
     """A Starlette response for an account-service reply."""
-    headers = {"cache-control": "no-store", **reply.headers}
+    headers = {**dict(OWN_HEADERS), **reply.headers}
     if reply.body is None:
         return Response(status_code=reply.status, headers=headers)
     return JSONResponse(reply.body, status_code=reply.status, headers=headers)

@@ -7,6 +7,7 @@ from typing import Any
 
 from bastion.core import Bastion, RequestState
 from bastion.errors import BastionError
+from bastion.responses import merge_headers
 from bastion.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -72,7 +73,9 @@ class BastionMiddleware:
                 started = True
                 if state.response_headers:
                     message = dict(message)
-                    message["headers"] = [*message.get("headers", ()), *state.response_headers]
+                    message["headers"] = merge_headers(
+                        message.get("headers", ()), state.response_headers
+                    )
             await send(message)
 
         try:

@@ -11,6 +11,7 @@ from typing import Any
 from bastion.core import Bastion, RequestState
 from bastion.errors import BastionError
 from bastion.requestpath import wsgi_path
+from bastion.responses import merge_headers
 from bastion.settings import Settings
 
 Environ = dict[str, Any]
@@ -25,6 +26,7 @@ _REASONS = {
     409: "Conflict",
     429: "Too Many Requests",
     500: "Internal Server Error",
+    501: "Not Implemented",
     503: "Service Unavailable",
 }
 
@@ -95,8 +97,13 @@ class BastionWSGIMiddleware:
         def start_with_cookies(
             status: str, response_headers: list[Any], exc_info: Any = None
         ) -> Any:
-            extra = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in state.response_headers]
-            return start_response(status, [*response_headers, *extra], exc_info)
+            if state.response_headers:
+                merged = merge_headers(
+                    [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response_headers],
+                    state.response_headers,
+                )
+                response_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in merged]
+            return start_response(status, response_headers, exc_info)
 
         try:
             return _closing(self.app(environ, start_with_cookies))

@@ -117,6 +117,8 @@ class Authorizer:
             rule = self.settings.unmatched_routes
             if rule == "allow" or (rule == "authenticated" and identity.is_authenticated):
                 return True, f"no route matched; unmatched_routes = {rule}"
+            if identity.kind == "key":  # no route, so no scope: like a route without one
+                raise MissingScope("(none: this route accepts no API key)")
             if not identity.is_authenticated:
                 raise Unauthorized()
             return False, f"no route matched; unmatched_routes = {rule}"

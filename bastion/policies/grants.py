@@ -127,15 +127,30 @@ class GrantCore:
         self._specific: weakref.WeakKeyDictionary[PolicyEngine, dict[str, dict[str, list[Rule]]]]
         self._specific = weakref.WeakKeyDictionary()
 
-    def _may_grant(self, by: Identity | None, role: str) -> None:
-        # Server code (by=None), API keys and admins may grant any role; a user only roles they
-        # hold, so nobody can hand out more than they have (Appwrite's rule).
+    def _may_change(self, by: Identity | None, child: Child, role: str) -> Steps[None]:
+        """Refuse a user who may not change ``child``'s permissions to name ``role``.
+
+        Server code (``by=None``), API keys and ``admin_roles`` may change any. A user needs what
+        Appwrite asks: ``update`` on the resource itself (the policy, plus the resource's own
+        rows where its container's child security is on: one read, the rows), and to hold the
+        role, so nobody hands out more than they have.
+        """
         if by is None or by.kind == "key":
             return
-        held = self._engine().expand_roles(by.roles)
-        if held & self._admin_roles or role in held:
+        engine = self._engine()
+        held = engine.expand_roles(by.roles)
+        if held & self._admin_roles:
             return
-        raise Forbidden(f"You can only grant roles you hold; you do not hold {role!r}.")
+        rows: list[tuple[str, str]] = []
+        if child.container in self._child_security:
+            rows = yield from self.rows_valid(child.path)
+        if not engine.decide(by.roles, "update", child.path, rows).allowed:
+            raise Forbidden(
+                "You can only change the permissions of a resource you may update; you may not "
+                f"update {child.path!r}."
+            )
+        if role not in held:
+            raise Forbidden(f"You can only grant roles you hold; you do not hold {role!r}.")
 
     def _specific_rules(self, engine: PolicyEngine, prefix: str) -> dict[str, list[Rule]]:
         """Policy-file rules naming single children under ``prefix`` (built once per engine)."""
@@ -164,7 +179,7 @@ class GrantCore:
     ) -> Steps[bool]:
         """Give ``role`` ``action`` on ``resource``; True if the row is new."""
         child = _check(resource, role, action)
-        self._may_grant(by, role)
+        yield from self._may_change(by, child, role)
         index = f"{self._index_prefix(child.container, child.kind)}{action}:{role}"
         added = yield Script(
             "perm_grant", [self._rows_key(child), index], [f"{action} {role}", child.id]
@@ -176,7 +191,7 @@ class GrantCore:
     ) -> Steps[bool]:
         """Take one row away; True if it existed."""
         child = _check(resource, role, action)
-        self._may_grant(by, role)
+        yield from self._may_change(by, child, role)
         index = f"{self._index_prefix(child.container, child.kind)}{action}:{role}"
         removed = yield Script(
             "perm_revoke", [self._rows_key(child), index], [f"{action} {role}", child.id]
@@ -268,13 +283,16 @@ class AsyncGrantStore:
     async def grant(
         self, resource: str, role: str, action: str, *, by: Identity | None = None
     ) -> bool:
-        """Give ``role`` ``action`` on ``resource``; ``by``: the asking user (None: server code)."""
+        """Give ``role`` ``action`` on ``resource``; ``by``: the asking user (None: server code).
+
+        A user needs ``update`` on ``resource`` and must hold ``role`` (else ``Forbidden``).
+        """
         return await self._run(self.core.grant(resource, role, action, by=by))
 
     async def revoke(
         self, resource: str, role: str, action: str, *, by: Identity | None = None
     ) -> bool:
-        """Take one row away; True if it existed."""
+        """Take one row away; True if it existed (``by``: as for :meth:`grant`)."""
         return await self._run(self.core.revoke(resource, role, action, by=by))
 
     async def filter(
@@ -306,11 +324,14 @@ class SyncGrantStore:
         self._run = runner.run
 
     def grant(self, resource: str, role: str, action: str, *, by: Identity | None = None) -> bool:
-        """Give ``role`` ``action`` on ``resource``; ``by``: the asking user (None: server code)."""
+        """Give ``role`` ``action`` on ``resource``; ``by``: the asking user (None: server code).
+
+        A user needs ``update`` on ``resource`` and must hold ``role`` (else ``Forbidden``).
+        """
         return self._run(self.core.grant(resource, role, action, by=by))
 
     def revoke(self, resource: str, role: str, action: str, *, by: Identity | None = None) -> bool:
-        """Take one row away; True if it existed."""
+        """Take one row away; True if it existed (``by``: as for :meth:`grant`)."""
         return self._run(self.core.revoke(resource, role, action, by=by))
 
     def filter(self, identity: Identity, action: str, container: str, kind: str) -> ChildFilter:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from bastion.cleantext import clean_text
+from bastion.clientip import normal_ip
 from bastion.errors import InvalidCredentials, UserBlocked
 from bastion.identity import is_valid_id
 from bastion.redisio import AsyncRunner, Batch, Call, Script, Steps, SyncRunner
@@ -151,7 +153,8 @@ class SessionCore:
         if not 1 <= cap <= 100:
             raise ValueError(f"session limit {cap} outside 1..100")
         session_id, secret = new_session_id(), new_secret()
-        ip, user_agent = ip[:MAX_IP], user_agent[:MAX_USER_AGENT]
+        # Shown to the user and to admins later: only an address, only printable text.
+        ip, user_agent = normal_ip(ip)[:MAX_IP], clean_text(user_agent, MAX_USER_AGENT)
         reply = yield Script(
             "create",
             [
@@ -258,8 +261,9 @@ class SessionCore:
                     int(created),
                     int(expires),
                     int(last_seen),
-                    _text(ip),
-                    _text(ua),
+                    # Sessions stored before values were cleaned on the way in are cleaned here.
+                    normal_ip(_text(ip)),
+                    clean_text(ua, MAX_USER_AGENT),
                 )
             )
         return sessions

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.errors import APIKeyExpired, APIKeyInvalid
+from bastion.identity import RESERVED_SCOPES
 from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
 from bastion.settings import Settings
 
@@ -120,6 +121,11 @@ def validate_scopes(scopes: list[str] | tuple[str, ...] | frozenset[str]) -> fro
         if not isinstance(scope, str) or not SCOPE.fullmatch(scope):
             raise ValueError(
                 f"invalid scope {scope!r}: lower-case words separated by dots, like documents.read"
+            )
+        if scope in RESERVED_SCOPES:
+            raise ValueError(
+                f"scope {scope!r} is reserved: Bastion sets {', '.join(sorted(RESERVED_SCOPES))}"
+                " in request.auth.scopes itself; name the permission, like documents.read"
             )
     return frozenset(scopes)
 

@@ -9,6 +9,7 @@ pick a key type; ``kid`` is looked up only in the configured key set; ``jku``/``
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from typing import Any, NamedTuple
 
 import jwt
 
-from bastion.errors import ConfigError, JWTInvalid
+from bastion.errors import ConfigError, JWTDisabled, JWTInvalid
 from bastion.identity import is_valid_id
+from bastion.secret import reveal
 from bastion.sessions.token import is_session_id
 from bastion.settings import JWTKey, Settings
 
@@ -30,6 +32,9 @@ VERIFIED_CACHE_SIZE = 10_000
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "iat", "nbf", "exp", "jti"]
 _REFUSED_HEADERS = ("jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256")
 _EMBEDDED_KID = "embedded"
+LEEWAY = 0
+"""Seconds of clock skew allowed on the time claims (none: no setting asks for any); the lifetime
+check allows it too, so the two stay consistent if it ever becomes a setting."""
 
 
 class JWTSubject(NamedTuple):
@@ -57,7 +62,7 @@ def _read_pem(path: str, name: str) -> bytes:
 
 def _load(key: JWTKey) -> _LoadedKey:
     if key.secret is not None:
-        secret = key.secret.encode()
+        secret = reveal(key.secret).encode()
         return _LoadedKey(key.kid, key.alg, secret, secret)
     try:
         from cryptography.hazmat.primitives import serialization
@@ -115,7 +120,7 @@ class JWTService:
     def mint(self, user_id: str, session_id: str) -> str:
         """A JWT for the session, valid for ``jwt_lifetime`` seconds."""
         if self._signer is None:
-            raise RuntimeError("JWTs are not configured: set jwt_secret or jwt_keys")
+            raise JWTDisabled()
         now = int(time.time())
         claims = {
             "iss": self.settings.jwt_issuer,
@@ -169,6 +174,7 @@ class JWTService:
                 algorithms=[key.alg],
                 audience=self.settings.jwt_audience,
                 issuer=self.settings.jwt_issuer,
+                leeway=LEEWAY,
                 options={"require": REQUIRED_CLAIMS, "strict_aud": True},
             )
         except jwt.ExpiredSignatureError:
@@ -187,13 +193,36 @@ class JWTService:
             raise JWTInvalid("Failed to verify JWT: invalid signature.") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise JWTInvalid("Failed to verify JWT: invalid token.") from None
+        _, not_before, expires = self._times(claims)
         sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
         if not (isinstance(sub, str) and is_valid_id(sub)):
             raise JWTInvalid("Failed to verify JWT: invalid subject.")
         if not (isinstance(sid, str) and is_session_id(sid)) or not isinstance(jti, str):
             raise JWTInvalid("Failed to verify JWT: invalid session id.")
-        not_before, expires = int(claims["nbf"]), int(claims["exp"])
         # The cache in verify() judges the time window by this clock, so the first check does too.
         if time.time() >= expires:
             raise JWTInvalid("Failed to verify JWT: the token has expired.")
-        return JWTSubject(sub, sid, jti), not_before, expires
+        return JWTSubject(sub, sid, jti), int(not_before), int(expires)
+
+    def _times(self, claims: dict[str, Any]) -> tuple[float, float, float]:
+        """``iat``, ``nbf`` and ``exp``, refused unless numbers and within ``jwt_lifetime``.
+
+        PyJWT turns each with ``int()``, so ``"9999999999"`` or ``true`` would pass; and a token
+        signed with a leaked or misused key could name any expiry. Only what this server would
+        mint is accepted: JSON numbers, and no more than ``jwt_lifetime`` (plus the leeway)
+        between issue and expiry. PyJWT has already refused an ``iat`` in the future, so no
+        accepted token outlives now + ``jwt_lifetime``.
+        """
+        times = []
+        for name in ("iat", "nbf", "exp"):
+            value = claims[name]
+            # type() rather than isinstance(): bool is an int subclass, and true is no time.
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise JWTInvalid(f"Failed to verify JWT: claim {name!r} is not a number.")
+            times.append(float(value))
+        issued, not_before, expires = times
+        if expires - issued > self.settings.jwt_lifetime + LEEWAY:
+            raise JWTInvalid(
+                "Failed to verify JWT: its lifetime is longer than this server allows."
+            )
+        return issued, not_before, expires
