@@ -91,7 +91,7 @@ def _same_host(value: str) -> str:
 
 
 def _hop_host(hop: str) -> str:
-    """The host of one forwarded hop: ``1.2.3.4:80`` and ``"[::1]:80"`` name ``1.2.3.4``, ``::1``."""
+    """The host of one forwarded hop (``1.2.3.4:80`` names ``1.2.3.4``, ``"[::1]:80"`` ``::1``)."""
     hop = hop.strip().strip('"')
     if hop.startswith("["):
         return hop[1:].split("]", 1)[0]
@@ -102,7 +102,7 @@ def _hop_host(hop: str) -> str:
 
 def forwarded_hosts(forwarded_for: bytes | None, forwarded: bytes | None) -> set[str]:
     """Every host an X-Forwarded-For or RFC 7239 ``Forwarded: for=`` header names."""
-    hosts = set()
+    hosts: set[str] = set()
     if forwarded_for:
         hosts.update(_hop_host(h) for h in forwarded_for.decode("latin-1").split(","))
     if forwarded:

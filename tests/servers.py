@@ -1,4 +1,4 @@
-"""Apps on real HTTP servers for black-box tests: uvicorn or Werkzeug's, in a thread, on loopback."""
+"""Apps on real HTTP servers for black-box tests: uvicorn or Werkzeug's, in a thread."""
 
 from __future__ import annotations
 
