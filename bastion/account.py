@@ -144,9 +144,17 @@ class AccountService:
         return identity, identity.user_id
 
     def _limit(
-        self, state: Any, endpoint: str, email: str | None, user_id: str | None = None
+        self,
+        state: Any,
+        endpoint: str,
+        email: str | None,
+        user_id: str | None = None,
+        *,
+        per_account: bool = False,
     ) -> Steps[None]:
-        decision = yield from self.limits.hit(endpoint, email=email, ip=state.client_ip)
+        decision = yield from self.limits.hit(
+            endpoint, email=email, ip=state.client_ip, per_account=per_account
+        )
         if not decision.allowed:
             # Its own event, beside the route's failure: one query finds every refusal.
             self.bastion.audit.record(
@@ -171,6 +179,8 @@ class AccountService:
         """Create an account (it does not log in)."""
         try:
             email, name, phone = validate_profile(email, name, phone)
+            # No per-account counter: sign-up guesses no password, and one would let anyone
+            # who knows an address block its sign-up from everywhere.
             yield from self._limit(state, "signup", email)
             values = yield from self.bastion.security.current()
             policy = self._policy(values)
@@ -195,7 +205,8 @@ class AccountService:
         email = normalize_email(email)
         user: User | None = None
         try:
-            yield from self._limit(state, "login", email)
+            # Per account too: a password is guessed here, and addresses are cheap to rotate.
+            yield from self._limit(state, "login", email, per_account=True)
             if len(password) > self.settings.password_max_length:
                 raise InvalidCredentials()  # never hash what no account can have
             user = yield from self.bastion.user_store.by_email(email)
@@ -233,7 +244,7 @@ class AccountService:
         try:
             self._user_of(state)
             user = yield from self.current_user(state)
-            yield from self._limit(state, "password", user.email, user.id)
+            yield from self._limit(state, "password", user.email, user.id, per_account=True)
             if len(old_password) > self.settings.password_max_length or not (
                 yield Compute(self.hasher.verify, (user.password_hash, old_password))
             ):
@@ -383,7 +394,7 @@ class AccountService:
                     return
             raise ReauthenticationRequired()
         user = yield from self.current_user(state)
-        yield from self._limit(state, "password", user.email, user.id)
+        yield from self._limit(state, "password", user.email, user.id, per_account=True)
         if len(password) > self.settings.password_max_length or not (
             yield Compute(self.hasher.verify, (user.password_hash, password))
         ):

@@ -5,11 +5,16 @@ owner out, and nothing stops one address spraying a password across many emails.
 attempt counts against two counters: (endpoint, email, client IP) with ``rate_limit_per_email``
 and (endpoint, client IP) with ``rate_limit_per_ip``. An attacker hammering a victim's email only
 exhausts the counter for their own IP, and spraying emails from one IP runs into the per-IP limit.
+Where a password is guessed, a third counter, (endpoint, email) with the looser
+``rate_limit_per_account``, caps the attempts on one account from all addresses together, so an
+attacker rotating addresses cannot guess on forever; the price is that whoever knows the email
+can use that budget up (see the README).
 
 Keys, all under the one hash tag ``{ratelimit}`` so the script touches a single cluster slot::
 
     <key_prefix>:{ratelimit}:<endpoint>:ip:<h(ip)>
     <key_prefix>:{ratelimit}:<endpoint>:email:<h(email)>:<h(ip)>
+    <key_prefix>:{ratelimit}:<endpoint>:account:<h(email)>
 
 ``h`` is SHA-256 (hex, first 32 characters) of the normalised value, so keys hold no raw email or
 address and no character an attacker chose. It is pseudonymisation, not secrecy: the IPv4 space
@@ -156,6 +161,7 @@ class RateLimitCore:
         self._prefix = f"{settings.key_prefix}:{{ratelimit}}"
         self.per_email = settings.rate_limit_per_email
         self.per_ip = settings.rate_limit_per_ip
+        self.per_account = settings.rate_limit_per_account
         self.window_ms = settings.rate_limit_window * 1000
 
     def keys(self, endpoint: str, *, email: str | None, ip: str) -> tuple[str | None, str]:
@@ -171,13 +177,29 @@ class RateLimitCore:
         email_digest = _digest("email", normalize_email(email))
         return f"{self._prefix}:{endpoint}:email:{email_digest}:{ip_digest}", per_ip
 
-    def hit(self, endpoint: str, *, email: str | None, ip: str) -> Steps[RateDecision]:
-        """Count one attempt if every counter has room; otherwise refuse it and count nothing."""
+    def account_key(self, endpoint: str, email: str) -> str:
+        """The counter of one account on an endpoint, whatever the client IP."""
+        if not ENDPOINT.fullmatch(endpoint):
+            raise ValueError(
+                f"invalid rate-limit endpoint {endpoint!r}: expected {ENDPOINT.pattern}"
+            )
+        return f"{self._prefix}:{endpoint}:account:{_digest('email', normalize_email(email))}"
+
+    def hit(
+        self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
+    ) -> Steps[RateDecision]:
+        """Count one attempt if every counter has room; otherwise refuse it and count nothing.
+
+        ``per_account`` adds the email's counter across all addresses (``rate_limit_per_account``).
+        """
         per_email, per_ip = self.keys(endpoint, email=email, ip=ip)
         keys, limits = [per_ip], [self.per_ip]
         if per_email is not None:
             keys.insert(0, per_email)
             limits.insert(0, self.per_email)
+        if per_account and email is not None:
+            keys.append(self.account_key(endpoint, email))
+            limits.append(self.per_account)
         allowed, limit, remaining, ttl_ms = yield Script(
             "ratelimit_hit", keys, [self.window_ms, *limits]
         )
@@ -201,9 +223,11 @@ class AsyncRateLimiter:
         self.core = RateLimitCore(settings)
         self._run = runner.run
 
-    async def hit(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
+    async def hit(
+        self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
+    ) -> RateDecision:
         """Count one attempt; call ``raise_if_denied()`` on the result to enforce it."""
-        return await self._run(self.core.hit(endpoint, email=email, ip=ip))
+        return await self._run(self.core.hit(endpoint, email=email, ip=ip, per_account=per_account))
 
     async def reset(self, endpoint: str, *, email: str | None, ip: str) -> bool:
         """Clear the (email, IP) counter; True if it existed."""
@@ -217,9 +241,11 @@ class SyncRateLimiter:
         self.core = RateLimitCore(settings)
         self._run = runner.run
 
-    def hit(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
+    def hit(
+        self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
+    ) -> RateDecision:
         """Count one attempt; call ``raise_if_denied()`` on the result to enforce it."""
-        return self._run(self.core.hit(endpoint, email=email, ip=ip))
+        return self._run(self.core.hit(endpoint, email=email, ip=ip, per_account=per_account))
 
     def reset(self, endpoint: str, *, email: str | None, ip: str) -> bool:
         """Clear the (email, IP) counter; True if it existed."""
