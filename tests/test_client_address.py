@@ -199,3 +199,22 @@ def test_wsgi_peer_reads_under_proxyfix() -> None:
     rewritten = {"REMOTE_ADDR": "6.6.6.6", "werkzeug.proxy_fix.orig": {"REMOTE_ADDR": "10.0.0.1"}}
     assert wsgi_peer(rewritten) == "10.0.0.1"
     assert wsgi_peer({}) == ""
+
+
+def test_the_demo_runs_uvicorn_without_proxy_headers_unless_configured(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    from bastion.cli import main
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
+    assert main(["demo", "--port", "8765"]) == 0
+    monkeypatch.setenv("BASTION_TRUSTED_PROXIES", "10.1.2.3/8, ::1")
+    assert main(["demo", "--port", "8765"]) == 0
+    capsys.readouterr()
+    assert calls[0]["proxy_headers"] is False and "forwarded_allow_ips" not in calls[0]
+    # uvicorn parses networks strictly, so it gets them in their exact form.
+    assert calls[1]["proxy_headers"] is True
+    assert calls[1]["forwarded_allow_ips"] == ["10.0.0.0/8", "::1/128"]
