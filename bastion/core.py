@@ -130,7 +130,7 @@ class RequestState:
             if self._receive is not None:
                 peer = asgi_peer(peer, self._receive, forwarded_for, forwarded)
                 if peer == UNKNOWN:
-                    self.bastion.hidden_peer()
+                    self.bastion._hidden_peer()
             self._facts = (
                 self.bastion.client_ip(peer, forwarded_for),
                 agent.decode("latin-1") if agent else "",
@@ -278,7 +278,7 @@ class Bastion:
         """The client's address, honouring ``trusted_proxies``."""
         return client_ip(peer, forwarded_for, self.trusted_proxies)
 
-    def hidden_peer(self) -> None:
+    def _hidden_peer(self) -> None:
         """Say once that the server hid a request's socket address (its proxy headers are on)."""
         if self._hidden_peer_seen:
             return

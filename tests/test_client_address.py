@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bastion import Bastion, Settings
@@ -218,3 +220,10 @@ def test_the_demo_runs_uvicorn_without_proxy_headers_unless_configured(
     # uvicorn parses networks strictly, so it gets them in their exact form.
     assert calls[1]["proxy_headers"] is True
     assert calls[1]["forwarded_allow_ips"] == ["10.0.0.0/8", "::1/128"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=12), st.binary(max_size=40), st.binary(max_size=40))
+def test_asgi_peer_takes_any_header(reported: str, xff: bytes, forwarded: bytes) -> None:
+    peer = asgi_peer(reported, _plain_receive, xff or None, forwarded or None)
+    assert peer in (reported, UNKNOWN)
