@@ -151,13 +151,21 @@ class AccountService:
         user_id: str | None = None,
         *,
         count: bool = True,
+        per_account: bool = False,
     ) -> Steps[None]:
-        """Refuse the attempt if a limit is reached; count it unless ``count`` is False."""
+        """Refuse the attempt if a limit is reached; count it unless ``count`` is False.
+
+        ``per_account`` adds the email's counter across every address (``rate_limit_per_account``).
+        """
         ip = state.client_ip
         if count:
-            decision = yield from self.limits.hit(endpoint, email=email, ip=ip)
+            decision = yield from self.limits.hit(
+                endpoint, email=email, ip=ip, per_account=per_account
+            )
         else:
-            decision = yield from self.limits.check(endpoint, email=email, ip=ip)
+            decision = yield from self.limits.check(
+                endpoint, email=email, ip=ip, per_account=per_account
+            )
         if not decision.allowed:
             # Its own event, beside the route's failure: one query finds every refusal.
             self.bastion.audit.record(
@@ -182,6 +190,8 @@ class AccountService:
         """Create an account (it does not log in)."""
         try:
             email, name, phone = validate_profile(email, name, phone)
+            # No per-account counter: sign-up guesses no password, and one would let anyone
+            # who knows an address block its sign-up from everywhere.
             yield from self._limit(state, "signup", email)
             values = yield from self.bastion.security.current()
             policy = self._policy(values)
@@ -209,8 +219,9 @@ class AccountService:
         user: User | None = None
         try:
             # Only failures count (a user who logs in often is no attacker), but the limit is
-            # checked first, so a locked-out client gets no argon2 verify.
-            yield from self._limit(state, "login", email, count=False)
+            # checked first, so a locked-out client gets no argon2 verify. Per account too: a
+            # password is guessed here, and addresses are cheap to rotate.
+            yield from self._limit(state, "login", email, count=False, per_account=True)
             if len(password) > self.settings.password_max_length:
                 yield from self._count_failed_log_in(state, email)
                 raise InvalidCredentials()  # never hash what no account can have
@@ -240,7 +251,7 @@ class AccountService:
         """Count a wrong password (or unknown email) against the log-in limits."""
         # The answer is a 401 either way: if concurrent failures filled the counter first, this
         # one is not counted (the counters never pass the limit) and the next attempt is refused.
-        yield from self.limits.hit("login", email=email, ip=state.client_ip)
+        yield from self.limits.hit("login", email=email, ip=state.client_ip, per_account=True)
 
     def current_user(self, state: Any) -> Steps[User]:
         """The signed-in user's record."""
@@ -257,7 +268,7 @@ class AccountService:
         try:
             self._user_of(state)
             user = yield from self.current_user(state)
-            yield from self._limit(state, "password", user.email, user.id)
+            yield from self._limit(state, "password", user.email, user.id, per_account=True)
             if len(old_password) > self.settings.password_max_length or not (
                 yield Compute(self.hasher.verify, (user.password_hash, old_password))
             ):
@@ -407,7 +418,7 @@ class AccountService:
                     return
             raise ReauthenticationRequired()
         user = yield from self.current_user(state)
-        yield from self._limit(state, "password", user.email, user.id)
+        yield from self._limit(state, "password", user.email, user.id, per_account=True)
         if len(password) > self.settings.password_max_length or not (
             yield Compute(self.hasher.verify, (user.password_hash, password))
         ):

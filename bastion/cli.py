@@ -32,7 +32,7 @@ def _demo(args: argparse.Namespace) -> int:
         print("bastion demo needs uvicorn: pip install 'bastion[demo]'", file=sys.stderr)
         return 2
     from bastion.core import Bastion
-    from bastion.demo import banner, create_app, demo_settings
+    from bastion.demo import banner, create_app, demo_settings, uvicorn_options
 
     settings = demo_settings(_settings(args))
     bastion = Bastion(settings)
@@ -44,7 +44,9 @@ def _demo(args: argparse.Namespace) -> int:
 
         run_simple(args.host, args.port, app, threaded=True)
     else:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.run(
+            app, host=args.host, port=args.port, log_level="info", **uvicorn_options(settings)
+        )
     return 0
 
 

@@ -15,7 +15,7 @@ from starlette.authentication import AuthCredentials
 from bastion import ratelimit
 from bastion.audit import AuditHook, AuditLog
 from bastion.cleantext import clean_text
-from bastion.clientip import client_ip, normal_ip, parse_networks
+from bastion.clientip import UNKNOWN, asgi_peer, client_ip, normal_ip, parse_networks
 from bastion.cookies import clear_cookie, session_cookie
 from bastion.credentials import Credentials, read_credentials
 from bastion.csrf import is_cross_site
@@ -73,13 +73,16 @@ class RequestState:
     """What Bastion knows about one request; kept at ``scope["bastion"]`` (``environ`` in WSGI).
 
     The client's address, user agent and token request are read from the headers only when a
-    log-in asks for them, so ordinary requests do not pay for it.
+    log-in asks for them, so ordinary requests do not pay for it. ``peer`` is the socket's
+    address as the server reported it; given ``receive``, the ASGI server's callable, the socket
+    is asked directly (:func:`bastion.clientip.asgi_peer`).
     """
 
     __slots__ = (
         "_asgi",
         "_facts",
         "_into",
+        "_receive",
         "bastion",
         "credentials",
         "headers",
@@ -98,11 +101,15 @@ class RequestState:
         into: MutableMapping[str, Any] | None = None,
         *,
         asgi: bool = True,
+        receive: object = None,
     ) -> None:
         self.bastion = bastion
         self.credentials = credentials
         self.headers = headers or []
         self.peer = peer
+        # The ASGI server's receive callable: the socket's address is read through it, since
+        # the server may have replaced ``peer`` (scope["client"]) with a forwarded one.
+        self._receive = receive
         self.response_headers: list[tuple[bytes, bytes]] = []
         self._facts: tuple[str, str, bool] | None = None
         self._into = into
@@ -111,19 +118,26 @@ class RequestState:
 
     def _read_facts(self) -> tuple[str, str, bool]:
         if self._facts is None:
-            forwarded = agent = None
+            forwarded_for = forwarded = agent = None
             wants = False
             for name, value in self.headers:
                 if name == b"x-forwarded-for":
+                    forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
+                elif name == b"forwarded":
                     forwarded = value if forwarded is None else forwarded + b"," + value
                 elif name == b"user-agent":
                     agent = value
                 elif name == FALLBACK_REQUEST_HEADER:
                     wants = value.strip().lower() in (b"1", b"true")
+            peer = self.peer
+            if self._receive is not None:
+                peer = asgi_peer(peer, self._receive, forwarded_for, forwarded)
+                if peer == UNKNOWN:
+                    self.bastion._hidden_peer()
             # Both end up in session lists, audit events and logs: a valid address or "", and
             # the agent as UTF-8 (as browsers send it), printable characters only.
             self._facts = (
-                normal_ip(self.bastion.client_ip(self.peer, forwarded)),
+                normal_ip(self.bastion.client_ip(peer, forwarded_for)),
                 clean_text(agent, MAX_USER_AGENT) if agent else "",
                 wants,
             )
@@ -244,6 +258,7 @@ class Bastion:
         self.sync_permissions = grants.SyncGrantStore(self.sync_runner, grant_core)
         self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis)
         self.trusted_proxies = parse_networks(self.settings.trusted_proxies)
+        self._hidden_peer_seen = False
         from bastion.account import AccountService  # it builds on the stores above
 
         self.account = AccountService(self)
@@ -267,6 +282,19 @@ class Bastion:
     def client_ip(self, peer: str, forwarded_for: bytes | None) -> str:
         """The client's address, honouring ``trusted_proxies``."""
         return client_ip(peer, forwarded_for, self.trusted_proxies)
+
+    def _hidden_peer(self) -> None:
+        """Say once that the server hid a request's socket address (its proxy headers are on)."""
+        if self._hidden_peer_seen:
+            return
+        self._hidden_peer_seen = True
+        logger.warning(
+            "The server replaced a client's address with a forwarded one and Bastion cannot read "
+            "the socket: such requests count as client %r (one rate-limit bucket). Turn the "
+            "server's proxy headers off (uvicorn --no-proxy-headers) and name your proxies in "
+            "trusted_proxies.",
+            UNKNOWN,
+        )
 
     def authenticate(
         self, credentials: Credentials, rows_for: str | None

@@ -1,6 +1,7 @@
 """The demo ``bastion demo`` serves: the account routes at ``/account`` on the chosen framework."""
 
 import dataclasses
+import ipaddress
 import logging
 import secrets
 from typing import Any
@@ -85,6 +86,19 @@ def _home(identity: Any) -> dict[str, Any]:
             "PATCH /account/password",
         ],
     }
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How the demo runs uvicorn: proxy headers only from ``trusted_proxies``, else off.
+
+    uvicorn's defaults believe X-Forwarded-For from 127.0.0.1; Bastion reads the socket itself
+    either way, but the app's ``request.client`` should not name whatever a local client wrote.
+    """
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    # uvicorn parses networks strictly: 10.1.2.3/8 must reach it as 10.0.0.0/8.
+    proxies = [str(ipaddress.ip_network(p, strict=False)) for p in settings.trusted_proxies]
+    return {"proxy_headers": True, "forwarded_allow_ips": proxies}
 
 
 def create_app(bastion: Bastion, framework: str = "starlette") -> Any:

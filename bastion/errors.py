@@ -73,6 +73,13 @@ class ServiceUnavailable(BastionError):
     status = 503
     type = "service_unavailable"
     default_message = "The authentication service is temporarily unavailable. Try again shortly."
+    retry_after: ClassVar[int] = 2
+    """Seconds a client should wait: Bastion reconnects by itself, so the outage may be brief."""
+
+    def __init__(
+        self, message: str | None = None, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, headers={"Retry-After": str(self.retry_after), **(headers or {})})
 
 
 class ConfigError(ValueError):

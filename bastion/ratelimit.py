@@ -5,6 +5,10 @@ owner out, and nothing stops one address spraying a password across many emails.
 attempt counts against two counters: (endpoint, email, client IP) with ``rate_limit_per_email``
 and (endpoint, client IP) with ``rate_limit_per_ip``. An attacker hammering a victim's email only
 exhausts the counter for their own IP, and spraying emails from one IP runs into the per-IP limit.
+Where a password is guessed, a third counter, (endpoint, email) with the looser
+``rate_limit_per_account``, caps the attempts on one account from all addresses together, so an
+attacker rotating addresses cannot guess on forever; the price is that whoever knows the email
+can use that budget up (see the README).
 
 An endpoint may count only its failures instead (log-in does: a user who logs in often is no
 attacker): :meth:`RateLimitCore.check` before the work, :meth:`RateLimitCore.hit` after a failure.
@@ -13,6 +17,7 @@ Keys, all under the one hash tag ``{ratelimit}`` so the script touches a single 
 
     <key_prefix>:{ratelimit}:<endpoint>:ip:<h(ip)>
     <key_prefix>:{ratelimit}:<endpoint>:email:<h(email)>:<h(ip)>
+    <key_prefix>:{ratelimit}:<endpoint>:account:<h(email)>
 
 ``h`` is SHA-256 (hex, first 32 characters) of the normalised value, so keys hold no raw email or
 address and no character an attacker chose. It is pseudonymisation, not secrecy: the IPv4 space
@@ -181,6 +186,7 @@ class RateLimitCore:
         self._prefix = f"{settings.key_prefix}:{{ratelimit}}"
         self.per_email = settings.rate_limit_per_email
         self.per_ip = settings.rate_limit_per_ip
+        self.per_account = settings.rate_limit_per_account
         self.window_ms = settings.rate_limit_window * 1000
 
     def keys(self, endpoint: str, *, email: str | None, ip: str) -> tuple[str | None, str]:
@@ -196,23 +202,43 @@ class RateLimitCore:
         email_digest = _digest("email", normalize_email(email))
         return f"{self._prefix}:{endpoint}:email:{email_digest}:{ip_digest}", per_ip
 
-    def hit(self, endpoint: str, *, email: str | None, ip: str) -> Steps[RateDecision]:
-        """Count one attempt if every counter has room; otherwise refuse it and count nothing."""
-        return (yield from self._run("ratelimit_hit", endpoint, email, ip))
+    def account_key(self, endpoint: str, email: str) -> str:
+        """The counter of one account on an endpoint, whatever the client IP."""
+        if not ENDPOINT.fullmatch(endpoint):
+            raise ValueError(
+                f"invalid rate-limit endpoint {endpoint!r}: expected {ENDPOINT.pattern}"
+            )
+        return f"{self._prefix}:{endpoint}:account:{_digest('email', normalize_email(email))}"
 
-    def check(self, endpoint: str, *, email: str | None, ip: str) -> Steps[RateDecision]:
+    def hit(
+        self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
+    ) -> Steps[RateDecision]:
+        """Count one attempt if every counter has room; otherwise refuse it and count nothing.
+
+        ``per_account`` adds the email's counter across all addresses (``rate_limit_per_account``).
+        """
+        return (yield from self._run("ratelimit_hit", endpoint, email, ip, per_account))
+
+    def check(
+        self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
+    ) -> Steps[RateDecision]:
         """Whether an attempt would be allowed now, counting nothing (``hit`` counts one)."""
         # For endpoints that count failures only: check before the work, hit after a failure.
         # Attempts in flight together all pass the check, so the work may run up to (attempts
         # in flight - 1) times past the limit; the counters themselves never pass it.
-        return (yield from self._run("ratelimit_check", endpoint, email, ip))
+        return (yield from self._run("ratelimit_check", endpoint, email, ip, per_account))
 
-    def _run(self, script: str, endpoint: str, email: str | None, ip: str) -> Steps[RateDecision]:
+    def _run(
+        self, script: str, endpoint: str, email: str | None, ip: str, per_account: bool
+    ) -> Steps[RateDecision]:
         per_email, per_ip = self.keys(endpoint, email=email, ip=ip)
         keys, limits = [per_ip], [self.per_ip]
         if per_email is not None:
             keys.insert(0, per_email)
             limits.insert(0, self.per_email)
+        if per_account and email is not None:
+            keys.append(self.account_key(endpoint, email))
+            limits.append(self.per_account)
         allowed, limit, remaining, ttl_ms = yield Script(script, keys, [self.window_ms, *limits])
         return RateDecision(bool(allowed), int(limit), int(remaining), int(ttl_ms) / 1000)
 
@@ -234,9 +260,11 @@ class AsyncRateLimiter:
         self.core = RateLimitCore(settings)
         self._run = runner.run
 
-    async def hit(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
+    async def hit(
+        self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
+    ) -> RateDecision:
         """Count one attempt; call ``raise_if_denied()`` on the result to enforce it."""
-        return await self._run(self.core.hit(endpoint, email=email, ip=ip))
+        return await self._run(self.core.hit(endpoint, email=email, ip=ip, per_account=per_account))
 
     async def check(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
         """Whether an attempt would be allowed now, counting nothing."""
@@ -254,9 +282,11 @@ class SyncRateLimiter:
         self.core = RateLimitCore(settings)
         self._run = runner.run
 
-    def hit(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
+    def hit(
+        self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
+    ) -> RateDecision:
         """Count one attempt; call ``raise_if_denied()`` on the result to enforce it."""
-        return self._run(self.core.hit(endpoint, email=email, ip=ip))
+        return self._run(self.core.hit(endpoint, email=email, ip=ip, per_account=per_account))
 
     def check(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
         """Whether an attempt would be allowed now, counting nothing."""

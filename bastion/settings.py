@@ -182,6 +182,9 @@ class Settings:
     """Attempts per window on each account endpoint for one email from one client IP."""
     rate_limit_per_ip: int = 100
     """Attempts per window on each account endpoint from one client IP, whatever the email."""
+    rate_limit_per_account: int = 100
+    """Attempts per window at log-in and at password checks for one email, from every client IP
+    together, so rotating addresses cannot brute-force one account."""
     rate_limit_window: int = 3600
     """Length of a rate-limit window in seconds."""
     trusted_proxies: tuple[str, ...] = ()
@@ -277,6 +280,7 @@ class Settings:
             )
         _in_range("rate_limit_per_email", self.rate_limit_per_email, 1, 1_000_000)
         _in_range("rate_limit_per_ip", self.rate_limit_per_ip, 1, 1_000_000)
+        _in_range("rate_limit_per_account", self.rate_limit_per_account, 1, 1_000_000)
         _in_range("rate_limit_window", self.rate_limit_window, 1, 86_400)
         for proxy in self.trusted_proxies:
             try:

@@ -62,7 +62,13 @@ class BastionMiddleware:
 
         client = scope.get("client")
         state = RequestState(
-            bastion, identity, credentials, headers, client[0] if client else "", scope
+            bastion,
+            identity,
+            credentials,
+            headers,
+            client[0] if client else "",
+            scope,
+            receive=receive,
         )
         scope["bastion"] = state
         started = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from bastion.clientip import wsgi_peer
 from bastion.core import Bastion, RequestState
 from bastion.errors import BastionError
 from bastion.requestpath import wsgi_path
@@ -88,7 +89,7 @@ class BastionWSGIMiddleware:
             identity,
             credentials,
             headers,
-            str(environ.get("REMOTE_ADDR", "")),
+            wsgi_peer(environ),
             environ,
             asgi=False,
         )
