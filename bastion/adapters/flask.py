@@ -15,6 +15,8 @@ from bastion.account import Reply
 from bastion.core import state_of
 from bastion.errors import BastionError
 from bastion.identity import Identity
+from bastion.requestbody import read_wsgi
+from bastion.responsebody import MEDIA_TYPE, encode
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
@@ -23,10 +25,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
+    # Bastion's own encoding, not the app's JSON provider (which sorts keys and adds spaces):
+    # the same bytes as on Starlette and FastAPI.
     response = current_app.response_class(
-        b"" if body is None else current_app.json.dumps(body),
-        status=status,
-        mimetype="application/json",
+        b"" if body is None else encode(body), status=status, mimetype=MEDIA_TYPE
     )
     response.headers["Cache-Control"] = "no-store"
     for name, value in headers.items():
@@ -78,10 +80,15 @@ def require(action: str, resource: str, *, scope: str | None = None) -> Callable
 
 def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
     def view(**params: str) -> Response:
-        body = request.get_data(cache=False) if request.method not in ("GET", "HEAD") else b""
-        reply: Reply = bastion.sync_runner.run(
-            bastion.account.handle(name, state_of(request.environ), body, params)
-        )
+        state = state_of(request.environ)
+        reply: Reply
+        try:
+            body = b""
+            if request.method not in ("GET", "HEAD"):
+                body = read_wsgi(request.environ, bastion.settings.max_body_size)
+            reply = bastion.sync_runner.run(bastion.account.handle(name, state, body, params))
+        except Exception as exc:
+            reply = bastion.account.failure(name, state, params, exc)
         return _json(reply.body, reply.status, reply.headers)
 
     view.__name__ = name
