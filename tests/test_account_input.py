@@ -438,3 +438,25 @@ def test_max_body_size_is_validated() -> None:
     for bad in (16_383, 1_048_577, 0, -1):
         with pytest.raises(ConfigError, match="max_body_size"):
             Settings(max_body_size=bad)
+
+
+def test_flask_reads_a_body_an_app_hook_read_first(real_redis: str) -> None:
+    from flask import Flask, request
+
+    from bastion.adapters import flask as flask_adapter
+
+    bastion = Bastion(Settings(redis_url=real_redis))
+    app = Flask("hooked")
+    seen: list[Any] = []
+
+    @app.before_request
+    def log_json() -> None:  # the kind of hook a request logger adds
+        seen.append(request.get_json(silent=True))
+
+    flask_adapter.init_app(app, bastion)
+    with httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t") as client:
+        profile = {"email": "ada@example.com", "password": PASSWORD}
+        assert client.post("/account", json=profile).status_code == 201
+        too_big = client.post("/account/sessions", content=b" " * 65_537, headers=JSON)
+        assert (too_big.status_code, too_big.json()["type"]) == (413, "general_payload_too_large")
+    assert seen[0] == profile

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from bastion.account import Reply
 from bastion.core import state_of
-from bastion.errors import BastionError
+from bastion.errors import BastionError, PayloadTooLarge
 from bastion.identity import Identity
 from bastion.requestbody import read_wsgi
 from bastion.responsebody import MEDIA_TYPE, encode
@@ -78,6 +78,18 @@ def require(action: str, resource: str, *, scope: str | None = None) -> Callable
     return decorate
 
 
+def _body(limit: int) -> bytes:
+    """The request body, read within ``limit`` (see :func:`bastion.requestbody.read_wsgi`)."""
+    # A hook of the app's may have read it first (Flask's get_json keeps a copy): that copy is
+    # the body, since the stream it came from is spent.
+    cached = getattr(request, "_cached_data", None)
+    if isinstance(cached, bytes):
+        if len(cached) > limit:
+            raise PayloadTooLarge(limit)
+        return cached
+    return read_wsgi(request.environ, limit)
+
+
 def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
     def view(**params: str) -> Response:
         state = state_of(request.environ)
@@ -85,7 +97,7 @@ def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
         try:
             body = b""
             if request.method not in ("GET", "HEAD"):
-                body = read_wsgi(request.environ, bastion.settings.max_body_size)
+                body = _body(bastion.settings.max_body_size)
             reply = bastion.sync_runner.run(bastion.account.handle(name, state, body, params))
         except Exception as exc:
             reply = bastion.account.failure(name, state, params, exc)
