@@ -12,26 +12,33 @@ the route; log-in, log-out and JWT successes by the ``Bastion`` steps the app ma
 
 from __future__ import annotations
 
-import json
+import logging
 import time
+import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bastion.audit import DetailValue
+from bastion.csrf import from_another_site
 from bastion.errors import (
     BadRequest,
     BastionError,
+    CrossSiteRequest,
     InvalidCredentials,
     MissingScope,
     NotFound,
     RateLimited,
     ReauthenticationRequired,
+    ServerError,
     Unauthorized,
 )
 from bastion.identity import Identity
 from bastion.passwords import PasswordContext, PasswordHasher, PasswordPolicy
 from bastion.ratelimit import RateLimitCore
+from bastion.redact import redact
 from bastion.redisio import Compute, Steps
+from bastion.requestbody import decode_object, require_json
 from bastion.security import SecurityValues
 from bastion.sessions import NewSession
 from bastion.sessions.token import is_session_id
@@ -40,7 +47,7 @@ from bastion.users import User, normalize_email, validate_profile
 if TYPE_CHECKING:
     from bastion.core import Bastion
 
-MAX_BODY = 64 * 1024
+logger = logging.getLogger("bastion.account")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,24 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
 )
 """The account routes under their prefix (``/account``): method, path, handler name."""
 
+BODIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sign_up": (("email", "password"), ("name", "phone")),
+    "log_in": (("email", "password"), ()),
+    "delete_sessions": ((), ("password",)),
+    "delete_session": ((), ("password",)),
+    "create_jwt": ((), ()),
+    "change_password": (("password", "oldPassword"), ()),
+}
+"""The JSON fields of each route that takes a body: (required, optional). The GETs read none."""
+
+# Body fields taken out of any traceback the log gets.
+_SECRET_FIELDS = ("password", "oldPassword")
+
+_CROSS_SITE = (
+    "Cross-site request refused: the account routes answer only the app's own pages and "
+    "allowed_origins."
+)
+
 # The audit event of each route that acts. The two reads are left out: a guest's 401 on
 # GET /account is what every page load of a signed-out visitor does, not an attack to record.
 _ROUTE_EVENTS = {
@@ -76,17 +101,18 @@ _ROUTE_EVENTS = {
 }
 
 
-def _fields(body: bytes, *required: str, optional: tuple[str, ...] = ()) -> dict[str, str]:
-    if len(body) > MAX_BODY:
-        raise BadRequest("The request body is too large.")
-    try:
-        data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("The request body must be a JSON object.") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The request body must be a JSON object.")
+def _fields(
+    data: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...]
+) -> dict[str, str]:
+    """A route's fields from a decoded body: the required ones there, each a string, no other."""
+    expected = (*required, *optional)
+    if any(key not in expected for key in data):
+        # The route's own field names, not the client's key (which could be anything): an
+        # unknown field is refused rather than ignored, so a misspelt one is not silently lost.
+        takes = ", ".join(expected) if expected else "no fields"
+        raise BadRequest(f"The request body has a field this route does not take ({takes}).")
     out: dict[str, str] = {}
-    for name in (*required, *optional):
+    for name in expected:
         value = data.get(name)
         if value is None:
             if name in required:
@@ -336,18 +362,64 @@ class AccountService:
     def handle(
         self, name: str, state: Any, body: bytes, params: dict[str, str] | None = None
     ) -> Steps[Reply]:
-        """Run one account route; every outcome, errors included, is a :class:`Reply`."""
+        """Run one account route; every outcome, errors included, is a :class:`Reply`.
+
+        ``body`` is what the adapter read (within ``max_body_size``; empty for GET and HEAD).
+        """
         params = params or {}
+        data: dict[str, str] = {}
         try:
-            result: Reply | Steps[Reply] = getattr(self, "_http_" + name)(state, body, params)
+            # Every account route, reads included: a page of another site has no business
+            # with any of them, and a uniform 403 tells it nothing (not even "signed in").
+            if from_another_site(state.scheme, state.headers, self.settings.allowed_origins):
+                raise CrossSiteRequest(_CROSS_SITE)
+            data = self._body(name, state, body)
+            result: Reply | Steps[Reply] = getattr(self, "_http_" + name)(state, data, params)
             if isinstance(result, Reply):
                 return result
             reply: Reply = yield from result
             return reply
-        except BastionError as exc:
-            error: BastionError = exc
-        except ValueError as exc:  # bad input found deep in a store (an id, a label)
-            error = BadRequest(str(exc))
+        except Exception as exc:
+            secrets = [data[key] for key in _SECRET_FIELDS if key in data]
+            return self.failure(name, state, params, exc, secrets)
+
+    @staticmethod
+    def _body(name: str, state: Any, body: bytes) -> dict[str, str]:
+        """The route's fields: JSON only (a form a page of any site can post is not)."""
+        spec = BODIES.get(name)
+        if spec is None:
+            return {}
+        if body:  # an empty body needs no type: DELETE without a password, say
+            require_json(state.headers)
+        return _fields(decode_object(body), *spec)
+
+    def failure(
+        self,
+        name: str,
+        state: Any,
+        params: dict[str, str],
+        exc: Exception,
+        secrets: Iterable[str] = (),
+    ) -> Reply:
+        """The reply of a route that failed: a Bastion error as it is, anything else a 500.
+
+        The client never sees an exception's own text; the log gets the traceback, with the
+        request's passwords and credential taken out.
+        """
+        error: BastionError
+        if isinstance(exc, BastionError):
+            error = exc
+        else:
+            hidden = [*secrets, state.credentials.token or ""]
+            text = redact("".join(traceback.format_exception(exc)), hidden)
+            if isinstance(exc, ValueError):
+                # Bad input found deep in a store of the app's own (an id, a label): the
+                # client's mistake, in words the store chose; the log keeps them.
+                logger.warning("account route %s: a store refused a value:\n%s", name, text)
+                error = BadRequest()
+            else:
+                logger.error("account route %s failed:\n%s", name, text)
+                error = ServerError()
         self._audit_failure(name, state, params, error)
         return Reply(error.status, error.to_dict(), dict(error.headers))
 
@@ -379,35 +451,42 @@ class AccountService:
             details=details,
         )
 
-    def _http_sign_up(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
-        data = _fields(body, "email", "password", optional=("name", "phone"))
+    def _http_sign_up(
+        self, state: Any, data: dict[str, str], params: dict[str, str]
+    ) -> Steps[Reply]:
         user = yield from self.sign_up(
             state, data["email"], data["password"], data.get("name", ""), data.get("phone", "")
         )
         return Reply(201, user.to_public())
 
-    def _http_get_account(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
+    def _http_get_account(
+        self, state: Any, data: dict[str, str], params: dict[str, str]
+    ) -> Steps[Reply]:
         user = yield from self.current_user(state)
         return Reply(200, user.to_public())
 
-    def _http_log_in(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
-        data = _fields(body, "email", "password")
+    def _http_log_in(
+        self, state: Any, data: dict[str, str], params: dict[str, str]
+    ) -> Steps[Reply]:
         _, new = yield from self.log_in(state, data["email"], data["password"])
         return Reply(201, new.session.to_dict(current_id=new.session.id))
 
-    def _http_list_sessions(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
+    def _http_list_sessions(
+        self, state: Any, data: dict[str, str], params: dict[str, str]
+    ) -> Steps[Reply]:
         identity, user_id = self._user_of(state)
         found = yield from self.bastion.sessions.core.list(user_id)
         rows = [s.to_dict(current_id=identity.session_id) for s in found]
         return Reply(200, {"total": len(rows), "sessions": rows})
 
-    def _confirm(self, state: Any, identity: Identity, user_id: str, body: bytes) -> Steps[None]:
+    def _confirm(
+        self, state: Any, identity: Identity, user_id: str, password: str | None
+    ) -> Steps[None]:
         """Re-authentication to end other sessions: the password, or a session just started.
 
         A stolen session must not be able to sign the owner out everywhere; ending one's own
         current session stays free.
         """
-        password = _fields(body, optional=("password",)).get("password")
         if password is None:
             window_ms = self.settings.reauth_window * 1000
             if window_ms and identity.session_id:
@@ -425,10 +504,10 @@ class AccountService:
             raise InvalidCredentials("The password is wrong.")
 
     def _http_delete_sessions(
-        self, state: Any, body: bytes, params: dict[str, str]
+        self, state: Any, data: dict[str, str], params: dict[str, str]
     ) -> Steps[Reply]:
         identity, user_id = self._user_of(state)
-        yield from self._confirm(state, identity, user_id, body)
+        yield from self._confirm(state, identity, user_id, data.get("password"))
         removed = yield from self.bastion.sessions.core.revoke_all(user_id)
         self.bastion.audit.record(
             "session_revoke",
@@ -442,13 +521,15 @@ class AccountService:
         yield from self.bastion.logout_steps(state)
         return Reply(204)
 
-    def _http_delete_session(self, state: Any, body: bytes, params: dict[str, str]) -> Steps[Reply]:
+    def _http_delete_session(
+        self, state: Any, data: dict[str, str], params: dict[str, str]
+    ) -> Steps[Reply]:
         identity, user_id = self._user_of(state)
         session_id = params.get("session_id", "")
         if session_id in ("current", identity.session_id):
             yield from self.bastion.logout_steps(state)
             return Reply(204)
-        yield from self._confirm(state, identity, user_id, body)
+        yield from self._confirm(state, identity, user_id, data.get("password"))
         if not (yield from self.bastion.sessions.core.revoke(user_id, session_id)):
             raise NotFound("No such session.")
         self.bastion.audit.record(
@@ -460,13 +541,12 @@ class AccountService:
         )
         return Reply(204)
 
-    def _http_create_jwt(self, state: Any, body: bytes, params: dict[str, str]) -> Reply:
+    def _http_create_jwt(self, state: Any, data: dict[str, str], params: dict[str, str]) -> Reply:
         self._user_of(state)
         return Reply(201, {"jwt": self.bastion.create_jwt(state)})
 
     def _http_change_password(
-        self, state: Any, body: bytes, params: dict[str, str]
+        self, state: Any, data: dict[str, str], params: dict[str, str]
     ) -> Steps[Reply]:
-        data = _fields(body, "password", "oldPassword")
         user = yield from self.change_password(state, data["password"], data["oldPassword"])
         return Reply(200, user.to_public())

@@ -154,6 +154,14 @@ class RequestState:
         return self._read_facts()[1]
 
     @property
+    def scheme(self) -> str:
+        """``http`` or ``https``, as the server saw it (``https`` when unknown: the stricter)."""
+        into = self._into
+        if into is None:
+            return "https"
+        return str(into.get("scheme" if self._asgi else "wsgi.url_scheme", "http"))
+
+    @property
     def wants_token(self) -> bool:
         """Whether the client sent ``X-Bastion-Fallback: true`` (it cannot keep cookies)."""
         return self._read_facts()[2]

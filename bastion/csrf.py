@@ -1,4 +1,4 @@
-"""Cross-site request checks for cookie-authenticated requests (sans-IO)."""
+"""Cross-site request checks: cookie-authenticated requests, and Bastion's own routes (sans-IO)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,23 @@ def is_cross_site(
 ) -> bool:
     """Whether a request authenticated by the session cookie must be refused as cross-site.
 
-    Safe methods pass (they must not change state). Otherwise ``Sec-Fetch-Site: cross-site`` is
-    refused, and an ``Origin`` other than the request's own or an allowed one is refused. Requests
-    with neither header are not from a browser that could have been tricked into sending them.
+    Safe methods pass (they must not change state); otherwise :func:`from_another_site`.
     A WebSocket handshake is a GET but is checked like an unsafe request (cross-site hijacking).
     """
     if method in SAFE_METHODS and not websocket:
         return False
+    return from_another_site(scheme, headers, allowed_origins)
+
+
+def from_another_site(
+    scheme: str, headers: Iterable[tuple[bytes, bytes]], allowed_origins: tuple[str, ...]
+) -> bool:
+    """Whether the browser that sent a request says another site made it send it.
+
+    ``Sec-Fetch-Site: cross-site`` is another site, and so is an ``Origin`` other than the
+    request's own or an allowed one. Requests with neither header are not from a browser that
+    could have been tricked into sending them.
+    """
     fetch_site = origin = host = None
     for name, value in headers:
         if name == b"sec-fetch-site":

@@ -28,6 +28,7 @@ Bastion demo on {url}  ({framework}, {backend})
   curl -s -X POST {url}/account -H 'Content-Type: application/json' \\
        -d '{{"email": "ada@example.com", "password": "correct horse battery staple"}}'
   curl -si -X POST {url}/account/sessions -H 'X-Bastion-Fallback: true' \\
+       -H 'Content-Type: application/json' \\
        -d '{{"email": "ada@example.com", "password": "correct horse battery staple"}}'
   # then send the token from the X-Bastion-Session response header:
   curl -s {url}/account -H 'X-Bastion-Session: <token>'

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
+from bastion.responsebody import encode
 from bastion.secret import Secret
 
 
@@ -27,8 +27,8 @@ class BastionError(Exception):
         return {"code": self.status, "type": self.type, "message": self.message}
 
     def body(self) -> bytes:
-        """The JSON body, encoded."""
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        """The JSON body, encoded as every body Bastion sends."""
+        return encode(self.to_dict())
 
 
 class Unauthorized(BastionError):
@@ -65,6 +65,27 @@ class BadRequest(BastionError):
     status = 400
     type = "general_bad_request"
     default_message = "The request is malformed."
+
+
+class PayloadTooLarge(BastionError):
+    """A request body over ``max_body_size``: refused by its Content-Length, or once read so far."""
+
+    status = 413
+    type = "general_payload_too_large"
+    default_message = "The request body is too large."
+
+    def __init__(self, limit: int | None = None) -> None:
+        super().__init__(
+            None if limit is None else f"The request body is larger than {limit} bytes."
+        )
+
+
+class UnsupportedMediaType(BastionError):
+    """A body sent to Bastion's own routes that is not declared as JSON."""
+
+    status = 415
+    type = "general_unsupported_media_type"
+    default_message = "The request body must be JSON, sent with Content-Type: application/json."
 
 
 class ServiceUnavailable(BastionError):

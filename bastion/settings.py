@@ -22,6 +22,8 @@ SameSite = Literal["lax", "strict", "none"]
 Unmatched = Literal["deny", "authenticated", "allow"]
 
 ONE_YEAR = 31_536_000
+MIN_BODY_SIZE = 16_384
+MAX_BODY_SIZE = 1_048_576
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 # RFC 6265 cookie-name token: no separators, no controls.
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
@@ -148,6 +150,8 @@ class Settings:
 
     account_prefix: str = "/account"
     """Where the account routes are mounted; the account service guards them itself."""
+    max_body_size: int = 65_536
+    """Most bytes an account route reads of a request body; a larger one is refused with 413."""
 
     password_min_length: int = 8
     """Fewest characters a password may have (never below 8)."""
@@ -257,6 +261,9 @@ class Settings:
                 raise ConfigError("admin_roles", role, "roles like label:admin or team:ops/owner")
         if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", self.account_prefix):
             raise ConfigError("account_prefix", self.account_prefix, "a path like /account")
+        # Below 16 KiB a password change with two long passwords, escaped by a client's JSON
+        # encoder as \uXXXX, might not fit; above 1 MiB it is no longer a limit on account forms.
+        _in_range("max_body_size", self.max_body_size, MIN_BODY_SIZE, MAX_BODY_SIZE)
         _in_range("password_min_length", self.password_min_length, 8, 256)
         _in_range("password_max_length", self.password_max_length, self.password_min_length, 1024)
         _in_range("password_history", self.password_history, 0, 20)

@@ -153,7 +153,12 @@ def test_sign_up(make: Any) -> None:
     assert set(body) == {"id", "email", "name", "phone", "emailVerification", "labels"}
     again = sign_up(client, email="  ADA@Example.com ")
     assert again.status_code == 409 and again.json()["type"] == "user_already_exists"
-    assert client.request("POST", "/account", content=b"not json").status_code == 400
+    json_type = {"Content-Type": "application/json"}
+    assert client.request("POST", "/account", content=b"not json").status_code == 415
+    assert (
+        client.request("POST", "/account", content=b"not json", headers=json_type).status_code
+        == 400
+    )
     missing = client.request("POST", "/account", json={"email": "x@example.com"})
     assert missing.status_code == 400 and "password" in missing.json()["message"]
     bad_email = client.request("POST", "/account", json={"email": "nope", "password": PASSWORD})

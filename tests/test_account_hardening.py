@@ -51,7 +51,6 @@ LOOKALIKE_EMAILS = {
     "right-to-left override": "\u202eada@example.com",
     "left-to-right mark": "ada@example.com\u200e",
     "byte order mark": "\ufeffada@example.com",
-    "lone surrogate": "ada\ud800@example.com",
     "trailing dot": "ada@example.com.",
     "no dot": "ada@localhost",
     "empty label": "ada@example..com",
@@ -119,10 +118,15 @@ def test_log_in_normalises_like_sign_up(make: Any) -> None:
     assert log_in(client, email="\uff21\uff24\uff21@example.com").status_code == 201
     unknown = log_in(client, email="nobody@example.com").json()
     # A look-alike finds no account, and says so exactly as an unknown email does.
-    for email in ("ada\u200b@example.com", "ada@example.com.", "ada\ud800@example.com"):
+    for email in ("ada\u200b@example.com", "ada@example.com."):
         refused = log_in_as(client, email)
         assert refused.status_code == 401, (email, refused.text)
         assert refused.json() == unknown
+    # A lone surrogate cannot even be read from the body (no text holds one).
+    for send in (sign_up_as, log_in_as):
+        unreadable = send(client, "ada\ud800@example.com")
+        assert unreadable.status_code == 400, unreadable.text
+        assert unreadable.json()["type"] == "general_bad_request"
 
 
 # --- 2. and 3. passwords --------------------------------------------------------------------

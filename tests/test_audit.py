@@ -132,7 +132,8 @@ def test_sign_up_events(make: Any, trail: Trail) -> None:
     weak = client.request("POST", "/account", json={"email": "b@example.com", "password": "x"})
     assert weak.status_code == 400
     assert [e["reason"] for e in trail.take()] == ["password_too_short"]
-    assert client.request("POST", "/account", content=b"not json").status_code == 400
+    json_type = {"Content-Type": "application/json"}
+    assert client.request("POST", "/account", content=b"{", headers=json_type).status_code == 400
     assert [(e["event"], e["reason"]) for e in trail.take()] == [("sign_up", "general_bad_request")]
 
 

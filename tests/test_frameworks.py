@@ -279,7 +279,10 @@ def test_every_printed_demo_command_works_on_a_real_redis(
         )
         assert signed_up.status_code == 201, signed_up.text
         logged_in = curl(
-            "POST", "/account/sessions", content=body, headers={"X-Bastion-Fallback": "true"}
+            "POST",
+            "/account/sessions",
+            content=body,
+            headers={"X-Bastion-Fallback": "true", "Content-Type": "application/json"},
         )
         assert logged_in.status_code == 201, logged_in.text
         token = {"X-Bastion-Session": logged_in.headers["x-bastion-session"]}

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.adapters.starlette import to_response
+from bastion.account import BODIES
+from bastion.adapters.starlette import serve_account
 from bastion.core import state_of
 from bastion.identity import Identity
 
@@ -22,7 +23,13 @@ if TYPE_CHECKING:
     from bastion.core import Bastion
 
 
-class SignUp(BaseModel):
+class Body(BaseModel):
+    """A request body of the account routes: JSON, and no field but the documented ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignUp(Body):
     """Body of ``POST /account``."""
 
     email: str = Field(examples=["ada@example.com"])
@@ -31,21 +38,21 @@ class SignUp(BaseModel):
     phone: str | None = Field(default=None, examples=["+15551234567"])
 
 
-class LogIn(BaseModel):
+class LogIn(Body):
     """Body of ``POST /account/sessions``."""
 
     email: str
     password: str
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(Body):
     """Body of ``PATCH /account/password``."""
 
     password: str = Field(min_length=8, max_length=256)
     oldPassword: str
 
 
-class Confirm(BaseModel):
+class Confirm(Body):
     """Optional body of the routes that end other sessions: the password, to re-authenticate."""
 
     password: str | None = None
@@ -96,15 +103,16 @@ class ErrorOut(BaseModel):
     message: str
 
 
-_BODIES: dict[str, type[BaseModel]] = {
+_BODIES: dict[str, type[Body]] = {
     "sign_up": SignUp,
     "log_in": LogIn,
     "change_password": PasswordChange,
     "delete_sessions": Confirm,
     "delete_session": Confirm,
 }
-# Bodies that may be left out (the password is needed only outside the re-auth window).
-_OPTIONAL_BODIES = frozenset({"delete_sessions", "delete_session"})
+# Bodies that may be left out, having no required field (the password is needed only
+# outside the re-auth window); the account service's table says which fields each route takes.
+_OPTIONAL_BODIES = frozenset(name for name, (required, _) in BODIES.items() if not required)
 _ANSWERS: dict[str, tuple[int, type[BaseModel] | None]] = {
     "sign_up": (201, UserOut),
     "get_account": (200, UserOut),
@@ -129,9 +137,7 @@ _SUMMARIES = {
 
 def _endpoint(bastion: Bastion, name: str) -> Any:
     async def endpoint(request: Request) -> Response:
-        body = await request.body() if request.method not in ("GET", "HEAD") else b""
-        steps = bastion.account.handle(name, state_of(request), body, dict(request.path_params))
-        return to_response(await bastion.runner.run(steps))
+        return await serve_account(bastion, name, request)
 
     endpoint.__name__ = f"account_{name}"
     return endpoint

@@ -13,8 +13,10 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from bastion.account import Reply
 from bastion.core import state_of
-from bastion.errors import BastionError
+from bastion.errors import BastionError, PayloadTooLarge
 from bastion.identity import Identity
+from bastion.requestbody import read_wsgi
+from bastion.responsebody import MEDIA_TYPE, encode
 from bastion.responses import OWN_HEADERS
 
 if TYPE_CHECKING:
@@ -24,10 +26,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
+    # Bastion's own encoding, not the app's JSON provider (which sorts keys and adds spaces):
+    # the same bytes as on Starlette and FastAPI.
     response = current_app.response_class(
-        b"" if body is None else current_app.json.dumps(body),
-        status=status,
-        mimetype="application/json",
+        b"" if body is None else encode(body), status=status, mimetype=MEDIA_TYPE
     )
     for name, value in (*OWN_HEADERS, *headers.items()):
         response.headers[name] = value
@@ -76,12 +78,29 @@ def require(action: str, resource: str, *, scope: str | None = None) -> Callable
     return decorate
 
 
+def _body(limit: int) -> bytes:
+    """The request body, read within ``limit`` (see :func:`bastion.requestbody.read_wsgi`)."""
+    # A hook of the app's may have read it first (Flask's get_json keeps a copy): that copy is
+    # the body, since the stream it came from is spent.
+    cached = getattr(request, "_cached_data", None)
+    if isinstance(cached, bytes):
+        if len(cached) > limit:
+            raise PayloadTooLarge(limit)
+        return cached
+    return read_wsgi(request.environ, limit)
+
+
 def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
     def view(**params: str) -> Response:
-        body = request.get_data(cache=False) if request.method not in ("GET", "HEAD") else b""
-        reply: Reply = bastion.sync_runner.run(
-            bastion.account.handle(name, state_of(request.environ), body, params)
-        )
+        state = state_of(request.environ)
+        reply: Reply
+        try:
+            body = b""
+            if request.method not in ("GET", "HEAD"):
+                body = _body(bastion.settings.max_body_size)
+            reply = bastion.sync_runner.run(bastion.account.handle(name, state, body, params))
+        except Exception as exc:
+            reply = bastion.account.failure(name, state, params, exc)
         return _json(reply.body, reply.status, reply.headers)
 
     view.__name__ = name

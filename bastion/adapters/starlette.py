@@ -6,13 +6,15 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from bastion.account import Reply
 from bastion.core import state_of
-from bastion.errors import BastionError
+from bastion.errors import BadRequest, BastionError
+from bastion.requestbody import read_asgi
+from bastion.responsebody import MEDIA_TYPE, encode
 from bastion.responses import OWN_HEADERS
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     return Response(
         exc.body(),
         status_code=exc.status,
-        media_type="application/json",
+        media_type=MEDIA_TYPE,
         headers={**dict(OWN_HEADERS), **exc.headers},
     )
 
@@ -40,16 +42,34 @@ def to_response(reply: Reply) -> Response:
     headers = {**dict(OWN_HEADERS), **reply.headers}
     if reply.body is None:
         return Response(status_code=reply.status, headers=headers)
-    return JSONResponse(reply.body, status_code=reply.status, headers=headers)
+    return Response(
+        encode(reply.body), status_code=reply.status, headers=headers, media_type=MEDIA_TYPE
+    )
+
+
+async def serve_account(bastion: Bastion, name: str, request: Request) -> Response:
+    """Answer one account route: read the body within ``max_body_size``, then run the route."""
+    state = state_of(request)
+    params = dict(request.path_params)
+    try:
+        body = b""
+        if request.method not in ("GET", "HEAD"):
+            limit = bastion.settings.max_body_size
+            body = await read_asgi(state.headers, request.stream(), limit)
+        reply = await bastion.runner.run(bastion.account.handle(name, state, body, params))
+    except ClientDisconnect:
+        # No one is left to read the answer; a 400 rather than a 500 in the log.
+        reply = bastion.account.failure(name, state, params, BadRequest("Client disconnected."))
+    except Exception as exc:
+        reply = bastion.account.failure(name, state, params, exc)
+    return to_response(reply)
 
 
 def account_endpoint(bastion: Bastion, name: str) -> Callable[[Request], Any]:
     """The Starlette endpoint of one account route."""
 
     async def endpoint(request: Request) -> Response:
-        body = await request.body() if request.method not in ("GET", "HEAD") else b""
-        steps = bastion.account.handle(name, state_of(request), body, dict(request.path_params))
-        return to_response(await bastion.runner.run(steps))
+        return await serve_account(bastion, name, request)
 
     endpoint.__name__ = name
     return endpoint

@@ -19,12 +19,15 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
+_BODY_HEADERS = (("CONTENT_TYPE", b"content-type"), ("CONTENT_LENGTH", b"content-length"))
 _REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
     429: "Too Many Requests",
     500: "Internal Server Error",
     501: "Not Implemented",
@@ -38,6 +41,11 @@ def headers_of(environ: Environ) -> list[tuple[bytes, bytes]]:
     for key, value in environ.items():
         if key.startswith("HTTP_"):
             name = key[5:].replace("_", "-").lower().encode("latin-1")
+            found.append((name, str(value).encode("latin-1")))
+    # WSGI keeps these two apart from the HTTP_ ones; the account routes check them.
+    for key, name in _BODY_HEADERS:
+        value = environ.get(key)
+        if value:
             found.append((name, str(value).encode("latin-1")))
     return found
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import inspect
 import logging
 import traceback
-import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bastion.errors import BastionError, ConfigError, ServerError
+from bastion.redact import redact
 
 logger = logging.getLogger("bastion.passwords")
 
@@ -96,8 +96,4 @@ def run_checks(checks: Sequence[PasswordCheck], password: str, context: Password
 
 
 def _blank(text: str, password: str) -> str:
-    if not password:
-        return text
-    for form in {password, repr(password)[1:-1], urllib.parse.quote(password, safe="")}:
-        text = text.replace(form, "[password]")
-    return text
+    return redact(text, (password,), mask="[password]")
