@@ -69,6 +69,10 @@ class Served:
             parsed = raw.decode("latin-1")
         return response.status, parsed, response.headers
 
+    def connect(self) -> socket.socket:
+        """A raw connection to the server, for requests http.client would not send."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
     def stop(self) -> None:
         """Stop the server and wait for its thread."""
         if self.wsgi:

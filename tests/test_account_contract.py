@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -115,21 +116,34 @@ def _bastion(url: str, **settings: Any) -> Bastion:
     return Bastion(Settings(**{"redis_url": url, "jwt_secret": "j" * 40, **settings}))
 
 
-@pytest.fixture
-def make(framework: str, real_redis: str) -> Iterator[Any]:
+@contextmanager
+def clients(framework: str) -> Iterator[Callable[[Bastion], Client]]:
+    """Clients of one framework over any Bastion, on one event loop; all closed at the end."""
     made: list[Client] = []
     loop = asyncio.Runner()
 
-    def build(**settings: Any) -> tuple[Client, Bastion]:
-        bastion = _bastion(real_redis, **settings)
+    def client_for(bastion: Bastion) -> Client:
         client = Client(framework, bastion, loop)
         made.append(client)
-        return client, bastion
+        return client
 
-    yield build
-    for client in made:
-        client.close()
-    loop.close()
+    try:
+        yield client_for
+    finally:
+        for client in made:
+            client.close()
+        loop.close()
+
+
+@pytest.fixture
+def make(framework: str, real_redis: str) -> Iterator[Any]:
+    with clients(framework) as client_for:
+
+        def build(**settings: Any) -> tuple[Client, Bastion]:
+            bastion = _bastion(real_redis, **settings)
+            return client_for(bastion), bastion
+
+        yield build
 
 
 def sign_up(client: Client, email: str = "ada@example.com", **extra: Any) -> httpx.Response:

@@ -23,7 +23,7 @@ from bastion import Bastion, ConfigError, Settings
 from bastion.account import BODIES
 from bastion.adapters import fastapi as fastapi_adapter
 from bastion.responsebody import encode
-from tests.test_account_contract import COOKIE, PASSWORD, Client, log_in, sign_up
+from tests.test_account_contract import COOKIE, PASSWORD, Client, clients, log_in, sign_up
 
 FRAMEWORKS = ["starlette", "fastapi", "flask"]
 JSON = {"Content-Type": "application/json"}
@@ -38,19 +38,13 @@ def framework(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make(framework: str, real_redis: str) -> Iterator[Any]:
-    made: list[Client] = []
-    loop = asyncio.Runner()
+    with clients(framework) as client_for:
 
-    def build(**settings: Any) -> tuple[Client, Bastion]:
-        bastion = Bastion(Settings(redis_url=real_redis, jwt_secret="j" * 40, **settings))
-        client = Client(framework, bastion, loop)
-        made.append(client)
-        return client, bastion
+        def build(**settings: Any) -> tuple[Client, Bastion]:
+            bastion = Bastion(Settings(redis_url=real_redis, jwt_secret="j" * 40, **settings))
+            return client_for(bastion), bastion
 
-    yield build
-    for client in made:
-        client.close()
-    loop.close()
+        yield build
 
 
 def send(

@@ -27,7 +27,7 @@ from bastion import Bastion, Settings
 from bastion.adapters import flask as flask_adapter
 from bastion.audit import EVENTS, AuditEvent, AuditLog
 from tests.conftest import demo_app
-from tests.test_account_contract import COOKIE, PASSWORD, Client, log_in, sign_up
+from tests.test_account_contract import COOKIE, PASSWORD, Client, clients, log_in, sign_up
 
 FRAMEWORKS = ["starlette", "fastapi", "flask"]
 NEW_PASSWORD = "new pass phrase 1"
@@ -86,22 +86,16 @@ def trail(caplog: pytest.LogCaptureFixture) -> Trail:
 
 @pytest.fixture
 def make(framework: str, real_redis: str, trail: Trail) -> Iterator[Any]:
-    made: list[Client] = []
-    loop = asyncio.Runner()
+    with clients(framework) as client_for:
 
-    def build(**settings: Any) -> tuple[Client, Bastion]:
-        bastion = Bastion(
-            Settings(redis_url=real_redis, jwt_secret=JWT_SECRET, **settings),
-            audit_hook=trail.hook,
-        )
-        client = Client(framework, bastion, loop)
-        made.append(client)
-        return client, bastion
+        def build(**settings: Any) -> tuple[Client, Bastion]:
+            bastion = Bastion(
+                Settings(redis_url=real_redis, jwt_secret=JWT_SECRET, **settings),
+                audit_hook=trail.hook,
+            )
+            return client_for(bastion), bastion
 
-    yield build
-    for client in made:
-        client.close()
-    loop.close()
+        yield build
 
 
 def _only(events: list[dict[str, Any]], name: str) -> dict[str, Any]:

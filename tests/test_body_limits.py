@@ -8,7 +8,6 @@ is read from ``/proc/self/statm`` while a body is sent.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import select
@@ -19,16 +18,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from flask import Flask
 from starlette.applications import Starlette
-from werkzeug.serving import make_server
 
 from bastion import Bastion, Settings
 from bastion.adapters import fastapi as fastapi_adapter
 from bastion.adapters import flask as flask_adapter
 from bastion.adapters import starlette as starlette_adapter
+from tests import servers
 
 FRAMEWORKS = ["starlette", "fastapi", "flask"]
 LIMIT = 65_536  # the default max_body_size
@@ -54,45 +52,12 @@ def account_app(framework: str, bastion: Bastion) -> Any:
     )
 
 
-class Served:
-    """One app on a real server on a free loopback port, in a thread of this process."""
+class Served(servers.Served):
+    """The account routes of one framework on its real server."""
 
     def __init__(self, framework: str, bastion: Bastion) -> None:
+        super().__init__(account_app(framework, bastion), wsgi=framework == "flask")
         self.framework = framework
-        app = account_app(framework, bastion)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        if framework == "flask":
-            self.sock.close()
-            self.wsgi = make_server("127.0.0.1", self.port, app, threaded=True)
-            self.thread = threading.Thread(target=self.wsgi.serve_forever, daemon=True)
-        else:
-            config = uvicorn.Config(app, lifespan="off", log_level="warning")
-            self.uvicorn = uvicorn.Server(config)
-            self.thread = threading.Thread(
-                target=lambda: asyncio.run(self.uvicorn.serve(sockets=[self.sock])), daemon=True
-            )
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("the test server did not start")
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
-
-    def stop(self) -> None:
-        if self.framework == "flask":
-            self.wsgi.shutdown()
-        else:
-            self.uvicorn.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
 
 
 @pytest.fixture(params=FRAMEWORKS)

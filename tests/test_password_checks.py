@@ -27,7 +27,7 @@ from bastion.errors import PasswordTooLong, ServiceUnavailable
 from bastion.passwords import PasswordPolicy
 from tests.breach_service import BreachService, breach_check, sha1_hex
 from tests.redis_server import free_port
-from tests.test_account_contract import FRAMEWORKS, Client
+from tests.test_account_contract import FRAMEWORKS, Client, clients
 
 PASSWORD = "correct horse battery staple"
 BREACHED = "monkey-island-1990"  # not in the shipped list, not personal: only the service knows
@@ -51,22 +51,16 @@ def service() -> Iterator[BreachService]:
 @pytest.fixture
 def make(framework: str, real_redis: str) -> Iterator[Make]:
     """Build a client of one framework over a Bastion with the given checks and settings."""
-    made: list[Client] = []
-    loop = asyncio.Runner()
+    with clients(framework) as client_for:
 
-    def build(checks: list[PasswordCheck], **settings: Any) -> Client:
-        bastion = Bastion(
-            Settings(redis_url=real_redis, jwt_secret="j" * 40, **settings),
-            password_checks=checks,
-        )
-        client = Client(framework, bastion, loop)
-        made.append(client)
-        return client
+        def build(checks: list[PasswordCheck], **settings: Any) -> Client:
+            bastion = Bastion(
+                Settings(redis_url=real_redis, jwt_secret="j" * 40, **settings),
+                password_checks=checks,
+            )
+            return client_for(bastion)
 
-    yield build
-    for client in made:
-        client.close()
-    loop.close()
+        yield build
 
 
 def sign_up(client: Client, password: str, email: str = "ada@example.com") -> httpx.Response:

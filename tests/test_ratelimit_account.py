@@ -13,7 +13,7 @@ from redis.crc import key_slot
 from bastion import ConfigError, Settings
 from bastion.ratelimit import SCRIPTS, RateLimitCore, SyncRateLimiter
 from bastion.redisio import SyncRunner
-from tests.test_account_contract import FRAMEWORKS, PASSWORD, Client, _bastion
+from tests.test_account_contract import FRAMEWORKS, PASSWORD, Client, _bastion, clients
 
 WRONG = "not the password at all"
 
@@ -68,21 +68,10 @@ def test_the_account_counter_spans_every_address() -> None:
 @pytest.fixture(params=FRAMEWORKS)
 def make(request: pytest.FixtureRequest, real_redis: str) -> Iterator[Any]:
     """Build the account app of the test's framework; 127.0.0.1 (the test client) is a proxy."""
-    import asyncio
-
-    made: list[Client] = []
-    loop = asyncio.Runner()
-
-    def build(**settings: Any) -> Client:
-        bastion = _bastion(real_redis, trusted_proxies=("127.0.0.1",), **settings)
-        client = Client(str(request.param), bastion, loop)
-        made.append(client)
-        return client
-
-    yield build
-    for client in made:
-        client.close()
-    loop.close()
+    with clients(str(request.param)) as client_for:
+        yield lambda **settings: client_for(
+            _bastion(real_redis, trusted_proxies=("127.0.0.1",), **settings)
+        )
 
 
 def _from(n: int) -> dict[str, str]:

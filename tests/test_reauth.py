@@ -5,7 +5,6 @@ Black-box through the real account routes on Starlette, FastAPI and Flask, on a 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 from bastion import Bastion, Settings
 from bastion.errors import ConfigError
-from tests.test_account_contract import PASSWORD, Client, log_in, sign_up
+from tests.test_account_contract import PASSWORD, Client, clients, log_in, sign_up
 
 FRAMEWORKS = ["starlette", "fastapi", "flask"]
 HEADER = "x-bastion-session"
@@ -27,19 +26,10 @@ def framework(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make(framework: str, real_redis: str) -> Iterator[Any]:
-    made: list[Client] = []
-    loop = asyncio.Runner()
-
-    def build(**settings: Any) -> Client:
-        bastion = Bastion(Settings(redis_url=real_redis, jwt_secret="j" * 40, **settings))
-        client = Client(framework, bastion, loop)
-        made.append(client)
-        return client
-
-    yield build
-    for client in made:
-        client.close()
-    loop.close()
+    with clients(framework) as client_for:
+        yield lambda **settings: client_for(
+            Bastion(Settings(redis_url=real_redis, jwt_secret="j" * 40, **settings))
+        )
 
 
 def devices(client: Client) -> tuple[Client, Client, str, str]:

@@ -11,19 +11,14 @@ decided is what the framework dispatched, or that the request was refused.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from flask import Flask, send_from_directory
 from hypothesis import HealthCheck, given, settings
@@ -33,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from werkzeug.serving import make_server
 from werkzeug.test import EnvironBuilder
 
 from bastion import Bastion, Settings
@@ -42,6 +36,7 @@ from bastion.adapters import flask as flask_adapter
 from bastion.adapters import starlette as starlette_adapter
 from bastion.errors import BadRequest
 from bastion.requestpath import canonical_path, wsgi_path
+from tests import servers
 from tests.conftest import make_bastion
 
 FRAMEWORKS = ["starlette", "fastapi", "flask"]
@@ -189,57 +184,19 @@ def test_wsgi_paths_are_read_back_as_utf8() -> None:
 # -- over real HTTP ----------------------------------------------------------------------------
 
 
-class Served:
-    """One framework's app on a real server on a free loopback port."""
+class Served(servers.Served):
+    """One framework's app on its real server."""
 
     def __init__(self, framework: str, bastion: Bastion, folder: Path) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        if framework == "flask":
-            self.sock.close()
-            self.wsgi = make_server("127.0.0.1", self.port, flask_app(bastion, folder))
-            self.thread = threading.Thread(target=self.wsgi.serve_forever, daemon=True)
-        else:
-            config = uvicorn.Config(
-                asgi_app(framework, bastion, folder), lifespan="off", log_level="warning"
-            )
-            self.uvicorn = uvicorn.Server(config)
-            self.thread = threading.Thread(
-                target=lambda: asyncio.run(self.uvicorn.serve(sockets=[self.sock])), daemon=True
-            )
+        flask = framework == "flask"
+        app = flask_app(bastion, folder) if flask else asgi_app(framework, bastion, folder)
+        super().__init__(app, wsgi=flask)
         self.framework = framework
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("the test server did not start")
 
     def get(self, target: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """Send ``target`` exactly as written (http.client does not normalise it)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", target, headers=headers or {})
-            response = conn.getresponse()
-            body = response.read()
-        finally:
-            conn.close()
-        try:
-            return response.status, json.loads(body)
-        except ValueError:
-            return response.status, body.decode("latin-1")
-
-    def stop(self) -> None:
-        if self.framework == "flask":
-            self.wsgi.shutdown()
-        else:
-            self.uvicorn.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
+        status, body, _ = self.request("GET", target, None, headers)
+        return status, body
 
 
 @pytest.fixture(params=FRAMEWORKS)
