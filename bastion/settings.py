@@ -118,7 +118,9 @@ class Settings:
     session_header: str = "X-Bastion-Session"
     """Request header that carries the session token for clients that cannot keep cookies."""
     allowed_origins: tuple[str, ...] = ()
-    """Origins, besides the request's own, allowed to send cookie-authenticated unsafe requests."""
+    """Origins, besides the request's own, allowed to send cookie-authenticated unsafe requests
+    and to call the account routes: other origins of the same site (a subdomain, a port). A
+    request the browser marks ``Sec-Fetch-Site: cross-site`` is refused whatever this lists."""
 
     jwt_secret: Secret | str | None = None
     """Shorthand for one HS256 key (kid ``default``), at least 32 bytes; kept as a ``Secret``."""
