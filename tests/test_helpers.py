@@ -23,7 +23,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from bastion import Bastion, BastionMiddleware, ConfigError, Identity, Settings, User
+from bastion import (
+    Bastion,
+    BastionError,
+    BastionMiddleware,
+    ConfigError,
+    Identity,
+    Settings,
+    User,
+)
 from bastion.adapters import fastapi as fa
 from bastion.adapters import flask as fl
 from bastion.adapters import starlette as st
@@ -223,6 +231,30 @@ def test_starlette_middleware_renders_refusals_without_handlers(
     with ASGIClient(app) as client:
         assert _refused(client.get("/async/n1"), 401, "user_unauthorized")
         assert client.get("/async/n1", headers=token).status_code == 200
+
+
+def test_starlette_errors_in_websockets_and_the_apps_own_handler(real_redis: str) -> None:
+    """A Bastion error raised in a WebSocket endpoint refuses the handshake; an app's own
+    handler for Bastion's errors is left in place by ``bastion.asgi``."""
+    bastion = _bastion(real_redis, None)
+
+    async def socket(websocket: WebSocket) -> None:
+        bastion.identity(websocket).require_scope("notes.read")
+        await websocket.accept()  # pragma: no cover - guests never get here
+
+    async def page(request: Request) -> Response:
+        bastion.identity(request).require_scope("notes.read")
+        return PlainTextResponse("never")  # pragma: no cover
+
+    async def mine(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("the app's own page", status_code=401)
+
+    with ASGIClient(bastion.asgi(Starlette(routes=[WebSocketRoute("/ws", socket)]))) as client:
+        start, body = client.websocket("/ws")
+        assert start["status"] == 401 and json.loads(body["body"])["type"] == "user_unauthorized"
+    own = Starlette(routes=[Route("/page", page)], exception_handlers={BastionError: mine})
+    with ASGIClient(bastion.asgi(own)) as client:
+        assert client.get("/page").text == "the app's own page"
 
 
 def test_starlette_decorator_needs_a_connection_parameter() -> None:
@@ -604,3 +636,74 @@ def test_cors_preflight_passes_the_route_map(framework: str, mapped: Bastion) ->
     assert alice.status_code == 200 and alice.headers["access-control-allow-origin"] == ORIGIN
     assert _refused(options, 401, "user_unauthorized")
     assert echo.json() == {"who": "guest"}
+
+
+# -- the README's examples ---------------------------------------------------------------------
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+FRAMEWORKS = ["starlette", "fastapi", "flask"]
+
+
+def _readme_blocks(section: str) -> list[str]:
+    part = README.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in part.split("```python\n")[1:]]
+
+
+def _run_block(block: str, url: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {}
+    exec(compile(block.replace("redis://127.0.0.1:6379/0", url), "README.md", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_readme_use_it_examples_run(
+    framework: str, real_redis: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = _readme_blocks("Use it")
+    assert len(blocks) == len(FRAMEWORKS)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "policy.csv").write_text(NOTES)
+    namespace = _run_block(blocks[FRAMEWORKS.index(framework)], real_redis)
+    bastion, app = namespace["bastion"], namespace["app"]
+    people = People(bastion)
+    page = {"Accept": "text/html,*/*;q=0.8"}
+    client: Any = _flask_client(app) if framework == "flask" else ASGIClient(app)
+    with client:
+        signed_up = client.post(
+            "/account", json={"email": "bob@example.com", "password": "correct horse battery"}
+        )
+        assert signed_up.status_code == 201, signed_up.text
+        assert _refused(client.get("/notes/n1"), 401, "user_unauthorized")
+        assert client.get("/notes/n1", headers=people.session).json()["note"] == "n1"
+        assert client.get("/notes/n1", headers=people.key).status_code == 200
+        assert _refused(
+            client.get("/notes/n1", headers=people.other_key), 401, "general_unauthorized_scope"
+        )
+        assert client.get("/me", headers=people.session).json() == {"email": "ada@example.com"}
+        assert _refused(client.get("/me", headers=people.key), 401, "general_unauthorized_scope")
+        if framework == "flask":
+            assert client.get("/me", headers=page).headers["location"] == "/login?next=/me"
+        else:
+            assert _refused(client.get("/me"), 401, "user_unauthorized")
+        if framework == "fastapi":
+            assert client.get("/").json() == {"user": None}
+            assert _refused(
+                client.get("/me/verified", headers=people.session), 403, "user_email_not_verified"
+            )
+        if framework == "starlette":
+            assert client.get("/", headers=people.session).json()["user"] == people.user.id
+            start, _ = client.websocket("/notes/n1/feed")
+            assert start["status"] == 401
+            accepted = client.websocket("/notes/n1/feed", people.session)
+            assert json.loads(accepted[1]["text"]) == {"note": "n1"}
+
+
+def test_readme_account_routes_example_runs(real_redis: str) -> None:
+    (block,) = _readme_blocks("Accounts and passwords")[:1]
+    namespace = _run_block(block, real_redis)
+    with ASGIClient(namespace["starlette_app"]) as star:
+        assert _refused(star.get("/account"), 401, "user_unauthorized")
+    with ASGIClient(namespace["fastapi_app"]) as fast:
+        assert _refused(fast.get("/account"), 401, "user_unauthorized")
+    with _flask_client(namespace["flask_app"]) as flask_client:
+        assert _refused(flask_client.get("/account"), 401, "user_unauthorized")

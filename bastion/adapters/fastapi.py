@@ -260,8 +260,10 @@ _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 def _documented(
     dependency: Callable[[Request], Awaitable[T]], schemes: tuple[Callable[..., Any], ...]
 ) -> Callable[..., Awaitable[T]]:
-    """``dependency`` with ``schemes`` as sub-dependencies, so routes using it list them as
-    their OpenAPI ``security`` (any one of them; fastapi-users declares its transports alike).
+    """``dependency`` with ``schemes`` as sub-dependencies: its routes' OpenAPI ``security``.
+
+    FastAPI lists each as an alternative (any one of them will do), as fastapi-users declares
+    its transports; with ``auto_error=False`` they never refuse anything themselves.
     """
 
     async def documented(request: Request, **_: Any) -> T:

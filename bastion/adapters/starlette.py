@@ -164,11 +164,12 @@ def _connection(endpoint: Callable[..., Any]) -> tuple[int, str]:
     )
 
 
-def guard(check: Check) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """A decorator running ``check`` on the connection before the endpoint, in the shape of
-    Starlette's ``requires``: functions and ``HTTPEndpoint`` methods, sync or async, and WebSockets.
+def _guard(check: Check) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A decorator running ``check`` on the connection before the endpoint.
 
-    HTTP refusals are raised as Bastion's errors (rendered as JSON; see :func:`install`); a
+    In the shape of Starlette's ``requires``: functions and ``HTTPEndpoint`` methods, sync or
+    async, and WebSocket endpoints, found by their ``request`` / ``websocket`` parameter. HTTP
+    refusals are raised as Bastion's errors (rendered as JSON; see :func:`install`); a
     WebSocket is refused here, since no exception handler answers a handshake by itself.
     """
 
@@ -229,7 +230,7 @@ def require(
         target = resource.format(**conn.path_params)
         check_permission(state.bastion, state.identity, action, target, scope=scope)
 
-    return guard(check)
+    return _guard(check)
 
 
 @overload
@@ -249,5 +250,5 @@ def login_required(
     def check(conn: HTTPConnection) -> None:
         check_user(state_of(conn).identity, verified=verified)
 
-    decorate: Callable[[Callable[P, R]], Callable[P, R]] = guard(check)
+    decorate: Callable[[Callable[P, R]], Callable[P, R]] = _guard(check)
     return decorate if endpoint is None else decorate(endpoint)
