@@ -276,6 +276,10 @@ def _fastapi_app(bastion: Bastion) -> FastAPI:
     async def me(user: Annotated[User, Depends(fa.current_user())]) -> dict[str, Any]:
         return {"email": user.email}
 
+    @app.get("/me/record")
+    async def record(user: Annotated[User, Depends(fa.current_user())]) -> Any:
+        return user  # returned whole, as a careless view would: no hash in it
+
     @app.get("/me/verified")
     async def me_verified(user: Annotated[User, Depends(fa.current_user(verified=True))]) -> str:
         return user.email
@@ -355,6 +359,9 @@ def test_fastapi_dependencies_refuse_as_bastion_does(real_redis: str, policy: st
     assert _refused(next(answers), 401, "general_unauthorized_scope")
     assert next(answers).json() == "key"
 
+    record = client.get("/me/record", **session).json()
+    assert record["email"] == "ada@example.com"
+    assert record["password_hash"] == "" and record["password_history"] == []
     bastion.sync_users.update(people.user.id, verified=True)
     with client:
         verified, identity = (
@@ -481,6 +488,7 @@ def _flask_app(bastion: Bastion, **options: Any) -> Flask:
             "anonymous": user.is_anonymous,
             "id": user.get_id(),
             "kind": fl.current_identity.kind,
+            "repr": repr(user),
         }
 
     @app.get("/login")
@@ -529,15 +537,22 @@ def test_flask_decorators_on_sync_and_async_views(flask_bastion: Bastion) -> Non
 def test_flask_current_user_and_identity_proxies(flask_bastion: Bastion) -> None:
     people = People(flask_bastion)
     with _flask_client(_flask_app(flask_bastion)) as client:
-        guest = client.get("/whoever").json()
-        assert guest == {"authenticated": False, "anonymous": True, "id": None, "kind": "guest"}
+        anonymous = {
+            "authenticated": False,
+            "anonymous": True,
+            "id": None,
+            "repr": "AnonymousUser()",
+        }
+        assert client.get("/whoever").json() == {**anonymous, "kind": "guest"}
         user = client.get("/whoever", headers=people.session).json()
+        assert user.pop("repr").startswith("SignedInUser(id=")
         assert user == {
             "authenticated": True, "anonymous": False, "id": people.user.id, "kind": "session"
         }  # fmt: skip
-        key = client.get("/whoever", headers=people.key).json()
-        assert key == {"authenticated": False, "anonymous": True, "id": None, "kind": "key"}
-    assert repr(fl.ANONYMOUS) == "AnonymousUser()"
+        assert client.get("/whoever", headers=people.key).json() == {**anonymous, "kind": "key"}
+        # The record a view holds has no password hash (People stored "x"), nor its repr.
+        shown = client.get("/whoever", headers=people.session).json()["repr"]
+        assert "password_hash='', password_history=()" in shown
 
 
 def test_flask_login_view_redirects_browsers_only(flask_bastion: Bastion) -> None:

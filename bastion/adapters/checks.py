@@ -6,10 +6,12 @@ a refusal is the same error, with the same status and ``type``, on Starlette, Fa
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from bastion.errors import BastionError, ConfigError, MissingScope, Unauthorized, UserUnverified
 from bastion.identity import Identity
+from bastion.users import User
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
@@ -36,6 +38,15 @@ def user_refusal(identity: Identity, *, verified: bool = False) -> BastionError 
     if verified and VERIFIED_ROLE not in identity.roles:
         return UserUnverified()
     return None
+
+
+def without_secrets(user: User) -> User:
+    """The record with its password hash and history blanked: what a view may hold.
+
+    A view that returns or logs the user it was given (FastAPI serialises a returned dataclass
+    whole, ``repr`` shows every field) then shows no hash.
+    """
+    return dataclasses.replace(user, password_hash="", password_history=())
 
 
 def check_user(identity: Identity, *, verified: bool = False) -> None:

@@ -20,7 +20,7 @@ from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.account import BODIES
-from bastion.adapters.checks import check_permission, user_refusal
+from bastion.adapters.checks import check_permission, user_refusal, without_secrets
 from bastion.adapters.starlette import serve_account
 from bastion.core import state_of
 from bastion.errors import Unauthorized, UserBlocked
@@ -340,9 +340,10 @@ def current_user(
 ) -> Callable[..., Awaitable[User | None]]:
     """Dependency factory: the signed-in user's record, ``Depends(current_user())``.
 
-    Read with ``bastion.users.get`` (async). Guests get 401 ``user_unauthorized``, API keys 401
-    ``general_unauthorized_scope`` (a key is no user), a user deleted or disabled since the
-    request began 401, and with ``verified`` an unverified user 403 ``user_email_not_verified``.
+    Read with ``bastion.users.get`` (async), its password hash and history blanked. Guests get
+    401 ``user_unauthorized``, API keys 401 ``general_unauthorized_scope`` (a key is no user), a
+    user deleted or disabled since the request began 401, and with ``verified`` an unverified
+    user 403 ``user_email_not_verified``.
     ``optional=True`` gives None instead of these refusals (never instead of a 503).
     """
 
@@ -357,11 +358,11 @@ def current_user(
                 refusal = Unauthorized()
             elif user.disabled:
                 refusal = UserBlocked()
-        if refusal is None:
-            return user
+        if refusal is None and user is not None:
+            return without_secrets(user)
         if optional:
             return None
-        raise refusal
+        raise refusal or Unauthorized()
 
     return _documented(current_user, USER_SCHEMES)
 

@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, g, redirect, request,
 from werkzeug.local import LocalProxy
 
 from bastion.account import Reply
-from bastion.adapters.checks import check_permission, check_user
+from bastion.adapters.checks import check_permission, check_user, without_secrets
 from bastion.core import RequestState, state_of
 from bastion.errors import BastionError, PayloadTooLarge, Unauthorized
 from bastion.identity import Identity
@@ -89,7 +89,7 @@ current_identity = _IdentityProxy(lambda: state_of(request.environ).identity)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SignedInUser(User):
-    """The signed-in user's record, with Flask-Login's user members for views and templates."""
+    """The signed-in user's record (no password hash or history), with Flask-Login's members."""
 
     @property
     def is_authenticated(self) -> bool:
@@ -144,7 +144,8 @@ def _load_user() -> SignedInUser | AnonymousUser:
     if identity.is_authenticated and identity.user_id is not None:
         record = state.bastion.sync_users.get(identity.user_id)
         if record is not None:
-            fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(User)}
+            safe = without_secrets(record)
+            fields = {f.name: getattr(safe, f.name) for f in dataclasses.fields(User)}
             user = SignedInUser(**fields)
     g._bastion_user = (identity, user)
     return user
