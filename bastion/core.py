@@ -17,7 +17,7 @@ from bastion.audit import AuditHook, AuditLog
 from bastion.cleantext import clean_text
 from bastion.clientip import UNKNOWN, asgi_peer, client_ip, normal_ip, parse_networks
 from bastion.cookies import clear_cookie, session_cookie
-from bastion.credentials import Credentials, read_credentials
+from bastion.credentials import NO_CREDENTIALS, Credentials, read_credentials
 from bastion.csrf import is_cross_site
 from bastion.errors import (
     APIKeyAndSession,
@@ -190,6 +190,11 @@ _SHARED_CREDENTIALS = {
 }
 
 
+def _is_preflight(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether an OPTIONS request is a CORS preflight (it names the method it asks about)."""
+    return any(name == b"access-control-request-method" for name, _ in headers)
+
+
 def state_of(conn: Any) -> RequestState:
     """The request state of a Starlette request, an ASGI scope or a WSGI environ."""
     if isinstance(conn, RequestState):
@@ -274,9 +279,17 @@ class Bastion:
         self._session_header = self.settings.session_header.lower().encode()
 
     def asgi(self, app: Any) -> Any:
-        """Wrap an ASGI app so every request is authenticated (and authorized)."""
+        """Wrap an ASGI app so every request is authenticated (and authorized).
+
+        A Starlette or FastAPI app also renders Bastion's errors raised inside it as their JSON
+        (see :func:`bastion.adapters.starlette.install`).
+        """
         from bastion.middleware.asgi import BastionMiddleware
 
+        if hasattr(app, "add_exception_handler"):  # Starlette's, so Starlette is installed
+            from bastion.adapters.starlette import install
+
+            install(app, self)
         return BastionMiddleware(app, bastion=self)
 
     def wsgi(self, app: Any) -> Any:
@@ -358,11 +371,17 @@ class Bastion:
         Raises the ``BastionError`` the client must get instead of the app's answer.
         """
         authorizer, target, guarded = self.authorizer, None, False
+        # A CORS preflight: browsers send it without credentials (Fetch spec), so no route map
+        # could admit it and the app's CORS middleware could never answer it. It goes on
+        # unjudged, as a guest whatever it claims, so no app route sees it authenticated.
+        preflight = method == "OPTIONS" and _is_preflight(headers)
         if authorizer.active:
             path = canonical_path(path)
-            guarded = authorizer.guards(method, path)
+            guarded = not preflight and authorizer.guards(method, path)
             if guarded:
                 target = authorizer.target(method, path)
+        if preflight:
+            return Identity.guest(), NO_CREDENTIALS
         credentials = read_credentials(headers, self._cookie_name, self._session_header)
         rows_for = target.resource if target and authorizer.needs_rows(target) else None
         identity, rows = yield from self.authenticate(credentials, rows_for)

@@ -133,14 +133,9 @@ def create_app(bastion: Bastion, framework: str = "starlette") -> Any:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from bastion.adapters.starlette import account_routes, exception_handlers
+    from bastion.adapters.starlette import account_routes
 
     async def starlette_home(request: StarletteRequest) -> JSONResponse:
         return JSONResponse(_home(bastion.identity(request)))
 
-    return bastion.asgi(
-        Starlette(
-            routes=[Route("/", starlette_home), *account_routes(bastion)],
-            exception_handlers=exception_handlers,
-        )
-    )
+    return bastion.asgi(Starlette(routes=[Route("/", starlette_home), *account_routes(bastion)]))

@@ -195,6 +195,17 @@ class Forbidden(BastionError):
     default_message = "The current user is not allowed to perform this action on this resource."
 
 
+class UserUnverified(BastionError):
+    """A signed-in user whose email is not verified, on a route for verified users only.
+
+    403, not 401: the caller is known and logging in again would not help; verifying would.
+    """
+
+    status = 403
+    type = "user_email_not_verified"
+    default_message = "Verify your email address first: this route is for verified users only."
+
+
 class NotFound(BastionError):
     """A denied read on a route that hides whether the resource exists."""
 

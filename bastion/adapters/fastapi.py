@@ -1,26 +1,37 @@
-"""FastAPI helpers: the account routes as an ``APIRouter`` with a documented OpenAPI schema.
+"""FastAPI helpers: ``current_user`` / ``current_identity`` / ``require`` dependencies, the
+account routes as an ``APIRouter``, and the OpenAPI security schemes of Bastion's credentials.
 
-The endpoints read the raw body and hand it to the same account service as Starlette and Flask,
-so errors keep Bastion's JSON contract (not FastAPI's 422 format); the request and response
-models below exist for the OpenAPI document.
+The dependencies raise Bastion's errors, which ``bastion.asgi(app)`` has the app render as their
+JSON. The account endpoints read the raw body and hand it to the same account service as
+Starlette and Flask, so errors keep Bastion's JSON contract (not FastAPI's 422 format); the
+request and response models below exist for the OpenAPI document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request, Security
 from fastapi.responses import Response
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.account import BODIES
+from bastion.adapters.checks import check_permission, user_refusal, without_secrets
 from bastion.adapters.starlette import serve_account
 from bastion.core import state_of
+from bastion.errors import Unauthorized, UserBlocked
 from bastion.identity import Identity
+from bastion.settings import Settings
+from bastion.users import User
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
+
+T = TypeVar("T")
 
 
 class Body(BaseModel):
@@ -33,7 +44,7 @@ class SignUp(Body):
     """Body of ``POST /account``."""
 
     email: str = Field(examples=["ada@example.com"])
-    password: str = Field(min_length=8, max_length=256)
+    password: str  # its length limits are the settings' (account_router puts them in the schema)
     name: str | None = None
     phone: str | None = Field(default=None, examples=["+15551234567"])
 
@@ -48,7 +59,7 @@ class LogIn(Body):
 class PasswordChange(Body):
     """Body of ``PATCH /account/password``."""
 
-    password: str = Field(min_length=8, max_length=256)
+    password: str  # as in SignUp
     oldPassword: str
 
 
@@ -110,6 +121,8 @@ _BODIES: dict[str, type[Body]] = {
     "delete_sessions": Confirm,
     "delete_session": Confirm,
 }
+# Bodies that set a new password: its limits in their schema are the deployment's own settings.
+_NEW_PASSWORD: frozenset[type[Body]] = frozenset({SignUp, PasswordChange})
 # Bodies that may be left out, having no required field (the password is needed only
 # outside the re-auth window); the account service's table says which fields each route takes.
 _OPTIONAL_BODIES = frozenset(name for name, (required, _) in BODIES.items() if not required)
@@ -135,6 +148,19 @@ _SUMMARIES = {
 }
 
 
+def _schema(body: type[Body], settings: Settings) -> dict[str, Any]:
+    """The JSON schema of a request body, with a new password's limits from ``settings``."""
+    schema = body.model_json_schema()
+    if body in _NEW_PASSWORD:
+        low, high = settings.password_min_length, settings.password_max_length
+        schema["properties"]["password"].update(
+            minLength=low,
+            maxLength=high,
+            description=f"At least {low} visible characters and at most {high} characters.",
+        )
+    return schema
+
+
 def _endpoint(bastion: Bastion, name: str) -> Any:
     async def endpoint(request: Request) -> Response:
         return await serve_account(bastion, name, request)
@@ -156,7 +182,7 @@ def account_router(bastion: Bastion) -> APIRouter:
         if body is not None:
             extra["requestBody"] = {
                 "required": name not in _OPTIONAL_BODIES,
-                "content": {"application/json": {"schema": body.model_json_schema()}},
+                "content": {"application/json": {"schema": _schema(body, bastion.settings)}},
             }
         responses = dict(errors)
         responses[status] = {"model": model} if model else {"description": "No content"}
@@ -173,26 +199,186 @@ def account_router(bastion: Bastion) -> APIRouter:
     return router
 
 
-def current_identity(request: Request) -> Identity:
-    """Dependency: who sent the request (``Depends(current_identity)``)."""
-    return state_of(request).identity
+# The credentials as OpenAPI security schemes, for the document only: the middleware has read
+# them already, so they never refuse anything here (auto_error=False). The names are the
+# default settings'; ``name_schemes`` puts an app's own in its document.
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
+SESSION_COOKIE = APIKeyCookie(
+    name=str(_DEFAULTS["cookie_name"]),
+    scheme_name="BastionSessionCookie",
+    description="The session cookie a log-in sets (browsers).",
+    auto_error=False,
+)
+SESSION_HEADER = APIKeyHeader(
+    name=str(_DEFAULTS["session_header"]),
+    scheme_name="BastionSessionHeader",
+    description="The session token, for clients that cannot keep cookies (X-Bastion-Fallback).",
+    auto_error=False,
+)
+BEARER_JWT = HTTPBearer(
+    scheme_name="BastionJWT",
+    bearerFormat="JWT",
+    description="A JWT minted from a session (POST /account/jwts).",
+    auto_error=False,
+)
+API_KEY = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="BastionAPIKey",
+    description="A scoped API key (bst_...); also accepted as Authorization: Bearer.",
+    auto_error=False,
+)
+USER_SCHEMES: tuple[Callable[..., Any], ...] = (SESSION_COOKIE, SESSION_HEADER, BEARER_JWT)
+ALL_SCHEMES: tuple[Callable[..., Any], ...] = (*USER_SCHEMES, API_KEY)
 
 
-def require(
-    action: str, resource: str, *, scope: str | None = None
-) -> Callable[[Request], Identity]:
-    """Dependency refusing the caller unless they may ``action`` on ``resource``.
+def name_schemes(app: FastAPI, settings: Settings) -> None:
+    """Name the session cookie and header in ``app``'s OpenAPI document as ``settings`` do.
 
-    ``resource`` may name path parameters (``notes/{note_id}``); API keys need ``scope``.
-    Register ``exception_handlers`` from :mod:`bastion.adapters.starlette` on the app so the
-    refusal keeps Bastion's JSON body.
+    ``bastion.asgi(app)`` calls it; an app that adds ``BastionMiddleware`` with
+    ``app.add_middleware`` and renames them calls it itself.
+    """
+    original = app.openapi
+    names = {
+        SESSION_COOKIE.scheme_name: settings.cookie_name,
+        SESSION_HEADER.scheme_name: settings.session_header,
+    }
+
+    def openapi() -> dict[str, Any]:
+        schema = original()
+        schemes = schema.get("components", {}).get("securitySchemes", {})
+        for scheme_name, name in names.items():
+            if scheme_name in schemes:
+                schemes[scheme_name]["name"] = name
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
+
+
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
+
+
+def _documented(
+    dependency: Callable[[Request], Awaitable[T]], schemes: tuple[Callable[..., Any], ...]
+) -> Callable[..., Awaitable[T]]:
+    """``dependency`` with ``schemes`` as sub-dependencies: its routes' OpenAPI ``security``.
+
+    FastAPI lists each as an alternative (any one of them will do), as fastapi-users declares
+    its transports; with ``auto_error=False`` they never refuse anything themselves.
     """
 
-    def dependency(request: Request) -> Identity:
+    async def documented(request: Request, **_: Any) -> T:
+        return await dependency(request)
+
+    parameters = [inspect.Parameter("request", _KEYWORD, annotation=Request)]
+    parameters += [
+        inspect.Parameter(f"bastion_{i}", _KEYWORD, default=Security(scheme))
+        for i, scheme in enumerate(schemes)
+    ]
+    cast(Any, documented).__signature__ = inspect.Signature(parameters)
+    documented.__name__ = dependency.__name__
+    return documented
+
+
+def _identity_dependency(optional: bool, verified: bool) -> Callable[..., Awaitable[Any]]:
+    async def current_identity(request: Request) -> Identity | None:
+        identity = state_of(request).identity
+        if verified:
+            refusal = user_refusal(identity, verified=True)
+        else:
+            refusal = Unauthorized() if identity.kind == "guest" else None
+        if refusal is None:
+            return identity
+        if optional:
+            return None
+        raise refusal
+
+    return _documented(current_identity, USER_SCHEMES if verified else ALL_SCHEMES)
+
+
+@overload
+def current_identity(request: Request) -> Identity: ...
+@overload
+def current_identity(
+    *, optional: Literal[False] = False, verified: bool = False
+) -> Callable[..., Awaitable[Identity]]: ...
+@overload
+def current_identity(
+    *, optional: bool, verified: bool = False
+) -> Callable[..., Awaitable[Identity | None]]: ...
+def current_identity(
+    request: Request | None = None, *, optional: bool = False, verified: bool = False
+) -> Identity | Callable[..., Awaitable[Identity | None]]:
+    """Dependency factory: who sent the request, ``Depends(current_identity())``.
+
+    Guests get 401 ``user_unauthorized``; API keys pass (a key is an identity, not a user)
+    unless ``verified``, which asks for a verified user (401 for a key, 403 for an unverified
+    user). ``optional=True`` gives None instead of any of these refusals.
+    ``Depends(current_identity)``, the earlier form, still gives any identity, guests included.
+    """
+    if request is not None:
+        return state_of(request).identity
+    return _identity_dependency(optional, verified)
+
+
+# FastAPI calls ``Depends(current_identity)`` with the request only (by keyword): it must see
+# that one parameter, not the factory's options (it would take them from the query string).
+cast(Any, current_identity).__signature__ = inspect.Signature(
+    [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
+)
+
+
+@overload
+def current_user(
+    *, optional: Literal[False] = False, verified: bool = False
+) -> Callable[..., Awaitable[User]]: ...
+@overload
+def current_user(
+    *, optional: bool, verified: bool = False
+) -> Callable[..., Awaitable[User | None]]: ...
+def current_user(
+    *, optional: bool = False, verified: bool = False
+) -> Callable[..., Awaitable[User | None]]:
+    """Dependency factory: the signed-in user's record, ``Depends(current_user())``.
+
+    Read with ``bastion.users.get`` (async), its password hash and history blanked. Guests get
+    401 ``user_unauthorized``, API keys 401 ``general_unauthorized_scope`` (a key is no user), a
+    user deleted or disabled since the request began 401, and with ``verified`` an unverified
+    user 403 ``user_email_not_verified``.
+    ``optional=True`` gives None instead of these refusals (never instead of a 503).
+    """
+
+    async def current_user(request: Request) -> User | None:
         state = state_of(request)
-        state.bastion.require(
-            state.identity, action, resource.format(**request.path_params), scope=scope
-        )
+        identity = state.identity
+        refusal = user_refusal(identity, verified=verified)
+        user: User | None = None
+        if refusal is None and identity.user_id is not None:
+            user = await state.bastion.users.get(identity.user_id)
+            if user is None:
+                refusal = Unauthorized()
+            elif user.disabled:
+                refusal = UserBlocked()
+        if refusal is None and user is not None:
+            return without_secrets(user)
+        if optional:
+            return None
+        raise refusal or Unauthorized()
+
+    return _documented(current_user, USER_SCHEMES)
+
+
+def require(action: str, resource: str, *, scope: str | None = None) -> Callable[..., Any]:
+    """Dependency: refuse the caller unless they may ``action`` on ``resource``; the identity.
+
+    ``resource`` may name path parameters (``notes/{note_id}``). Users and guests are judged by
+    the policy (none configured: ``ConfigError``), API keys by ``scope`` (none: keys refused).
+    The refusal is Bastion's JSON error with no handler to register (``bastion.asgi(app)``).
+    """
+
+    async def require(request: Request) -> Identity:
+        state = state_of(request)
+        target = resource.format(**request.path_params)
+        check_permission(state.bastion, state.identity, action, target, scope=scope)
         return state.identity
 
-    return dependency
+    return _documented(require, USER_SCHEMES if scope is None else ALL_SCHEMES)
