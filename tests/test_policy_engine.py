@@ -9,8 +9,7 @@ import casbin  # type: ignore[import-untyped]
 import pytest
 from casbin.persist.adapters import StringAdapter  # type: ignore[import-untyped]
 
-from bastion.policies import PolicyEngine, PolicyError, Rule
-from bastion.policies.grammar import (
+from bastion.grammar import (
     covering_objects,
     is_resource,
     is_resource_pattern,
@@ -18,6 +17,7 @@ from bastion.policies.grammar import (
     resource,
     resource_problem,
 )
+from bastion.policies import PolicyEngine, PolicyError, Rule
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, deny_model, parse_model
 from bastion.policies.suites import user_principal
 

@@ -11,8 +11,8 @@ from casbin.persist.adapters import StringAdapter  # type: ignore[import-untyped
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bastion.grammar import ACTIONS, POLICY_ACTIONS
 from bastion.policies import PolicyEngine, Rule
-from bastion.policies.grammar import ACTIONS, POLICY_ACTIONS
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, DENY_MODEL_PATH, parse_model
 
 ROLES = [

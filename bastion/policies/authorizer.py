@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from bastion.errors import BastionError, Forbidden, MissingScope, NotFound, Unauthorized
 from bastion.identity import Identity
 from bastion.policies.engine import Decision, PolicyEngine
-from bastion.policies.routes import RouteMap, Target
+from bastion.routes import RouteMap, Target
 from bastion.settings import Settings
 
 logger = logging.getLogger("bastion.decisions")

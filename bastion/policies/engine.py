@@ -32,8 +32,8 @@ from casbin.effect import Effector, effect_to_bool, get_effector  # type: ignore
 from casbin.persist import Adapter  # type: ignore[import-untyped]
 from casbin.util import generate_g_function, util  # type: ignore[import-untyped]
 
+from bastion.grammar import ACTIONS, is_resource, resource_problem
 from bastion.policies.diagnostics import Diagnostic, PolicyError
-from bastion.policies.grammar import ACTIONS, is_resource, resource_problem
 from bastion.policies.loader import load_policy_strict
 from bastion.policies.modeldef import ModelSpec, casbin_functions, default_model, rewrite_matcher
 from bastion.policies.rules import DOCUMENT, Policy, Rule

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bastion.errors import Forbidden
+from bastion.grammar import ACTIONS, POLICY_ACTIONS, is_resource
 from bastion.identity import Identity, is_role
 from bastion.policies.engine import PolicyEngine
-from bastion.policies.grammar import ACTIONS, POLICY_ACTIONS, is_resource
 from bastion.policies.rules import Rule
 from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
 

@@ -36,10 +36,10 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
+from bastion.grammar import ACTIONS, is_role
 from bastion.identity import is_valid_id
 from bastion.policies.diagnostics import Diagnostic
 from bastion.policies.engine import Decision, PolicyEngine
-from bastion.policies.grammar import ACTIONS, is_role
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, DENY_MODEL_PATH
 
 __all__ = [

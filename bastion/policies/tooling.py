@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from bastion.grammar import covering_objects, is_resource
 from bastion.policies.diagnostics import Diagnostic, PolicyError
 from bastion.policies.engine import PolicyEngine
-from bastion.policies.grammar import covering_objects, is_resource
 from bastion.policies.loader import load_policy
 from bastion.policies.modeldef import read_model
 from bastion.policies.rules import Policy, Rule
