@@ -17,9 +17,11 @@ from bastion.grammar import (
     resource,
     resource_problem,
 )
-from bastion.policies import PolicyEngine, PolicyError, Rule
+from bastion.policies.diagnostics import PolicyError
+from bastion.policies.engine import PolicyEngine
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, deny_model, parse_model
-from bastion.policies.suites import user_principal
+from bastion.policies.rules import Rule
+from bastion.policies.tools.suites import user_principal
 
 GUEST = frozenset({"any", "guests"})
 

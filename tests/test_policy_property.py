@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.grammar import ACTIONS, POLICY_ACTIONS
-from bastion.policies import PolicyEngine, Rule
+from bastion.policies.engine import PolicyEngine
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, DENY_MODEL_PATH, parse_model
+from bastion.policies.rules import Rule
 
 ROLES = [
     "any",
