@@ -155,3 +155,19 @@ def test_the_demo_names_the_extra_of_a_missing_framework(
     assert main(["demo", "--framework", "starlette"]) == 2
     err = capsys.readouterr().err
     assert "needs starlette: pip install 'bastion[demo,starlette]'" in err
+
+
+def test_without_starlette_the_asgi_middleware_sets_only_the_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bastion.identity import Identity
+    from bastion.middleware.asgi import scope_publisher
+
+    scope: dict[str, object] = {}
+    scope_publisher()(scope, Identity.guest())  # Starlette is installed here
+    assert set(scope) == {"user", "auth"} and type(scope["auth"]).__name__ == "AuthCredentials"
+    monkeypatch.setitem(sys.modules, "starlette.authentication", None)
+    publish = scope_publisher.__wrapped__()  # built afresh, as if without Starlette
+    scope.clear()
+    publish(scope, Identity.guest())
+    assert scope == {"user": Identity.guest()}
