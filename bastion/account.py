@@ -8,6 +8,9 @@ adapters only move bytes in and out.
 Every account action is recorded as an audit event (:mod:`bastion.audit`) where its outcome is
 known: a failure by the innermost step that knows whose account it was, else by ``handle`` for
 the route; log-in, log-out and JWT successes by the ``Bastion`` steps the app may call itself.
+
+The service is given its collaborators as an :class:`AccountHost` (``Bastion`` is one) and
+imports neither ``bastion.core`` nor the middlewares: it sits below them in the import graph.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from bastion.audit import DetailValue
+from bastion.audit import AuditLog, DetailValue
 from bastion.csrf import from_another_site
 from bastion.errors import (
     BadRequest,
@@ -34,20 +37,72 @@ from bastion.errors import (
     Unauthorized,
 )
 from bastion.identity import Identity
-from bastion.passwords import PasswordContext, PasswordHasher, PasswordPolicy
+from bastion.passwords import PasswordCheck, PasswordContext, PasswordHasher, PasswordPolicy
 from bastion.ratelimit import RateLimitCore
 from bastion.redact import redact
 from bastion.redisio import Compute, Steps
 from bastion.requestbody import decode_object, require_json
-from bastion.security import SecurityValues
-from bastion.sessions import NewSession
+from bastion.security import SecurityCore, SecurityValues
+from bastion.sessions import AsyncSessionStore, NewSession
 from bastion.sessions.token import is_session_id
-from bastion.users import User, normalize_email, validate_profile
+from bastion.settings import Settings
+from bastion.users import User, UserStore, normalize_email, validate_profile
 
 if TYPE_CHECKING:
-    from bastion.core import Bastion
+    from bastion.policies.authorizer import Authorizer
 
 logger = logging.getLogger("bastion.account")
+
+
+class AccountHost(Protocol):
+    """What the account service uses of the app's ``Bastion``: its parts and its log-in steps."""
+
+    @property
+    def settings(self) -> Settings:
+        """The validated settings."""
+        ...
+
+    @property
+    def password_checks(self) -> tuple[PasswordCheck, ...]:
+        """The app's own password rules."""
+        ...
+
+    @property
+    def audit(self) -> AuditLog:
+        """Where account events are recorded."""
+        ...
+
+    @property
+    def security(self) -> SecurityCore:
+        """The run-time security settings."""
+        ...
+
+    @property
+    def user_store(self) -> UserStore:
+        """The user records."""
+        ...
+
+    @property
+    def sessions(self) -> AsyncSessionStore:
+        """The session store (its sans-IO ``core``)."""
+        ...
+
+    @property
+    def authorizer(self) -> Authorizer:
+        """The route map, which must leave the account routes to the service."""
+        ...
+
+    def login_steps(self, state: Any, user_id: str) -> Steps[NewSession]:
+        """Start a session for ``user_id`` on this request."""
+        ...
+
+    def logout_steps(self, state: Any) -> Steps[bool]:
+        """End the request's session."""
+        ...
+
+    def create_jwt(self, conn: Any) -> str:
+        """A JWT for the request's session."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +180,9 @@ def _fields(
 
 
 class AccountService:
-    """Account operations for one :class:`~bastion.core.Bastion`."""
+    """Account operations for one app (its ``Bastion`` is the host)."""
 
-    def __init__(self, bastion: Bastion) -> None:
+    def __init__(self, bastion: AccountHost) -> None:
         self.bastion = bastion
         self.settings = bastion.settings
         self.hasher = PasswordHasher.from_settings(self.settings)

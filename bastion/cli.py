@@ -37,8 +37,17 @@ def _demo(args: argparse.Namespace) -> int:
     settings = demo_settings(_settings(args))
     bastion = Bastion(settings)
     url = f"http://{args.host}:{args.port}"
+    try:
+        app = create_app(bastion, args.framework)
+    except ImportError as exc:  # each framework is an extra of its own
+        missing = (exc.name or args.framework).split(".")[0]
+        print(
+            f"bastion demo --framework {args.framework} needs {missing}: "
+            f"pip install 'bastion[demo,{args.framework}]'",
+            file=sys.stderr,
+        )
+        return 2
     print(banner(settings, url, args.framework), flush=True)
-    app = create_app(bastion, args.framework)
     if args.framework == "flask":
         from werkzeug.serving import run_simple
 
@@ -207,7 +216,8 @@ def _policy_paths(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def _policy(args: argparse.Namespace) -> int:
-    from bastion.policies import tooling
+    # The team tooling (and pycasbin with it) loads only for this command.
+    from bastion.policies.tools import commands
 
     paths, configs = _policy_paths(args)
     if args.action == "reload":
@@ -229,11 +239,11 @@ def _policy(args: argparse.Namespace) -> int:
                 print(f"{toml}: error: {exc}")
                 status = 1
         if paths:
-            status = max(status, tooling.check(paths, sys.stdout))
+            status = max(status, commands.check(paths, sys.stdout))
         return status
     if args.action == "test":
-        return tooling.test(paths, sys.stdout)
-    return tooling.explain(paths, args.principal, args.act, args.resource, sys.stdout)
+        return commands.test(paths, sys.stdout)
+    return commands.explain(paths, args.principal, args.act, args.resource, sys.stdout)
 
 
 def _security(args: argparse.Namespace) -> int:

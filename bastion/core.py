@@ -2,17 +2,21 @@
 
 Authentication, log-in and log-out are written once as sans-IO steps (:mod:`bastion.redisio`);
 the ASGI middleware runs them with the async runner, the WSGI middleware with the sync one.
+
+The middlewares import this module; it imports them only inside :meth:`Bastion.asgi` and
+:meth:`Bastion.wsgi`, when called: the one import allowed to point back up the import graph
+(``tests/test_import_graph.py``). Nothing here needs Starlette: the ASGI middleware sets
+Starlette's ``scope["auth"]`` itself (``publish``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
-from starlette.authentication import AuthCredentials
-
 from bastion import ratelimit
+from bastion.account import AccountService
 from bastion.audit import AuditHook, AuditLog
 from bastion.cleantext import clean_text
 from bastion.clientip import UNKNOWN, asgi_peer, client_ip, normal_ip, parse_networks
@@ -56,6 +60,8 @@ logger = logging.getLogger("bastion.middleware")
 
 Scope = MutableMapping[str, Any]
 Rows = list[tuple[str, str]]
+Publish = Callable[[Scope, Identity], None]
+"""Puts an identity where the framework looks for it, in the scope or environ (the middleware's)."""
 
 # A client that cannot keep cookies sends this header on its log-in request to get the token back.
 FALLBACK_REQUEST_HEADER = b"x-bastion-fallback"
@@ -75,13 +81,16 @@ class RequestState:
     The client's address, user agent and token request are read from the headers only when a
     log-in asks for them, so ordinary requests do not pay for it. ``peer`` is the socket's
     address as the server reported it; given ``receive``, the ASGI server's callable, the socket
-    is asked directly (:func:`bastion.clientip.asgi_peer`).
+    is asked directly (:func:`bastion.clientip.asgi_peer`). ``publish`` is the middleware's way
+    of showing the identity to the app in ``into`` (Starlette's ``scope["user"]`` and
+    ``scope["auth"]``, or ``environ["bastion.identity"]``).
     """
 
     __slots__ = (
         "_asgi",
         "_facts",
         "_into",
+        "_publish",
         "_receive",
         "bastion",
         "credentials",
@@ -102,6 +111,7 @@ class RequestState:
         *,
         asgi: bool = True,
         receive: object = None,
+        publish: Publish | None = None,
     ) -> None:
         self.bastion = bastion
         self.credentials = credentials
@@ -114,6 +124,7 @@ class RequestState:
         self._facts: tuple[str, str, bool] | None = None
         self._into = into
         self._asgi = asgi
+        self._publish = publish
         self.set_identity(identity)
 
     def _read_facts(self) -> tuple[str, str, bool]:
@@ -167,27 +178,10 @@ class RequestState:
         return self._read_facts()[2]
 
     def set_identity(self, identity: Identity) -> None:
-        """Change who the request is (after a log-in or log-out) everywhere it is visible.
-
-        In an ASGI scope that is Starlette's ``request.user`` / ``request.auth``; in a WSGI
-        environ, ``bastion.identity``.
-        """
+        """Change who the request is (after a log-in or log-out) everywhere it is visible."""
         self.identity = identity
-        into = self._into
-        if into is None:
-            return
-        if self._asgi:
-            into["user"] = identity
-            shared = _SHARED_CREDENTIALS.get(identity.kind)
-            into["auth"] = shared if shared is not None else AuthCredentials(identity.auth_scopes)
-        else:
-            into["bastion.identity"] = identity
-
-
-# Users, JWT holders and guests share a handful of scope lists; only API keys have their own.
-_SHARED_CREDENTIALS = {
-    kind: AuthCredentials(Identity(kind).auth_scopes) for kind in ("guest", "session", "jwt")
-}
+        if self._into is not None and self._publish is not None:
+            self._publish(self._into, identity)
 
 
 def _is_preflight(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -272,8 +266,6 @@ class Bastion:
         self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis)
         self.trusted_proxies = parse_networks(self.settings.trusted_proxies)
         self._hidden_peer_seen = False
-        from bastion.account import AccountService  # it builds on the stores above
-
         self.account = AccountService(self)
         self._cookie_name = self.settings.cookie_name.encode()
         self._session_header = self.settings.session_header.lower().encode()
@@ -284,16 +276,14 @@ class Bastion:
         A Starlette or FastAPI app also renders Bastion's errors raised inside it as their JSON
         (see :func:`bastion.adapters.starlette.install`).
         """
+        # Imported here: the middleware imports this module (the allowed way back, see above).
         from bastion.middleware.asgi import BastionMiddleware
 
-        if hasattr(app, "add_exception_handler"):  # Starlette's, so Starlette is installed
-            from bastion.adapters.starlette import install
-
-            install(app, self)
         return BastionMiddleware(app, bastion=self)
 
     def wsgi(self, app: Any) -> Any:
         """Wrap a WSGI app (Flask, ...) so every request is authenticated (and authorized)."""
+        # Imported here: the middleware imports this module (the allowed way back, see above).
         from bastion.middleware.wsgi import BastionWSGIMiddleware
 
         return BastionWSGIMiddleware(app, bastion=self)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from bastion.errors import ConfigError
 from bastion.identity import is_role
 from bastion.passwords.policy import CONTEXT_WORD_MAX_LENGTH, CONTEXT_WORDS_MAX, context_tokens
-from bastion.policies.routes import ResourceSpec, RouteSpec
+from bastion.routes import ResourceSpec, RouteSpec
 from bastion.secret import Secret, SecretURL
 
 SameSite = Literal["lax", "strict", "none"]

@@ -9,8 +9,7 @@ import casbin  # type: ignore[import-untyped]
 import pytest
 from casbin.persist.adapters import StringAdapter  # type: ignore[import-untyped]
 
-from bastion.policies import PolicyEngine, PolicyError, Rule
-from bastion.policies.grammar import (
+from bastion.grammar import (
     covering_objects,
     is_resource,
     is_resource_pattern,
@@ -18,8 +17,11 @@ from bastion.policies.grammar import (
     resource,
     resource_problem,
 )
+from bastion.policies.diagnostics import PolicyError
+from bastion.policies.engine import PolicyEngine
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, deny_model, parse_model
-from bastion.policies.suites import user_principal
+from bastion.policies.rules import Rule
+from bastion.policies.tools.suites import user_principal
 
 GUEST = frozenset({"any", "guests"})
 

@@ -6,18 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from bastion.policies import (
-    DEFAULT_MODEL_PATH,
-    DENY_MODEL_PATH,
-    Diagnostic,
-    PolicyEngine,
-    PolicyError,
-    PolicyHolder,
-    build_engine,
-    load_policy,
-    load_policy_strict,
-)
-from bastion.policies.modeldef import parse_model, read_model
+from bastion.policies.diagnostics import Diagnostic, PolicyError
+from bastion.policies.engine import PolicyEngine
+from bastion.policies.holder import PolicyHolder, build_engine
+from bastion.policies.loader import load_policy, load_policy_strict
+from bastion.policies.modeldef import DEFAULT_MODEL_PATH, DENY_MODEL_PATH, parse_model, read_model
 
 MODEL = DEFAULT_MODEL_PATH.read_text(encoding="utf-8")
 

@@ -11,9 +11,10 @@ from casbin.persist.adapters import StringAdapter  # type: ignore[import-untyped
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bastion.policies import PolicyEngine, Rule
-from bastion.policies.grammar import ACTIONS, POLICY_ACTIONS
+from bastion.grammar import ACTIONS, POLICY_ACTIONS
+from bastion.policies.engine import PolicyEngine
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, DENY_MODEL_PATH, parse_model
+from bastion.policies.rules import Rule
 
 ROLES = [
     "any",

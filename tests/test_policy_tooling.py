@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bastion.policies import tooling
+from bastion.policies.tools import commands
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "bastion" / "policies" / "examples"
 
 
 def run(command: str, *args: object) -> tuple[int, str]:
-    """Run a tooling command; ``(exit code, output)``."""
+    """Run a policy command; ``(exit code, output)``."""
     out = io.StringIO()
-    code = getattr(tooling, command)(*args, out)
+    code = getattr(commands, command)(*args, out)
     return code, out.getvalue()
 
 

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.errors import BadRequest
-from bastion.policies.grammar import is_resource
-from bastion.policies.routes import RouteMap, RouteSpec
+from bastion.grammar import is_resource
 from bastion.requestpath import canonical_path
+from bastion.routes import RouteMap, RouteSpec
 
 ROUTES = RouteMap(
     [

@@ -69,22 +69,17 @@ exception_handlers: dict[Any, ExceptionHandler] = {
 """``Starlette(exception_handlers=...)``: only for an app not wrapped by ``bastion.asgi``."""
 
 
-def install(app: Any, bastion: Bastion) -> None:
+def install(app: Any) -> None:
     """What ``bastion.asgi(app)`` does to a Starlette or FastAPI app it wraps.
 
     Bastion's errors raised inside the app (a ``require`` refusal, ``bastion.login`` while Redis
     is down) get their JSON answer from the app's own exception middleware, unless the app
     registered a handler for them itself: wrapped from outside, Bastion's middleware would only
-    see them after Starlette's ``ServerErrorMiddleware`` had sent a 500. On FastAPI, the OpenAPI
-    document also names the cookie and header as the settings do.
+    see them after Starlette's ``ServerErrorMiddleware`` had sent a 500.
     """
     handlers = getattr(app, "exception_handlers", None)
     if isinstance(handlers, dict) and BastionError not in handlers:
         app.add_exception_handler(BastionError, handle_error)
-    if hasattr(app, "openapi_schema"):  # FastAPI; the import only happens for its apps
-        from bastion.adapters.fastapi import name_schemes
-
-        name_schemes(app, bastion.settings)
 
 
 def to_response(reply: Reply) -> Response:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 
-from bastion.core import Bastion, RequestState
+from bastion.core import Bastion, Publish, RequestState
 from bastion.errors import BastionError
+from bastion.identity import Identity
 from bastion.responses import merge_headers
 from bastion.settings import Settings
 
@@ -17,11 +19,43 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+def _publish_user(scope: Scope, identity: Identity) -> None:
+    scope["user"] = identity
+
+
+@functools.cache
+def scope_publisher() -> Publish:
+    """Sets ``scope["user"]``, and ``scope["auth"]`` (Starlette's ``AuthCredentials``).
+
+    Starlette is imported here, when the first ASGI middleware is built, and nowhere on the
+    WSGI side. ``scope["auth"]`` is Starlette's convention: where Starlette is not installed no
+    one reads it, so only ``scope["user"]`` is set.
+    """
+    try:
+        from starlette.authentication import AuthCredentials
+    except ImportError:
+        return _publish_user
+    # Users, JWT holders and guests share a handful of scope lists; only API keys have their own.
+    shared = {
+        kind: AuthCredentials(Identity(kind).auth_scopes) for kind in ("guest", "session", "jwt")
+    }
+
+    def publish(scope: Scope, identity: Identity) -> None:
+        scope["user"] = identity
+        credentials = shared.get(identity.kind)
+        scope["auth"] = (
+            credentials if credentials is not None else AuthCredentials(identity.auth_scopes)
+        )
+
+    return publish
+
+
 class BastionMiddleware:
     """Authenticate each request (session cookie or header, JWT, API key), then call the app.
 
     Sets ``scope["user"]`` (an :class:`Identity`), ``scope["auth"]`` (Starlette's
-    ``AuthCredentials``, so ``starlette.authentication.requires`` works) and ``scope["bastion"]``.
+    ``AuthCredentials``, so ``starlette.authentication.requires`` works; set when Starlette is
+    installed) and ``scope["bastion"]``.
     A bad credential is answered with 401, a cross-site cookie request with 403 and an unreachable
     Redis with 503: the app is never called for them.
     """
@@ -33,6 +67,18 @@ class BastionMiddleware:
         self.bastion = bastion if bastion is not None else Bastion(settings)
         self._watching = False
         self._guarding = self.bastion.authorizer.active
+        self._publish = scope_publisher()
+        if hasattr(app, "add_exception_handler"):
+            # A Starlette or FastAPI app (so Starlette is installed): errors Bastion's calls
+            # raise inside it render as their JSON, with no handler to register by hand.
+            from bastion.adapters.starlette import install
+
+            install(app)
+        if hasattr(app, "openapi_schema"):
+            # FastAPI: its OpenAPI document names the cookie and header as the settings do.
+            from bastion.adapters.fastapi import name_schemes
+
+            name_schemes(cast(Any, app), self.bastion.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -69,6 +115,7 @@ class BastionMiddleware:
             client[0] if client else "",
             scope,
             receive=receive,
+            publish=self._publish,
         )
         scope["bastion"] = state
         started = False

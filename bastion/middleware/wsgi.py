@@ -5,12 +5,13 @@ Both run the same steps (:meth:`Bastion.admit`); this one drives them with the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 from bastion.clientip import wsgi_peer
 from bastion.core import Bastion, RequestState
 from bastion.errors import BastionError
+from bastion.identity import Identity
 from bastion.requestpath import wsgi_path
 from bastion.responses import merge_headers
 from bastion.settings import Settings
@@ -48,6 +49,11 @@ def headers_of(environ: Environ) -> list[tuple[bytes, bytes]]:
         if value:
             found.append((name, str(value).encode("latin-1")))
     return found
+
+
+def publish_identity(environ: MutableMapping[str, Any], identity: Identity) -> None:
+    """Where a WSGI app finds the identity: ``environ["bastion.identity"]``."""
+    environ["bastion.identity"] = identity
 
 
 def status_line(status: int) -> str:
@@ -100,6 +106,7 @@ class BastionWSGIMiddleware:
             wsgi_peer(environ),
             environ,
             asgi=False,
+            publish=publish_identity,
         )
         environ["bastion"] = state
 

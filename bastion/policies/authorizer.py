@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from bastion.errors import BastionError, Forbidden, MissingScope, NotFound, Unauthorized
 from bastion.identity import Identity
-from bastion.policies.engine import Decision, PolicyEngine
-from bastion.policies.routes import RouteMap, Target
+from bastion.routes import RouteMap, Target
 from bastion.settings import Settings
+
+if TYPE_CHECKING:  # the engine (and pycasbin) loads when a policy is built, not with this module
+    from bastion.policies.engine import Decision, PolicyEngine
 
 logger = logging.getLogger("bastion.decisions")
 

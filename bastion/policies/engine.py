@@ -26,16 +26,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from casbin import Enforcer  # type: ignore[import-untyped]
-from casbin.core_enforcer import CoreEnforcer  # type: ignore[import-untyped]
-from casbin.effect import Effector, effect_to_bool, get_effector  # type: ignore[import-untyped]
-from casbin.persist import Adapter  # type: ignore[import-untyped]
-from casbin.util import generate_g_function, util  # type: ignore[import-untyped]
-
+from bastion.grammar import ACTIONS, is_resource, resource_problem
+from bastion.policies.casbin_compat import (
+    Adapter,
+    Effector,
+    Enforcer,
+    casbin_functions,
+    effect_to_bool,
+    generate_g_function,
+    get_effector,
+    scan_policy,
+)
 from bastion.policies.diagnostics import Diagnostic, PolicyError
-from bastion.policies.grammar import ACTIONS, is_resource, resource_problem
 from bastion.policies.loader import load_policy_strict
-from bastion.policies.modeldef import ModelSpec, casbin_functions, default_model, rewrite_matcher
+from bastion.policies.modeldef import ModelSpec, default_model, rewrite_matcher
 from bastion.policies.rules import DOCUMENT, Policy, Rule
 
 __all__ = ["Decision", "PolicyEngine"]
@@ -498,47 +502,29 @@ class PolicyEngine:
         """enforce_ex's loop over the policy plus the document rows, with Casbin's own pieces.
 
         A Casbin Enforcer cannot take extra rows for one call without mutating shared state, so
-        the file rules and the rows are walked here, exactly as ``enforce_ex`` walks its policy.
+        the file rules and the rows are walked by :func:`scan_policy`, as ``enforce_ex`` walks
+        its policy.
         """
-        model = self._enforcer.model
-        tokens = list(self._p_tokens)
-        request = dict(zip(self._model.request_tokens, rvals, strict=True))
+        tokens = self._p_tokens
         rows: list[tuple[list[str], Rule | None]] = [
-            (list(p), None) for p in model["p"]["p"].policy
+            (list(p), None) for p in self._enforcer.model["p"]["p"].policy
         ]
         for role, granted in extra:
             values = {"sub": role, "obj": resource, "act": granted, "eft": "allow"}
             fields = tuple(values.get(t.split("_", 1)[1], "") for t in tokens)
             rows.append((list(fields), Rule("p", fields)))
-        matcher = self._model.matcher
-        has_eval = util.has_eval(matcher)
-        expression = None if has_eval else CoreEnforcer._get_expression(matcher, self._functions)
-        effects: set[int] = set()
-        explained: Rule | None = None
-        for fields_list, document_rule in rows:
-            names = dict(request, **dict(zip(tokens, fields_list, strict=True)))
-            if has_eval:
-                rule_names = util.get_eval_value(matcher)
-                rules = [util.escape_assertion(names[name]) for name in rule_names]
-                expression = CoreEnforcer._get_expression(
-                    util.replace_eval(matcher, rules), self._functions
-                )
-            assert expression is not None
-            result = expression.eval(names)
-            if not result:
-                effects.add(Effector.INDETERMINATE)
-                continue
-            eft = names.get("p_eft")
-            if eft is None or eft == "allow":
-                effects.add(Effector.ALLOW)
-            elif eft == "deny":
-                effects.add(Effector.DENY)
-            else:
-                effects.add(Effector.INDETERMINATE)
-            explained = document_rule or self._rule_for(fields_list)
-            if self._effector.intermediate_effect(effects) != Effector.INDETERMINATE:
-                break
-        return bool(effect_to_bool(self._effector.final_effect(effects))), explained
+        allowed, index = scan_policy(
+            self._model.matcher,
+            self._functions,
+            self._effector,
+            dict(zip(self._model.request_tokens, rvals, strict=True)),
+            tokens,
+            (fields for fields, _ in rows),
+        )
+        if index is None:
+            return allowed, None
+        fields_list, document_rule = rows[index]
+        return allowed, document_rule or self._rule_for(fields_list)
 
     # -- self-check -----------------------------------------------------------------------
 

@@ -18,13 +18,16 @@ import builtins
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bastion.errors import Forbidden
+from bastion.grammar import ACTIONS, POLICY_ACTIONS, is_resource
 from bastion.identity import Identity, is_role
-from bastion.policies.engine import PolicyEngine
-from bastion.policies.grammar import ACTIONS, POLICY_ACTIONS, is_resource
 from bastion.policies.rules import Rule
 from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
+
+if TYPE_CHECKING:  # the engine (and pycasbin) loads when a policy is built, not with this module
+    from bastion.policies.engine import PolicyEngine
 
 SCRIPTS = {
     # KEYS: rows, index. ARGV: row, id. Returns 1 if the row is new.
@@ -114,13 +117,13 @@ class GrantCore:
     def __init__(
         self,
         key_prefix: str,
-        engine: Callable[[], PolicyEngine] | None = None,
+        engine: Callable[[], PolicyEngine],
         *,
         admin_roles: Iterable[str] = (),
         child_security: Iterable[str] = (),
     ) -> None:
         self._prefix = key_prefix
-        self._engine = engine or PolicyEngine
+        self._engine = engine
         self._admin_roles = frozenset(admin_roles)
         self._child_security = frozenset(child_security)
         # Per engine, so a reload starts afresh and an old engine is not kept alive.

@@ -3,20 +3,27 @@
 Readers take ``holder.engine`` once per request and use that engine to the end; a reload builds,
 lints and self-tests a whole new engine aside and swaps it in with one attribute assignment, so
 no request ever sees half a policy and a broken file never replaces a good policy.
+
+This module is on every app's start-up path, policy or not, so the loader and the engine (and
+with them pycasbin) are imported when a policy is first built, and the YAML suites' reader only
+when suites sit beside the policy.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bastion.policies.diagnostics import Diagnostic, PolicyError
-from bastion.policies.engine import PolicyEngine
-from bastion.policies.loader import load_policy
-from bastion.policies.suites import load_suite, run_cases
+
+if TYPE_CHECKING:
+    from bastion.policies.engine import PolicyEngine
 
 __all__ = ["PolicyHolder", "build_engine"]
+
+logger = logging.getLogger("bastion.policy")
 
 PathLike = str | os.PathLike[str]
 
@@ -46,13 +53,46 @@ def build_engine(
 
     ``self_test`` decides a sample of the rules' own requests (and, for small policies, checks
     them against a fresh ``casbin.Enforcer``); ``suites`` are YAML test suites whose cases must
-    all pass on the new engine (their own model/policy entries are ignored here).
+    all pass on the new engine (their own model/policy entries are ignored here). Without
+    PyYAML the suites are skipped with a warning naming them (the rest of the checks still run).
     """
+    from bastion.policies.engine import PolicyEngine
+    from bastion.policies.loader import load_policy
+
     policy, diagnostics = load_policy(model_path, policy_paths)
     if policy is None or any(d.severity == "error" for d in diagnostics):
         raise PolicyError.from_diagnostics(diagnostics)
     engine = PolicyEngine.from_policy(policy)
     problems: list[Diagnostic] = engine.self_check() if self_test else []
+    problems.extend(_suite_problems(engine, suites))
+    if problems:
+        raise PolicyError.from_diagnostics(problems)
+    return engine
+
+
+def _suite_problems(engine: PolicyEngine, suites: Sequence[PathLike]) -> list[Diagnostic]:
+    """The failures of the YAML suites on ``engine``; none, with a warning, without PyYAML.
+
+    Skipping rather than refusing: the policy was parsed, linted and self-checked, and an app
+    must not stop starting because a dev-time extra is missing where it runs. The warning says
+    which suites did not run and how to make them run.
+    """
+    if not suites:
+        return []
+    try:
+        from bastion.policies.tools.suites import load_suite, run_cases, yaml_module
+
+        yaml_module()
+    except ImportError as exc:
+        if exc.name != "yaml":
+            raise
+        logger.warning(
+            "policy test suites not run (%s): %s",
+            ", ".join(os.fspath(path) for path in suites),
+            exc,
+        )
+        return []
+    problems: list[Diagnostic] = []
     for path in suites:
         suite, found = load_suite(path)
         problems.extend(found)
@@ -71,9 +111,7 @@ def build_engine(
                         f"({result.decision.reason})",
                     )
                 )
-    if problems:
-        raise PolicyError.from_diagnostics(problems)
-    return engine
+    return problems
 
 
 class PolicyHolder:
@@ -86,8 +124,9 @@ class PolicyHolder:
         model_path: PathLike | None = None,
         policy_paths: Sequence[PathLike] = (),
     ) -> None:
-        # No policy at all means an engine without rules: every request is denied.
-        self._engine = engine if engine is not None else PolicyEngine()
+        # No policy at all means an engine without rules (every request is denied), built at
+        # its first use: an app that configures no policy never loads pycasbin.
+        self._engine = engine
         self.model_path = model_path
         self.policy_paths = tuple(policy_paths)
 
@@ -112,7 +151,13 @@ class PolicyHolder:
     @property
     def engine(self) -> PolicyEngine:
         """The current engine: take it once per request."""
-        return self._engine
+        engine = self._engine
+        if engine is None:
+            # Two threads may both build it: equal empty engines, and either one will do.
+            from bastion.policies.engine import PolicyEngine
+
+            engine = self._engine = PolicyEngine()
+        return engine
 
     def replace(self, engine: PolicyEngine) -> None:
         """Make ``engine`` the current one (one assignment: atomic for readers)."""

@@ -13,15 +13,15 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from bastion.identity import is_valid_id
-from bastion.policies.diagnostics import Diagnostic, PolicyError, Severity, has_errors
-from bastion.policies.grammar import (
+from bastion.grammar import (
     POLICY_ACTIONS,
     is_policy_action,
     is_role,
     normalized_resource,
     resource_problem,
 )
+from bastion.identity import is_valid_id
+from bastion.policies.diagnostics import Diagnostic, PolicyError, Severity, has_errors
 from bastion.policies.modeldef import ModelSpec, read_model
 from bastion.policies.rules import Policy, Rule
 

@@ -16,15 +16,12 @@ import io
 import os
 import re
 import tokenize
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from casbin.core_enforcer import CoreEnforcer  # type: ignore[import-untyped]
-from casbin.effect import get_effector  # type: ignore[import-untyped]
-from casbin.model import FunctionMap, Model  # type: ignore[import-untyped]
-
+from bastion.policies.casbin_compat import Model, casbin_functions, get_effector, matcher_expression
 from bastion.policies.diagnostics import Diagnostic, PolicyError
 
 __all__ = [
@@ -135,15 +132,10 @@ def _matcher_tokens(matcher: str) -> tuple[tuple[int, str], ...] | None:
 def rewrite_matcher(matcher: str) -> str | None:
     """Casbin's own rewriting of a matcher into Python (``&&`` → ``and``...); None if unparsable."""
     try:
-        expression = CoreEnforcer._get_expression(matcher, {})
+        expression = matcher_expression(matcher, {})
     except (SyntaxError, ValueError):
         return None
     return str(expression.expr)
-
-
-def casbin_functions() -> dict[str, Callable[..., Any]]:
-    """A fresh copy of Casbin's built-in matcher functions (keyMatch, regexMatch...)."""
-    return dict(FunctionMap.load_function_map().get_functions())
 
 
 def _check_matcher(

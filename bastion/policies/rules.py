@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bastion.policies.modeldef import ModelSpec
+if TYPE_CHECKING:  # a model is parsed with pycasbin; the rules themselves need none of it
+    from bastion.policies.modeldef import ModelSpec
 
 __all__ = ["DOCUMENT", "Policy", "Rule"]
 

@@ -4,7 +4,8 @@
   engine's self-check; prints ``file:line: error: message``; exit 1 on any error.
 * ``test PATH...``: runs YAML suites (``*.test.yaml``, ``*_test.yaml``) on the same engine the
   middleware uses; prints PASSED/FAILED lines, the rules no case exercised and
-  ``N passed, M failed``; exit 1 on any failure or broken suite.
+  ``N passed, M failed``; exit 1 on any failure or broken suite, 2 without PyYAML (the
+  ``policy-tools`` extra).
 * ``explain PATH... --principal P ACTION RESOURCE``: the decision and the rule(s) behind it, or
   why nothing matched and the nearest rules; exit 0 when allowed, 1 when denied, 2 when the
   policy cannot be loaded.
@@ -22,13 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from bastion.grammar import covering_objects, is_resource
 from bastion.policies.diagnostics import Diagnostic, PolicyError
 from bastion.policies.engine import PolicyEngine
-from bastion.policies.grammar import covering_objects, is_resource
 from bastion.policies.loader import load_policy
 from bastion.policies.modeldef import read_model
 from bastion.policies.rules import Policy, Rule
-from bastion.policies.suites import is_suite_file, load_suite, parse_principal, run_cases
+from bastion.policies.tools.suites import (
+    INSTALL_HINT,
+    is_suite_file,
+    load_suite,
+    parse_principal,
+    run_cases,
+    yaml_module,
+)
 
 __all__ = ["check", "explain", "test"]
 
@@ -184,7 +192,15 @@ def _covered(engine: PolicyEngine, exercised: set[Rule], out: TextIO) -> None:
 
 
 def test(paths: Sequence[PathLike], out: TextIO) -> int:
-    """Run the YAML suites under ``paths``; exit code 1 on any failure or broken suite."""
+    """Run the YAML suites under ``paths``; exit code 1 on any failure, 2 without PyYAML."""
+    try:
+        yaml_module()
+    except ImportError:
+        print(
+            f"error: bastion policy test reads YAML suites and needs PyYAML: {INSTALL_HINT}",
+            file=out,
+        )
+        return 2
     found = _collect(paths)
     suites = found.suites
     broken = list(found.problems)

@@ -24,25 +24,29 @@ A suite sits beside the policy it tests::
 
 A user id ``alice`` stands for the roles ``any``, ``users`` and ``user:alice``; the engine adds
 whatever the policy's ``g`` lines grant them.
+
+Reading a suite needs PyYAML (the ``policy-tools`` extra); it is imported when a suite is read,
+so the names and principals here (which ``check`` and ``explain`` use) work without it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
-import yaml  # type: ignore[import-untyped, unused-ignore]
-
+from bastion.grammar import ACTIONS, is_role
 from bastion.identity import is_valid_id
 from bastion.policies.diagnostics import Diagnostic
 from bastion.policies.engine import Decision, PolicyEngine
-from bastion.policies.grammar import ACTIONS, is_role
 from bastion.policies.modeldef import DEFAULT_MODEL_PATH, DENY_MODEL_PATH
 
 __all__ = [
+    "INSTALL_HINT",
     "Case",
     "CaseResult",
     "Suite",
@@ -51,7 +55,11 @@ __all__ = [
     "parse_principal",
     "run_cases",
     "user_principal",
+    "yaml_module",
 ]
+
+INSTALL_HINT = "pip install 'bastion[policy-tools]'"
+"""How to get PyYAML, which reading suites needs."""
 
 _LINE = "__line__"
 _EXPECT = {"allow": True, "deny": False}
@@ -124,14 +132,32 @@ class CaseResult:
         return self.decision.allowed == self.case.expect
 
 
-class _LineLoader(yaml.SafeLoader):  # type: ignore[misc]
-    """A safe YAML loader that records each mapping's line under ``__line__``."""
+def yaml_module() -> ModuleType:
+    """PyYAML, or an ``ImportError`` (``name="yaml"``) that says how to install it."""
+    try:
+        import yaml  # type: ignore[import-untyped, unused-ignore]
+    except ImportError as exc:
+        raise ImportError(
+            f"YAML policy test suites need PyYAML: {INSTALL_HINT}", name="yaml"
+        ) from exc
+    return cast(ModuleType, yaml)
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        """Build a mapping as usual, plus the line it starts on."""
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
-        mapping[_LINE] = node.start_mark.line + 1
-        return mapping
+
+@functools.cache
+def _line_loader() -> type[Any]:
+    """A safe YAML loader that records each mapping's line under ``__line__``."""
+    yaml = yaml_module()
+
+    class LineLoader(yaml.SafeLoader):  # type: ignore[misc, name-defined]
+        """PyYAML's SafeLoader, plus the line each mapping starts on."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            """Build a mapping as usual, plus the line it starts on."""
+            mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+            mapping[_LINE] = node.start_mark.line + 1
+            return mapping
+
+    return LineLoader
 
 
 class _SuiteError(Exception):
@@ -279,14 +305,18 @@ def _parse(data: object, file: str) -> Suite:
 
 
 def load_suite(path: str | os.PathLike[str]) -> tuple[Suite | None, list[Diagnostic]]:
-    """Read a suite file; None and a diagnostic (with its line) when it is malformed."""
+    """Read a suite file; None and a diagnostic (with its line) when it is malformed.
+
+    Raises ``ImportError`` (see :func:`yaml_module`) when PyYAML is not installed.
+    """
+    yaml = yaml_module()
     file = os.fspath(path)
     try:
         text = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Diagnostic(file, None, f"cannot read the suite: {exc}")]
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_line_loader())  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn
 
 from bastion.errors import BadRequest
-from bastion.policies.grammar import ACTIONS, MAX_LENGTH, is_resource, is_segment, resource
+from bastion.grammar import ACTIONS, MAX_LENGTH, is_resource, is_segment, resource
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
