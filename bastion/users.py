@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # normalize_email is re-exported: the account service and apps' stores import it from here.
@@ -45,8 +45,9 @@ class User:
     verified: bool = False
     labels: tuple[str, ...] = ()
     teams: dict[str, tuple[str, ...]] | None = None
-    password_hash: str = ""
-    password_history: tuple[str, ...] = ()
+    # Never in a repr: a User printed in a log or a traceback must not carry a hash.
+    password_hash: str = field(default="", repr=False)
+    password_history: tuple[str, ...] = field(default=(), repr=False)
     created_ms: int = 0
     disabled: bool = False
     """Disabled by an administrator: no session, no log-in (``user_blocked``) until enabled."""

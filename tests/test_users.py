@@ -399,3 +399,9 @@ def test_a_sign_up_whose_claim_went_to_another_gives_way(bastion: Bastion) -> No
 def test_the_claim_lifetime_must_be_positive() -> None:
     with pytest.raises(ValueError, match="claim_ttl_ms"):
         UserCore("bastion", claim_ttl_ms=0)
+
+
+def test_a_users_repr_shows_no_password_hash() -> None:
+    user = User("u1", "ada@example.com", password_hash="$argon2id$secret", password_history=("h",))
+    assert "argon2id" not in repr(user) and "'h'" not in repr(user)
+    assert "ada@example.com" in repr(user)
