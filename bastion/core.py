@@ -46,7 +46,7 @@ from bastion.policies import grants
 from bastion.policies.authorizer import Authorizer
 from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
-from bastion.redisio import AsyncRunner, Steps, SyncRunner, together
+from bastion.redisio import CLOSED, AsyncRunner, Steps, SyncRunner, together
 from bastion.renamed import RenamedNames
 from bastion.requestpath import canonical_path
 from bastion.responses import OWN_HEADERS_RAW
@@ -338,7 +338,8 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         # Account actions are recorded on the bastion.audit logger, and given to audit_hook.
         self.audit = AuditLog(audit_hook)
         # Made clients connect on first use (redis-py pools are lazy): nothing is sent yet.
-        self._owns = (redis is None, sync_redis is None)
+        # Bastion closes the clients it made; clients passed in are the app's.
+        self._owns_async, self._owns_sync = redis is None, sync_redis is None
         if redis is None or sync_redis is None:
             made_async, made_sync = make_clients(self.settings)
             redis = redis if redis is not None else made_async
@@ -433,9 +434,9 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         if not self._shut():
             return
         self.policy_watcher.stop()
-        if self._owns[1]:
+        if self._owns_sync:
             self._sync_runner.client.close()
-        if self._owns[0] and self.settings.redis_url is not None and _connections(self.redis):
+        if self._owns_async and self.settings.redis_url is not None and _connections(self.redis):
             logger.warning(
                 "Bastion.close() cannot close the asyncio client's connections (they belong to "
                 "an event loop): use 'await bastion.aclose()' or 'async with' in async code."
@@ -450,9 +451,9 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             await asyncio.to_thread(self.policy_watcher.stop)
         else:
             self.policy_watcher.stop()
-        if self._owns[0]:
+        if self._owns_async:
             await _aclose(self.redis)
-        if self._owns[1]:
+        if self._owns_sync:
             self._sync_runner.client.close()
 
     def lifespan(self, app: Any) -> AbstractAsyncContextManager[None]:
@@ -475,7 +476,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
 
     def _refuse_if_closed(self) -> None:
         if self._closed:
-            raise RuntimeError("this Bastion is closed; build a new one")
+            raise RuntimeError(CLOSED)
 
     def _shut(self) -> bool:
         """Mark closed (runners refuse from now on); False if it already was."""
