@@ -1,8 +1,8 @@
 """Bastion's lifecycle: no Redis I/O when built, lazy start, and nothing left after close.
 
-Counted on a real redis-server: its ``CLIENT LIST`` (connections open now) and
-``total_connections_received`` (connections ever made), and ``threading.enumerate()`` for the
-policy watcher's thread.
+Counted on a redis-server of this module's own (no other test's clients on it): its
+``CLIENT LIST`` (connections open now) and ``total_connections_received`` (connections ever
+made), and ``threading.enumerate()`` for the policy watcher's thread.
 """
 
 from __future__ import annotations
@@ -28,12 +28,30 @@ from starlette.routing import Route
 from bastion import Bastion, Settings
 from bastion.policies import watch
 from bastion.policies.watch import announce
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
 
 WATCHER = "bastion-policy-watch"
 ROUTES = [{"method": "GET", "path": "/notes/{id}", "action": "read", "resource": "notes/{id}"}]
+
+
+@pytest.fixture(scope="module")
+def own_server(redis_server: RedisServer) -> Iterator[str]:
+    """A redis-server for this module alone: other tests' Bastions (their policy watchers keep
+    polling the suite's server) would come and go in its ``CLIENT LIST``."""
+    server = RedisServer().start()
+    yield server.url
+    server.cleanup()
+
+
+@pytest.fixture
+def real_redis(own_server: str) -> str:
+    """This module's server, emptied before each test."""
+    client = redis.Redis.from_url(own_server)
+    client.flushall()
+    client.close()
+    return own_server
 
 
 @pytest.fixture
@@ -60,8 +78,15 @@ def _clients(admin: redis.Redis) -> int:
     return sum(1 for c in admin.client_list() if int(c["id"]) != me)
 
 
-def _watchers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == WATCHER and t.is_alive()]
+def _watcher(bastion: Bastion) -> threading.Thread:
+    """This Bastion's policy watcher thread (others' may run too: they are not ours to count)."""
+    thread = bastion.policy_watcher._thread
+    assert thread is not None and thread.name == WATCHER and thread in threading.enumerate()
+    return thread
+
+
+def _gone(thread: threading.Thread) -> bool:
+    return not thread.is_alive() and thread not in threading.enumerate()
 
 
 def _until(done: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
@@ -96,7 +121,7 @@ def test_building_bastion_does_no_redis_io(
     bastion.asgi(Starlette())
     bastion.wsgi(_wsgi_note)
     assert admin.info("stats")["total_connections_received"] == before
-    assert not _watchers()  # the watcher starts with the first request
+    assert not bastion.policy_watcher.running  # the watcher starts with the first request
     bastion.close()
 
 
@@ -122,10 +147,11 @@ async def test_aclose_leaves_no_connection_and_no_watcher(
             got = await http.get("/notes/n1", headers={"X-Bastion-Session": token})
             assert got.status_code == 200
     await asyncio.to_thread(_until, lambda: _watched(bastion), "the watcher's first check")
-    assert len(_watchers()) == 1 and _clients(admin) >= base + 2
+    watcher = _watcher(bastion)
+    assert _clients(admin) >= base + 2
 
     await bastion.aclose()
-    assert bastion.is_closed and not _watchers()
+    assert bastion.is_closed and _gone(watcher)
     await asyncio.to_thread(_until, lambda: _clients(admin) == base, "connections to close")
     await bastion.aclose()  # idempotent
 
@@ -141,8 +167,9 @@ def test_with_closes_a_wsgi_app_on_exit(
             assert http.get("/notes/n1", headers={"X-Bastion-Session": token}).status_code == 200
             assert http.get("/notes/n1").status_code == 401
         _until(lambda: _watched(bastion), "the watcher's first check")
-        assert len(_watchers()) == 1 and _clients(admin) > base
-    assert bastion.is_closed and not _watchers()
+        watcher = _watcher(bastion)
+        assert _clients(admin) > base
+    assert bastion.is_closed and _gone(watcher)
     _until(lambda: _clients(admin) == base, "connections to close")
 
 
@@ -193,8 +220,9 @@ async def test_lifespan_closes_bastion_when_the_app_stops(
             got = await http.get("/notes/n1", headers={"X-Bastion-Session": token})
             assert got.status_code == 200
         await asyncio.to_thread(_until, lambda: _watched(bastion), "the watcher's first check")
-        assert not bastion.is_closed and _watchers()
-    assert bastion.is_closed and not _watchers()
+        watcher = _watcher(bastion)
+        assert not bastion.is_closed
+    assert bastion.is_closed and _gone(watcher)
     await asyncio.to_thread(_until, lambda: _clients(admin) == base, "connections to close")
 
 
@@ -248,7 +276,7 @@ async def test_a_closed_bastion_refuses_work_and_reuse() -> None:
         async with bastion:
             pass
     bastion.policy_watcher.start()  # a first request after close starts no thread
-    assert not _watchers()
+    assert not bastion.policy_watcher.running and bastion.policy_watcher._thread is None
 
 
 def test_clients_passed_in_are_left_open(real_redis: str) -> None:
