@@ -43,7 +43,7 @@ from bastion.redact import redact
 from bastion.redisio import Compute, Steps
 from bastion.requestbody import decode_object, require_json
 from bastion.security import SecurityCore, SecurityValues
-from bastion.sessions import AsyncSessionStore, NewSession
+from bastion.sessions import NewSession, SessionCore
 from bastion.sessions.token import is_session_id
 from bastion.settings import Settings
 from bastion.users import User, UserStore, normalize_email, validate_profile
@@ -54,8 +54,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bastion.account")
 
 
+class LoginSteps(Protocol):
+    """Bastion's log-in and log-out of a request, as steps (``bastion.core.LoginCore``)."""
+
+    def login(self, state: Any, user_id: str) -> Steps[NewSession]:
+        """Start a session for ``user_id`` on this request."""
+        ...
+
+    def logout(self, state: Any) -> Steps[bool]:
+        """End the request's session."""
+        ...
+
+
 class AccountHost(Protocol):
-    """What the account service uses of the app's ``Bastion``: its parts and its log-in steps."""
+    """What the account service uses of the app's ``Bastion``: its private parts (steps).
+
+    The service runs steps, so it is given the cores behind the public fronts, never a front.
+    """
 
     @property
     def settings(self) -> Settings:
@@ -73,31 +88,28 @@ class AccountHost(Protocol):
         ...
 
     @property
-    def security(self) -> SecurityCore:
-        """The run-time security settings."""
+    def _security_core(self) -> SecurityCore:
+        """The run-time security settings, as steps."""
         ...
 
     @property
-    def user_store(self) -> UserStore:
-        """The user records."""
+    def _user_store(self) -> UserStore:
+        """The user records, as steps."""
         ...
 
     @property
-    def sessions(self) -> AsyncSessionStore:
-        """The session store (its sans-IO ``core``)."""
+    def _sessions_core(self) -> SessionCore:
+        """The session store, as steps."""
+        ...
+
+    @property
+    def _login_core(self) -> LoginSteps:
+        """Log-in and log-out of a request, as steps."""
         ...
 
     @property
     def authorizer(self) -> Authorizer:
         """The route map, which must leave the account routes to the service."""
-        ...
-
-    def login_steps(self, state: Any, user_id: str) -> Steps[NewSession]:
-        """Start a session for ``user_id`` on this request."""
-        ...
-
-    def logout_steps(self, state: Any) -> Steps[bool]:
-        """End the request's session."""
         ...
 
     def create_jwt(self, conn: Any) -> str:
@@ -274,15 +286,15 @@ class AccountService:
             # No per-account counter: sign-up guesses no password, and one would let anyone
             # who knows an address block its sign-up from everywhere.
             yield from self._limit(state, "signup", email)
-            values = yield from self.bastion.security.current()
+            values = yield from self.bastion._security_core.current()
             policy = self._policy(values)
-            user_id = self.bastion.user_store.new_id()
+            user_id = self.bastion._user_store.new_id()
             policy.check(password, user_id=user_id, email=email, name=name, phone=phone)
             context = PasswordContext(user_id=user_id, email=email, name=name, phone=phone)
             yield from self._app_checks(policy, password, context)
             password_hash = yield Compute(self.hasher.hash, (password,))
             history = tuple(policy.remember(password_hash, ()))
-            user = yield from self.bastion.user_store.create(
+            user = yield from self.bastion._user_store.create(
                 email, password_hash, name=name, phone=phone, history=history, user_id=user_id
             )
         except BastionError as exc:
@@ -306,7 +318,7 @@ class AccountService:
             if len(password) > self.settings.password_max_length:
                 yield from self._count_failed_log_in(state, email)
                 raise InvalidCredentials()  # never hash what no account can have
-            user = yield from self.bastion.user_store.by_email(email)
+            user = yield from self.bastion._user_store.by_email(email)
             if user is None or not user.password_hash:
                 # The same argon2 work as a real check, so timing does not tell which emails exist.
                 yield Compute(self.hasher.dummy_verify, (password,))
@@ -317,11 +329,11 @@ class AccountService:
                 raise InvalidCredentials()
             if self.hasher.needs_rehash(user.password_hash):
                 upgraded = yield Compute(self.hasher.hash, (password,))
-                yield from self.bastion.user_store.set_password(
+                yield from self.bastion._user_store.set_password(
                     user.id, upgraded, user.password_history
                 )
             # It records the success (with the new session and any it evicted).
-            new = yield from self.bastion.login_steps(state, user.id)
+            new = yield from self.bastion._login_core.login(state, user.id)
             return user, new
         except BastionError as exc:
             # The user id when the email has an account (a wrong password), never the email.
@@ -337,7 +349,7 @@ class AccountService:
     def current_user(self, state: Any) -> Steps[User]:
         """The signed-in user's record."""
         _, user_id = self._user_of(state)
-        user = yield from self.bastion.user_store.get(user_id)
+        user = yield from self.bastion._user_store.get(user_id)
         if user is None:
             raise Unauthorized("The account no longer exists.")
         return user
@@ -354,7 +366,7 @@ class AccountService:
                 yield Compute(self.hasher.verify, (user.password_hash, old_password))
             ):
                 raise InvalidCredentials("The current password is wrong.")
-            values = yield from self.bastion.security.current()
+            values = yield from self.bastion._security_core.current()
             policy = self._policy(values)
             policy.check(
                 password, user_id=user.id, email=user.email, name=user.name, phone=user.phone
@@ -367,7 +379,7 @@ class AccountService:
             yield from self._app_checks(policy, password, context)
             new_hash = yield Compute(self.hasher.hash, (password,))
             history = tuple(policy.remember(new_hash, user.password_history))
-            yield from self.bastion.user_store.set_password(user.id, new_hash, history)
+            yield from self.bastion._user_store.set_password(user.id, new_hash, history)
         except BastionError as exc:
             audit.failed(
                 "password_change",
@@ -390,7 +402,7 @@ class AccountService:
         if revoke:
             scope: dict[str, DetailValue] = {"scope": "others", "cause": "password_change"}
             try:
-                removed = yield from self.bastion.sessions.core.revoke_all(
+                removed = yield from self.bastion._sessions_core.revoke_all(
                     user.id, keep=identity.session_id
                 )
             except BastionError as exc:
@@ -530,7 +542,7 @@ class AccountService:
         self, state: Any, data: dict[str, str], params: dict[str, str]
     ) -> Steps[Reply]:
         identity, user_id = self._user_of(state)
-        found = yield from self.bastion.sessions.core.list(user_id)
+        found = yield from self.bastion._sessions_core.list(user_id)
         rows = [s.to_dict(current_id=identity.session_id) for s in found]
         return Reply(200, {"total": len(rows), "sessions": rows})
 
@@ -545,7 +557,7 @@ class AccountService:
         if password is None:
             window_ms = self.settings.reauth_window * 1000
             if window_ms and identity.session_id:
-                created = yield from self.bastion.sessions.core.created_ms(
+                created = yield from self.bastion._sessions_core.created_ms(
                     user_id, identity.session_id
                 )
                 if created is not None and time.time() * 1000 - created < window_ms:
@@ -563,7 +575,7 @@ class AccountService:
     ) -> Steps[Reply]:
         identity, user_id = self._user_of(state)
         yield from self._confirm(state, identity, user_id, data.get("password"))
-        removed = yield from self.bastion.sessions.core.revoke_all(user_id)
+        removed = yield from self.bastion._sessions_core.revoke_all(user_id)
         self.bastion.audit.record(
             "session_revoke",
             state,
@@ -573,7 +585,7 @@ class AccountService:
         )
         # The caller's session went with the rest, so this only clears the cookie and records
         # no log_out of its own.
-        yield from self.bastion.logout_steps(state)
+        yield from self.bastion._login_core.logout(state)
         return Reply(204)
 
     def _http_delete_session(
@@ -582,10 +594,10 @@ class AccountService:
         identity, user_id = self._user_of(state)
         session_id = params.get("session_id", "")
         if session_id in ("current", identity.session_id):
-            yield from self.bastion.logout_steps(state)
+            yield from self.bastion._login_core.logout(state)
             return Reply(204)
         yield from self._confirm(state, identity, user_id, data.get("password"))
-        if not (yield from self.bastion.sessions.core.revoke(user_id, session_id)):
+        if not (yield from self.bastion._sessions_core.revoke(user_id, session_id)):
             raise NotFound("No such session.")
         self.bastion.audit.record(
             "session_revoke",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -63,7 +64,7 @@ def _sessions(args: argparse.Namespace) -> int:
     bastion = _shared_bastion(args, "sessions")
     if bastion is None:
         return 2
-    store = bastion.sync_sessions
+    store = bastion.sync.sessions
     if args.action == "list":
         rows = [s.to_dict() for s in store.list(args.user)]
         print(json.dumps(rows, indent=2))
@@ -101,7 +102,7 @@ def _users(args: argparse.Namespace) -> int:
     bastion = _shared_bastion(args, "users")
     if bastion is None:
         return 2
-    users = bastion.sync_users
+    users = bastion.sync.users
     if args.email is not None:
         found = users.get_by_email(args.email)
         if found is None:
@@ -152,11 +153,18 @@ def parse_duration(text: str) -> int | None:
 
 
 def _shared_bastion(args: argparse.Namespace, what: str) -> Bastion | None:
-    """A Bastion on the shared Redis the command names; None (with a message) without one."""
+    """A Bastion on the shared Redis the command names; None (with a message) without one.
+
+    It is closed (its connections) when the command returns: :func:`main` holds ``args.opened``.
+    """
     from bastion.core import Bastion
 
     settings = _shared_redis(args, what)
-    return None if settings is None else Bastion(settings)
+    if settings is None:
+        return None
+    bastion = Bastion(settings)
+    args.opened.callback(bastion.close)
+    return bastion
 
 
 def _shared_redis(args: argparse.Namespace, what: str) -> Settings | None:
@@ -175,7 +183,7 @@ def _keys(args: argparse.Namespace) -> int:
     bastion = _shared_bastion(args, "keys")
     if bastion is None:
         return 2
-    store = bastion.sync_api_keys
+    store = bastion.sync.api_keys
     if args.action == "create":
         try:
             new = store.create(args.name, args.scope, expires_in=args.expire)
@@ -226,7 +234,7 @@ def _policy(args: argparse.Namespace) -> int:
             return 2
         from bastion.policies.watch import announce
 
-        version = announce(bastion.settings, bastion.sync_runner.client)
+        version = announce(bastion.settings, bastion.sync.redis)
         print(f"announced policy version {version}: every worker reloads at its next check")
         return 0
     if args.action == "check":
@@ -250,14 +258,13 @@ def _security(args: argparse.Namespace) -> int:
     bastion = _shared_bastion(args, "security")
     if bastion is None:
         return 2
-    run = bastion.sync_runner.run
     if args.action == "set":
-        values = run(bastion.security.set(args.key, args.value))
+        values = bastion.sync.security.set(args.key, args.value)
         print(
             f"{args.key} = {values.to_dict()[args.key]} (every worker applies it within a second)"
         )
     else:
-        values = run(bastion.security.current())
+        values = bastion.sync.security.current()
     print(json.dumps(values.to_dict(), indent=2))
     return 0
 
@@ -375,7 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("casbin").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args))
+        with contextlib.ExitStack() as opened:
+            args.opened = opened
+            return int(args.run(args))
     except ConfigError as exc:
         print(f"bastion: {exc}", file=sys.stderr)
         return 2

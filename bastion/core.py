@@ -1,7 +1,9 @@
 """``Bastion``: the one object an app builds, and the per-request state the middleware keeps.
 
 Authentication, log-in and log-out are written once as sans-IO steps (:mod:`bastion.redisio`);
-the ASGI middleware runs them with the async runner, the WSGI middleware with the sync one.
+the ASGI middleware runs them with the async runner, the WSGI middleware with the sync one, and
+``bastion.login`` / ``bastion.sync.login`` are their fronts (:mod:`bastion.fronts`). ``Bastion``
+also owns the lifecycle of what it opens: Redis connections and the policy watcher.
 
 The middlewares import this module; it imports them only inside :meth:`Bastion.asgi` and
 :meth:`Bastion.wsgi`, when called: the one import allowed to point back up the import graph
@@ -11,8 +13,13 @@ Starlette's ``scope["auth"]`` itself (``publish``).
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, MutableMapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from bastion import ratelimit
@@ -36,17 +43,19 @@ from bastion.errors import (
     SessionInvalid,
     Unauthorized,
 )
+from bastion.fronts import AsyncFront, SyncFront, step
 from bastion.identity import Identity
 from bastion.passwords.checks import PasswordCheck, validate_checks
 from bastion.policies import grants
 from bastion.policies.authorizer import Authorizer
 from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
-from bastion.redisio import AsyncRunner, Steps, SyncRunner, together
+from bastion.redisio import CLOSED, AsyncRunner, Steps, SyncRunner, together
+from bastion.renamed import RenamedNames
 from bastion.requestpath import canonical_path
 from bastion.responses import OWN_HEADERS_RAW
-from bastion.security import SecurityCore
-from bastion.sessions import AsyncSessionStore, NewSession, SyncSessionStore
+from bastion.security import AsyncSecurity, SecurityCore, SyncSecurity
+from bastion.sessions import AsyncSessionStore, NewSession, SessionCore, SyncSessionStore
 from bastion.sessions import scripts as session_scripts
 from bastion.sessions.store import MAX_USER_AGENT
 from bastion.settings import Settings
@@ -203,216 +212,35 @@ def state_of(conn: Any) -> RequestState:
     return state
 
 
-class Bastion:
-    """Settings, stores, policy and the log-in helpers of one app.
-
-    ``password_checks`` are the app's own password rules (functions cannot live in TOML, so
-    they are given here); see :mod:`bastion.passwords.checks` for their protocol.
-    """
+class LoginCore:
+    """Log-in and log-out on a request as sans-IO steps, for ``bastion`` and ``bastion.sync``."""
 
     def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        redis: Any = None,
-        sync_redis: Any = None,
-        users: UserStore | None = None,
-        password_checks: Iterable[PasswordCheck] = (),
-        audit_hook: AuditHook | None = None,
+        self, settings: Settings, sessions: SessionCore, security: SecurityCore, audit: AuditLog
     ) -> None:
-        self.settings = settings if settings is not None else Settings.load()
-        self.password_checks = validate_checks(password_checks)
-        # Account actions are recorded on the bastion.audit logger, and given to audit_hook.
-        self.audit = AuditLog(audit_hook)
-        if redis is None or sync_redis is None:
-            made_async, made_sync = make_clients(self.settings)
-            redis = redis if redis is not None else made_async
-            sync_redis = sync_redis if sync_redis is not None else made_sync
-        scripts = {
-            **session_scripts.ALL,
-            **USER_SCRIPTS,
-            **apikeys.SCRIPTS,
-            **grants.SCRIPTS,
-            **ratelimit.SCRIPTS,
-        }
-        self.runner = AsyncRunner(redis, scripts)
-        self.sync_runner = SyncRunner(sync_redis, scripts)
-        self.sessions = AsyncSessionStore(self.runner, self.settings, self.audit)
-        self.sync_sessions = SyncSessionStore(self.sync_runner, self.settings, self.audit)
-        self.api_keys = apikeys.AsyncAPIKeyStore(self.runner, self.settings)
-        self.sync_api_keys = apikeys.SyncAPIKeyStore(self.sync_runner, self.settings)
-        # Roles are read from the sessions' copy of the Redis user record; with a store of the
-        # app's own, ``users.update`` keeps them up to date there, or g lines carry teams and
-        # labels. The disabled and deleted marks live in that Redis hash too, whatever the store.
-        self.user_roles = UserCore(self.settings.key_prefix)
-        # The store's steps stay private (the account service runs them); apps and the CLI use
-        # the async front and its sync twin.
-        self.user_store: UserStore = users if users is not None else self.user_roles
-        admin = UserAdmin(self.user_store, self.user_roles, self.sessions.core, self.audit)
-        self.users = AsyncUsers(self.runner, admin)
-        self.sync_users = SyncUsers(self.sync_runner, admin)
-        self.security = SecurityCore(self.settings)
-        self.jwt = JWTService(self.settings, embedded=self.settings.redis_url is None)
-        self.policy = load_holder(self.settings)
-        self.authorizer = Authorizer(self.settings, lambda: self.policy.engine)
-        grant_core = grants.GrantCore(
-            self.settings.key_prefix,
-            lambda: self.policy.engine,
-            admin_roles=self.settings.admin_roles,
-            child_security=[r.path for r in self.settings.resources if r.child_security],
-        )
-        self.permissions = grants.AsyncGrantStore(self.runner, grant_core)
-        self.sync_permissions = grants.SyncGrantStore(self.sync_runner, grant_core)
-        self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis)
-        self.trusted_proxies = parse_networks(self.settings.trusted_proxies)
-        self._hidden_peer_seen = False
-        self.account = AccountService(self)
-        self._cookie_name = self.settings.cookie_name.encode()
-        self._session_header = self.settings.session_header.lower().encode()
+        self.settings = settings
+        self.audit = audit
+        self._sessions = sessions
+        self._security = security
 
-    def asgi(self, app: Any) -> Any:
-        """Wrap an ASGI app so every request is authenticated (and authorized).
+    def login(self, conn: Any, user_id: str) -> Steps[NewSession]:
+        """Start a new session for ``user_id`` and set its cookie on the response.
 
-        A Starlette or FastAPI app also renders Bastion's errors raised inside it as their JSON
-        (see :func:`bastion.adapters.starlette.install`).
+        ``conn`` is the request: a Starlette or Flask request, an ASGI scope or a WSGI environ.
+        Any session the request came with is revoked first, so a log-in always yields a fresh
+        session id (no fixation). A client that sent ``X-Bastion-Fallback: true`` or that
+        authenticates by header also gets the token in the session header of the response.
+        The per-user session cap in force (``bastion security set session_limit``) applies.
+        Recorded as a ``log_in`` audit event, plus ``session_evicted`` when the cap evicted any.
         """
-        # Imported here: the middleware imports this module (the allowed way back, see above).
-        from bastion.middleware.asgi import BastionMiddleware
-
-        return BastionMiddleware(app, bastion=self)
-
-    def wsgi(self, app: Any) -> Any:
-        """Wrap a WSGI app (Flask, ...) so every request is authenticated (and authorized)."""
-        # Imported here: the middleware imports this module (the allowed way back, see above).
-        from bastion.middleware.wsgi import BastionWSGIMiddleware
-
-        return BastionWSGIMiddleware(app, bastion=self)
-
-    # -- per request ------------------------------------------------------------------------
-
-    def client_ip(self, peer: str, forwarded_for: bytes | None) -> str:
-        """The client's address, honouring ``trusted_proxies``."""
-        return client_ip(peer, forwarded_for, self.trusted_proxies)
-
-    def _hidden_peer(self) -> None:
-        """Say once that the server hid a request's socket address (its proxy headers are on)."""
-        if self._hidden_peer_seen:
-            return
-        self._hidden_peer_seen = True
-        logger.warning(
-            "The server replaced a client's address with a forwarded one and Bastion cannot read "
-            "the socket: such requests count as client %r (one rate-limit bucket). Turn the "
-            "server's proxy headers off (uvicorn --no-proxy-headers) and name your proxies in "
-            "trusted_proxies.",
-            UNKNOWN,
-        )
-
-    def authenticate(
-        self, credentials: Credentials, rows_for: str | None
-    ) -> Steps[tuple[Identity, Rows]]:
-        """Who is calling, plus the resource's own permission rows when they count.
-
-        The session hash (for a JWT, its session's) also carries the user's role fields; it and
-        the rows are sent together and read in one round trip; API keys skip resource permissions
-        and read no rows. ``rows_for`` is a resource the route map built (already checked).
-        """
-        kind, token = credentials.kind, credentials.token
-        if credentials.problem is not None:
-            raise _PROBLEMS[credentials.problem, kind]()
-        rows_steps = (
-            self.permissions.core.rows_valid(rows_for) if rows_for and kind != "key" else None
-        )
-        rows: Rows = []
-        if kind is None or token is None:
-            if rows_steps is not None:
-                rows = yield from rows_steps
-            return Identity.guest(), rows
-        if kind == "key":
-            info = yield from self.api_keys.core.authenticate(token)
-            return Identity.for_key(info.id, info.scopes), []
-        if kind == "session":
-            check = self.sessions.core.authenticate(token)
-        else:
-            subject = self.jwt.verify(token)
-            check = self.sessions.core.alive(subject.user_id, subject.session_id)
-        if rows_steps is None:
-            active = yield from check
-        else:
-            active, rows = yield from together(check, rows_steps)
-        if active is None:
-            if kind == "session":
-                raise SessionInvalid()
-            raise JWTInvalid("Failed to verify JWT: its session has ended.")
-        roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)
-        return Identity.for_user(kind, active.user_id, active.session_id, roles), rows
-
-    def admit(
-        self,
-        method: str,
-        scheme: str,
-        path: str,
-        headers: list[tuple[bytes, bytes]],
-        websocket: bool = False,
-    ) -> Steps[tuple[Identity, Credentials]]:
-        """Steps 1-4 of a request: credentials, identity, cross-site check, decision.
-
-        ``path`` is the decoded path the app routes (ASGI ``scope["path"]``); with the route map
-        in force it is made canonical first (a dot segment is a 400 before anything else).
-        Raises the ``BastionError`` the client must get instead of the app's answer.
-        """
-        authorizer, target, guarded = self.authorizer, None, False
-        # A CORS preflight: browsers send it without credentials (Fetch spec), so no route map
-        # could admit it and the app's CORS middleware could never answer it. It goes on
-        # unjudged, as a guest whatever it claims, so no app route sees it authenticated.
-        preflight = method == "OPTIONS" and _is_preflight(headers)
-        if authorizer.active:
-            path = canonical_path(path)
-            guarded = not preflight and authorizer.guards(method, path)
-            if guarded:
-                target = authorizer.target(method, path)
-        if preflight:
-            return Identity.guest(), NO_CREDENTIALS
-        credentials = read_credentials(headers, self._cookie_name, self._session_header)
-        rows_for = target.resource if target and authorizer.needs_rows(target) else None
-        identity, rows = yield from self.authenticate(credentials, rows_for)
-        if credentials.source == "cookie" and is_cross_site(
-            method, scheme, headers, self.settings.allowed_origins, websocket=websocket
-        ):
-            raise CrossSiteRequest()
-        if guarded:
-            authorizer.authorize(identity, target, rows)
-        return identity, credentials
-
-    def refusal(
-        self, exc: BastionError, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Status, headers and JSON body of an error response."""
-        body = exc.body()
-        out = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *OWN_HEADERS_RAW,
-            *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
-        ]
-        # A stale cookie is cleared with the 401 so the browser's next request is a guest's.
-        if isinstance(exc, Unauthorized):
-            sent = read_credentials(headers, self._cookie_name, self._session_header)
-            if sent.source == "cookie":
-                out.append((b"set-cookie", clear_cookie(self.settings).encode()))
-        logger.info("refused: %s (%d)", exc.type, exc.status)
-        return exc.status, out, body
-
-    # -- log-in and log-out ---------------------------------------------------------------------
-
-    def login_steps(self, state: RequestState, user_id: str) -> Steps[NewSession]:
-        """Start a session for ``user_id`` on this request (see :meth:`login`)."""
+        state = state_of(conn)
         current, replaced = state.identity, False
         try:
             # Whatever credential the request came with, its session ends (a JWT's too).
             if current.kind in ("session", "jwt") and current.user_id and current.session_id:
-                replaced = yield from self.sessions.core.revoke(current.user_id, current.session_id)
-            limits = yield from self.security.current()
-            new = yield from self.sessions.core.create(
+                replaced = yield from self._sessions.revoke(current.user_id, current.session_id)
+            limits = yield from self._security.current()
+            new = yield from self._sessions.create(
                 user_id,
                 ip=state.client_ip,
                 user_agent=state.user_agent,
@@ -447,14 +275,13 @@ class Bastion:
             )
         return new
 
-    def logout_steps(self, state: RequestState) -> Steps[bool]:
-        """End the request's session and clear its cookie (see :meth:`logout`)."""
+    def logout(self, conn: Any) -> Steps[bool]:
+        """Revoke the request's session and clear its cookie (``log_out`` event); False if none."""
+        state = state_of(conn)
         identity, revoked = state.identity, False
         if identity.kind in ("session", "jwt") and identity.user_id and identity.session_id:
             try:
-                revoked = yield from self.sessions.core.revoke(
-                    identity.user_id, identity.session_id
-                )
+                revoked = yield from self._sessions.revoke(identity.user_id, identity.session_id)
             except BastionError as exc:
                 self.audit.failed(
                     "log_out", state, exc, user_id=identity.user_id, session_id=identity.session_id
@@ -470,28 +297,328 @@ class Bastion:
             )
         return revoked
 
-    async def login(self, conn: Any, user_id: str) -> NewSession:
-        """Start a new session for ``user_id`` and set its cookie on the response.
 
-        Any session the request came with is revoked first, so a log-in always yields a fresh
-        session id (no fixation). A client that sent ``X-Bastion-Fallback: true`` or that
-        authenticates by header also gets the token in the session header of the response.
-        The per-user session cap in force (``bastion security set session_limit``) applies.
-        Recorded as a ``log_in`` audit event, plus ``session_evicted`` when the cap evicted any.
+class _RequestSteps:
+    """The request helpers that talk to Redis: ``bastion.login`` and ``bastion.sync.login``."""
+
+    login = step(LoginCore.login)
+    logout = step(LoginCore.logout)
+
+
+class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
+    """Settings, stores, policy and the log-in helpers of one app.
+
+    Everything that talks to Redis is async here and has a sync twin of the same name on
+    :attr:`sync`: ``await bastion.sessions.create(...)`` / ``bastion.sync.sessions.create(...)``,
+    ``await bastion.login(request, user_id)`` / ``bastion.sync.login(request, user_id)``.
+
+    Building one does no Redis I/O: connections open on first use and the policy watcher starts
+    with the first request. ``close()`` / ``await aclose()``, ``with`` / ``async with``, or
+    ``lifespan`` (Starlette, FastAPI) stop them; :meth:`wsgi` registers ``close`` at exit.
+
+    ``password_checks`` are the app's own password rules (functions cannot live in TOML, so
+    they are given here); see :mod:`bastion.passwords.checks` for their protocol. ``redis`` and
+    ``sync_redis`` are clients of your own (else made from the settings); Bastion closes only
+    the clients it made.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        redis: Any = None,
+        sync_redis: Any = None,
+        users: UserStore | None = None,
+        password_checks: Iterable[PasswordCheck] = (),
+        audit_hook: AuditHook | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.load()
+        self.password_checks = validate_checks(password_checks)
+        # Account actions are recorded on the bastion.audit logger, and given to audit_hook.
+        self.audit = AuditLog(audit_hook)
+        # Made clients connect on first use (redis-py pools are lazy): nothing is sent yet.
+        # Bastion closes the clients it made; clients passed in are the app's.
+        self._owns_async, self._owns_sync = redis is None, sync_redis is None
+        if redis is None or sync_redis is None:
+            made_async, made_sync = make_clients(self.settings)
+            redis = redis if redis is not None else made_async
+            sync_redis = sync_redis if sync_redis is not None else made_sync
+        scripts = {
+            **session_scripts.ALL,
+            **USER_SCRIPTS,
+            **apikeys.SCRIPTS,
+            **grants.SCRIPTS,
+            **ratelimit.SCRIPTS,
+        }
+        self._runner = AsyncRunner(redis, scripts)
+        self._sync_runner = SyncRunner(sync_redis, scripts)
+        self.redis: Any = redis
+        """The ``redis.asyncio`` client Bastion uses (``bastion.sync.redis``: the blocking one)."""
+
+        # The steps: written once, private; the fronts below and the account service run them.
+        self._sessions_core = SessionCore(self.settings, self.audit)
+        self._api_keys_core = apikeys.APIKeyCore(self.settings)
+        # Roles are read from the sessions' copy of the Redis user record; with a store of the
+        # app's own, ``users.update`` keeps them up to date there, or g lines carry teams and
+        # labels. The disabled and deleted marks live in that Redis hash too, whatever the store.
+        self._user_roles = UserCore(self.settings.key_prefix)
+        self._user_store: UserStore = users if users is not None else self._user_roles
+        self._users_core = UserAdmin(
+            self._user_store, self._user_roles, self._sessions_core, self.audit
+        )
+        self._security_core = SecurityCore(self.settings)
+        self._login_core = LoginCore(
+            self.settings, self._sessions_core, self._security_core, self.audit
+        )
+        self.jwt = JWTService(self.settings, embedded=self.settings.redis_url is None)
+        # Files only: a broken policy stops start-up here; Redis is first read by the watcher.
+        self.policy = load_holder(self.settings)
+        self.authorizer = Authorizer(self.settings, lambda: self.policy.engine)
+        self._permissions_core = grants.GrantCore(
+            self.settings.key_prefix,
+            lambda: self.policy.engine,
+            admin_roles=self.settings.admin_roles,
+            child_security=[r.path for r in self.settings.resources if r.child_security],
+        )
+
+        # The fronts: async here, their sync twins on self.sync (bastion.fronts).
+        super().__init__(self._login_core, self._runner)
+        self.sessions = AsyncSessionStore(self._sessions_core, self._runner)
+        self.users = AsyncUsers(self._users_core, self._runner)
+        self.api_keys = apikeys.AsyncAPIKeyStore(self._api_keys_core, self._runner)
+        self.permissions = grants.AsyncGrantStore(self._permissions_core, self._runner)
+        self.security = AsyncSecurity(self._security_core, self._runner)
+        self.sync = SyncBastion(self)
+
+        self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis)
+        self.trusted_proxies = parse_networks(self.settings.trusted_proxies)
+        self._hidden_peer_seen = False
+        self._closed = False
+        self._exit_hook: Callable[[], None] | None = None
+        self._account = AccountService(self)
+        self._cookie_name = self.settings.cookie_name.encode()
+        self._session_header = self.settings.session_header.lower().encode()
+
+    def asgi(self, app: Any) -> Any:
+        """Wrap an ASGI app so every request is authenticated (and authorized).
+
+        A Starlette or FastAPI app also renders Bastion's errors raised inside it as their JSON
+        (see :func:`bastion.adapters.starlette.install`).
         """
-        return await self.runner.run(self.login_steps(state_of(conn), user_id))
+        # Imported here: the middleware imports this module (the allowed way back, see above).
+        from bastion.middleware.asgi import BastionMiddleware
 
-    def login_sync(self, conn: Any, user_id: str) -> NewSession:
-        """:meth:`login` for WSGI apps (``conn``: the environ or a Flask request)."""
-        return self.sync_runner.run(self.login_steps(state_of(conn), user_id))
+        return BastionMiddleware(app, bastion=self)
 
-    async def logout(self, conn: Any) -> bool:
-        """Revoke the request's session and clear its cookie (``log_out`` event); False if none."""
-        return await self.runner.run(self.logout_steps(state_of(conn)))
+    def wsgi(self, app: Any) -> Any:
+        """Wrap a WSGI app (Flask, ...) so every request is authenticated (and authorized).
 
-    def logout_sync(self, conn: Any) -> bool:
-        """:meth:`logout` for WSGI apps."""
-        return self.sync_runner.run(self.logout_steps(state_of(conn)))
+        WSGI has no shutdown event, so this also registers :meth:`close` to run at exit.
+        """
+        # Imported here: the middleware imports this module (the allowed way back, see above).
+        from bastion.middleware.wsgi import BastionWSGIMiddleware
+
+        self._close_at_exit()
+        return BastionWSGIMiddleware(app, bastion=self)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` or :meth:`aclose` ran; a closed Bastion refuses Redis work."""
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the policy watcher and close the Redis clients Bastion made (sync code).
+
+        The asyncio client's connections belong to an event loop and cannot be closed from
+        here: async code calls :meth:`aclose`, which closes both. Idempotent.
+        """
+        if not self._shut():
+            return
+        self.policy_watcher.stop()
+        if self._owns_sync:
+            self._sync_runner.client.close()
+        if self._owns_async and self.settings.redis_url is not None and _connections(self.redis):
+            logger.warning(
+                "Bastion.close() cannot close the asyncio client's connections (they belong to "
+                "an event loop): use 'await bastion.aclose()' or 'async with' in async code."
+            )
+
+    async def aclose(self) -> None:
+        """Stop the policy watcher and close the Redis clients Bastion made. Idempotent."""
+        if not self._shut():
+            return
+        if self.policy_watcher.running:
+            # Joining the thread may wait for a check in progress: not on the event loop.
+            await asyncio.to_thread(self.policy_watcher.stop)
+        else:
+            self.policy_watcher.stop()
+        if self._owns_async:
+            await _aclose(self.redis)
+        if self._owns_sync:
+            self._sync_runner.client.close()
+
+    def lifespan(self, app: Any) -> AbstractAsyncContextManager[None]:
+        """A Starlette / FastAPI lifespan that closes Bastion at shutdown (``lifespan=``)."""
+        return _closed_after(self)
+
+    def __enter__(self) -> Bastion:
+        self._refuse_if_closed()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Bastion:
+        self._refuse_if_closed()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise RuntimeError(CLOSED)
+
+    def _shut(self) -> bool:
+        """Mark closed (runners refuse from now on); False if it already was."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._runner.closed = self._sync_runner.closed = True
+        if self._exit_hook is not None:
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
+        return True
+
+    def _close_at_exit(self) -> None:
+        """Run :meth:`close` at interpreter exit, without keeping this Bastion alive until then."""
+        if self._exit_hook is not None or self._closed:
+            return
+        alive = weakref.ref(self)
+
+        def close_if_alive() -> None:
+            bastion = alive()
+            if bastion is not None:
+                bastion.close()
+
+        self._exit_hook = close_if_alive
+        atexit.register(close_if_alive)
+
+    # -- per request ------------------------------------------------------------------------
+
+    def client_ip(self, peer: str, forwarded_for: bytes | None) -> str:
+        """The client's address, honouring ``trusted_proxies``."""
+        return client_ip(peer, forwarded_for, self.trusted_proxies)
+
+    def _hidden_peer(self) -> None:
+        """Say once that the server hid a request's socket address (its proxy headers are on)."""
+        if self._hidden_peer_seen:
+            return
+        self._hidden_peer_seen = True
+        logger.warning(
+            "The server replaced a client's address with a forwarded one and Bastion cannot read "
+            "the socket: such requests count as client %r (one rate-limit bucket). Turn the "
+            "server's proxy headers off (uvicorn --no-proxy-headers) and name your proxies in "
+            "trusted_proxies.",
+            UNKNOWN,
+        )
+
+    def _authenticate(
+        self, credentials: Credentials, rows_for: str | None
+    ) -> Steps[tuple[Identity, Rows]]:
+        """Who is calling, plus the resource's own permission rows when they count.
+
+        The session hash (for a JWT, its session's) also carries the user's role fields; it and
+        the rows are sent together and read in one round trip; API keys skip resource permissions
+        and read no rows. ``rows_for`` is a resource the route map built (already checked).
+        """
+        kind, token = credentials.kind, credentials.token
+        if credentials.problem is not None:
+            raise _PROBLEMS[credentials.problem, kind]()
+        rows_steps = (
+            self._permissions_core.rows_valid(rows_for) if rows_for and kind != "key" else None
+        )
+        rows: Rows = []
+        if kind is None or token is None:
+            if rows_steps is not None:
+                rows = yield from rows_steps
+            return Identity.guest(), rows
+        if kind == "key":
+            info = yield from self._api_keys_core.authenticate(token)
+            return Identity.for_key(info.id, info.scopes), []
+        if kind == "session":
+            check = self._sessions_core.authenticate(token)
+        else:
+            subject = self.jwt.verify(token)
+            check = self._sessions_core.alive(subject.user_id, subject.session_id)
+        if rows_steps is None:
+            active = yield from check
+        else:
+            active, rows = yield from together(check, rows_steps)
+        if active is None:
+            if kind == "session":
+                raise SessionInvalid()
+            raise JWTInvalid("Failed to verify JWT: its session has ended.")
+        roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)
+        return Identity.for_user(kind, active.user_id, active.session_id, roles), rows
+
+    def _admit(
+        self,
+        method: str,
+        scheme: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        websocket: bool = False,
+    ) -> Steps[tuple[Identity, Credentials]]:
+        """Steps 1-4 of a request: credentials, identity, cross-site check, decision.
+
+        ``path`` is the decoded path the app routes (ASGI ``scope["path"]``); with the route map
+        in force it is made canonical first (a dot segment is a 400 before anything else).
+        Raises the ``BastionError`` the client must get instead of the app's answer.
+        """
+        authorizer, target, guarded = self.authorizer, None, False
+        # A CORS preflight: browsers send it without credentials (Fetch spec), so no route map
+        # could admit it and the app's CORS middleware could never answer it. It goes on
+        # unjudged, as a guest whatever it claims, so no app route sees it authenticated.
+        preflight = method == "OPTIONS" and _is_preflight(headers)
+        if authorizer.active:
+            path = canonical_path(path)
+            guarded = not preflight and authorizer.guards(method, path)
+            if guarded:
+                target = authorizer.target(method, path)
+        if preflight:
+            return Identity.guest(), NO_CREDENTIALS
+        credentials = read_credentials(headers, self._cookie_name, self._session_header)
+        rows_for = target.resource if target and authorizer.needs_rows(target) else None
+        identity, rows = yield from self._authenticate(credentials, rows_for)
+        if credentials.source == "cookie" and is_cross_site(
+            method, scheme, headers, self.settings.allowed_origins, websocket=websocket
+        ):
+            raise CrossSiteRequest()
+        if guarded:
+            authorizer.authorize(identity, target, rows)
+        return identity, credentials
+
+    def refusal(
+        self, exc: BastionError, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and JSON body of an error response."""
+        body = exc.body()
+        out = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *OWN_HEADERS_RAW,
+            *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+        ]
+        # A stale cookie is cleared with the 401 so the browser's next request is a guest's.
+        if isinstance(exc, Unauthorized):
+            sent = read_credentials(headers, self._cookie_name, self._session_header)
+            if sent.source == "cookie":
+                out.append((b"set-cookie", clear_cookie(self.settings).encode()))
+        logger.info("refused: %s (%d)", exc.type, exc.status)
+        return exc.status, out, body
 
     @staticmethod
     def identity(conn: Any) -> Identity:
@@ -551,3 +678,47 @@ class Bastion:
             "jwt_create", state, refusal, user_id=identity.user_id, session_id=identity.session_id
         )
         raise refusal
+
+
+class SyncBastion(_RequestSteps, SyncFront[LoginCore]):
+    """``bastion.sync``: Bastion's Redis work for threaded code (WSGI, Flask, CLI, scripts).
+
+    The names of ``bastion`` itself: ``bastion.sync.sessions.create(...)`` where async code
+    awaits ``bastion.sessions.create(...)``, ``bastion.sync.login(request, user_id)`` for
+    ``await bastion.login(request, user_id)``. The helpers that do no I/O (``identity``,
+    ``require``, ``create_jwt``) are on ``bastion`` only, for both.
+    """
+
+    def __init__(self, bastion: Bastion) -> None:
+        runner = bastion._sync_runner
+        super().__init__(bastion._login_core, runner)
+        self.redis: Any = runner.client
+        """The blocking ``redis`` client Bastion uses."""
+        self.sessions = SyncSessionStore(bastion._sessions_core, runner)
+        self.users = SyncUsers(bastion._users_core, runner)
+        self.api_keys = apikeys.SyncAPIKeyStore(bastion._api_keys_core, runner)
+        self.permissions = grants.SyncGrantStore(bastion._permissions_core, runner)
+        self.security = SyncSecurity(bastion._security_core, runner)
+
+
+@contextlib.asynccontextmanager
+async def _closed_after(bastion: Bastion) -> AsyncIterator[None]:
+    """The body of :meth:`Bastion.lifespan`: nothing to start (all is lazy), close at the end."""
+    try:
+        yield
+    finally:
+        await bastion.aclose()
+
+
+def _connections(client: Any) -> int:
+    """How many connections a redis-py client's pool holds (0 if it cannot tell)."""
+    pool = getattr(client, "connection_pool", None)
+    free = getattr(pool, "_available_connections", ())
+    used = getattr(pool, "_in_use_connections", ())
+    return len(free) + len(used)
+
+
+async def _aclose(client: Any) -> None:
+    """Close a ``redis.asyncio`` client (``aclose`` since redis-py 5.0.1, ``close`` before)."""
+    closing = getattr(client, "aclose", None) or client.close
+    await closing()

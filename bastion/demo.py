@@ -103,7 +103,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(bastion: Bastion, framework: str = "starlette") -> Any:
-    """The demo app on ``framework`` (ASGI for Starlette and FastAPI, WSGI for Flask)."""
+    """The demo app on ``framework`` (ASGI for Starlette and FastAPI, WSGI for Flask).
+
+    Bastion is closed at shutdown: by the ASGI lifespan, or at exit for Flask (``init_app``).
+    """
     if framework == "flask":
         from flask import Flask
 
@@ -118,7 +121,8 @@ def create_app(bastion: Bastion, framework: str = "starlette") -> Any:
 
         from bastion.adapters.fastapi import account_router
 
-        fast = FastAPI(title="Bastion demo")
+        # Bastion's connections and policy watcher stop when the server shuts down.
+        fast = FastAPI(title="Bastion demo", lifespan=bastion.lifespan)
         fast.include_router(account_router(bastion))
 
         @fast.get("/")
@@ -138,4 +142,9 @@ def create_app(bastion: Bastion, framework: str = "starlette") -> Any:
     async def starlette_home(request: StarletteRequest) -> JSONResponse:
         return JSONResponse(_home(bastion.identity(request)))
 
-    return bastion.asgi(Starlette(routes=[Route("/", starlette_home), *account_routes(bastion)]))
+    return bastion.asgi(
+        Starlette(
+            routes=[Route("/", starlette_home), *account_routes(bastion)],
+            lifespan=bastion.lifespan,
+        )
+    )

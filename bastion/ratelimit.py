@@ -35,7 +35,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from bastion.errors import RateLimited
-from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
+from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
+from bastion.redisio import Call, Script, Steps
 from bastion.settings import Settings
 
 ENDPOINT = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
@@ -216,6 +217,7 @@ class RateLimitCore:
         """Count one attempt if every counter has room; otherwise refuse it and count nothing.
 
         ``per_account`` adds the email's counter across all addresses (``rate_limit_per_account``).
+        Call ``raise_if_denied()`` on the result to enforce it.
         """
         return (yield from self._run("ratelimit_hit", endpoint, email, ip, per_account))
 
@@ -253,45 +255,17 @@ class RateLimitCore:
         return bool(removed)
 
 
-class AsyncRateLimiter:
-    """Rate limits for asyncio code."""
+class _RateLimitSteps:
+    """The rate-limit operations, on :class:`AsyncRateLimiter` and :class:`SyncRateLimiter`."""
 
-    def __init__(self, runner: AsyncRunner, settings: Settings) -> None:
-        self.core = RateLimitCore(settings)
-        self._run = runner.run
-
-    async def hit(
-        self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
-    ) -> RateDecision:
-        """Count one attempt; call ``raise_if_denied()`` on the result to enforce it."""
-        return await self._run(self.core.hit(endpoint, email=email, ip=ip, per_account=per_account))
-
-    async def check(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
-        """Whether an attempt would be allowed now, counting nothing."""
-        return await self._run(self.core.check(endpoint, email=email, ip=ip))
-
-    async def reset(self, endpoint: str, *, email: str | None, ip: str) -> bool:
-        """Clear the (email, IP) counter; True if it existed."""
-        return await self._run(self.core.reset(endpoint, email=email, ip=ip))
+    hit = step(RateLimitCore.hit)
+    check = step(RateLimitCore.check)
+    reset = step(RateLimitCore.reset)
 
 
-class SyncRateLimiter:
+class AsyncRateLimiter(_RateLimitSteps, OldStoreNames, AsyncFront[RateLimitCore]):
+    """Rate limits for asyncio code (the account service runs the steps itself)."""
+
+
+class SyncRateLimiter(_RateLimitSteps, OldStoreNames, SyncFront[RateLimitCore]):
     """Rate limits for threaded code."""
-
-    def __init__(self, runner: SyncRunner, settings: Settings) -> None:
-        self.core = RateLimitCore(settings)
-        self._run = runner.run
-
-    def hit(
-        self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
-    ) -> RateDecision:
-        """Count one attempt; call ``raise_if_denied()`` on the result to enforce it."""
-        return self._run(self.core.hit(endpoint, email=email, ip=ip, per_account=per_account))
-
-    def check(self, endpoint: str, *, email: str | None, ip: str) -> RateDecision:
-        """Whether an attempt would be allowed now, counting nothing."""
-        return self._run(self.core.check(endpoint, email=email, ip=ip))
-
-    def reset(self, endpoint: str, *, email: str | None, ip: str) -> bool:
-        """Clear the (email, IP) counter; True if it existed."""
-        return self._run(self.core.reset(endpoint, email=email, ip=ip))

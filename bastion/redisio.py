@@ -174,11 +174,17 @@ def _lean_commands(op: Op) -> list[tuple[Any, ...]] | None:
     return commands
 
 
+CLOSED = "this Bastion is closed: build a new one (close() and aclose() are final)"
+
+
 class _Runner:
     def __init__(self, client: Any, scripts: Mapping[str, str], lean: bool) -> None:
         self.client = client
+        # Registering computes each script's SHA1 locally: nothing is sent to Redis here.
         self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
         self._lean = lean
+        # Set by Bastion.close(): work after it is a bug, refused rather than reconnecting.
+        self.closed = False
 
     def _queue(self, pipe: Any, op: Call | Script) -> None:
         if isinstance(op, Script):
@@ -195,6 +201,9 @@ class AsyncRunner(_Runner):
 
     async def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
+        if self.closed:
+            steps.close()
+            raise RuntimeError(CLOSED)
         try:
             op = next(steps)
             while True:
@@ -274,6 +283,9 @@ class SyncRunner(_Runner):
 
     def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
+        if self.closed:
+            steps.close()
+            raise RuntimeError(CLOSED)
         try:
             op = next(steps)
             while True:

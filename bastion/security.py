@@ -4,6 +4,9 @@
 The values live in one Redis hash; the settings file gives the defaults. Each worker re-reads
 the hash at most once a second, and only when an account operation needs a value, so a change
 applies everywhere within a second and costs nothing on ordinary requests.
+
+``bastion.security`` (async) and ``bastion.sync.security`` are the fronts over the steps of
+:class:`SecurityCore`, which the account service runs inside its own steps.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from bastion.errors import ConfigError
+from bastion.fronts import AsyncFront, SyncFront, step
 from bastion.redisio import Call, Steps
 from bastion.settings import Settings
 
@@ -91,7 +95,10 @@ class SecurityCore:
         return values
 
     def set(self, name: str, raw: str) -> Steps[SecurityValues]:
-        """Change one value for every worker; ``ConfigError`` names the allowed range."""
+        """Change one value for every worker (within a second); ``ConfigError`` names the range.
+
+        Returns the values now in force.
+        """
         value = parse_value(name, raw)
         stored = str(int(value)) if isinstance(value, bool) else str(value)
         yield Call("hset", (self._key, name, stored))
@@ -99,7 +106,23 @@ class SecurityCore:
         return (yield from self.current())
 
     def reset(self) -> Steps[SecurityValues]:
-        """Back to the settings file's values."""
+        """Back to the settings file's values for every worker; returns the values in force."""
         yield Call("delete", (self._key,))
         self._fetched = float("-inf")
         return (yield from self.current())
+
+
+class _SecuritySteps:
+    """The run-time security settings as users see them."""
+
+    current = step(SecurityCore.current)
+    set = step(SecurityCore.set)
+    reset = step(SecurityCore.reset)
+
+
+class AsyncSecurity(_SecuritySteps, AsyncFront[SecurityCore]):
+    """``bastion.security``: show and change the run-time security settings from asyncio code."""
+
+
+class SyncSecurity(_SecuritySteps, SyncFront[SecurityCore]):
+    """``bastion.sync.security``: the same methods for threaded code and the CLI."""

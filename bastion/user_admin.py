@@ -1,8 +1,9 @@
-"""Users for apps and administrators: ``bastion.users`` (async) and ``bastion.sync_users``.
+"""Users for apps and administrators: ``bastion.users`` (async) and ``bastion.sync.users``.
 
 One set of steps, :class:`UserAdmin`, over the user store (the Redis one or an app's own) and
 the marks Bastion keeps on the user's Redis slot; :class:`AsyncUsers` and :class:`SyncUsers`
-only run them, like the session fronts do. Nothing here returns a generator.
+are derived from them (:mod:`bastion.fronts`), like the session fronts. Nothing public here
+returns a generator.
 
 Disable and delete end every session of the user in the same Lua script that sets the mark, and
 the session-create script refuses a marked user, so a JWT (checked against its session) dies too
@@ -17,8 +18,9 @@ import logging
 
 from bastion.audit import AuditLog, DetailValue
 from bastion.errors import UserNotFound
+from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
 from bastion.identity import is_valid_id
-from bastion.redisio import AsyncRunner, Call, Steps, SyncRunner
+from bastion.redisio import Call, Steps
 from bastion.sessions import SessionCore, keys
 from bastion.users import User, UserCore, UserStore
 
@@ -76,12 +78,12 @@ class UserAdmin:
         labels: tuple[str, ...] | None = None,
         teams: dict[str, tuple[str, ...]] | None = None,
     ) -> Steps[None]:
-        """Change the fields roles are made of, on the account and every live session at once."""
+        """Change the verified flag, labels or teams; live sessions get the new roles at once."""
         yield from self._existing(user_id)
         yield from self.redis_users.update(user_id, verified=verified, labels=labels, teams=teams)
 
     def disable(self, user_id: str) -> Steps[list[str]]:
-        """Refuse the user new sessions and end every one they have; returns the ids ended."""
+        """End every session (JWTs die with them) and refuse log-ins; returns the ids ended."""
         yield from self._existing(user_id)
         ended = yield from self.sessions.block(user_id)
         if ended is None:  # deleted meanwhile
@@ -91,7 +93,7 @@ class UserAdmin:
         return ended
 
     def enable(self, user_id: str) -> Steps[bool]:
-        """Allow a disabled user to log in again; True if they were disabled."""
+        """Let a disabled user log in again; True if they were disabled."""
         yield from self._existing(user_id)
         lifted = yield from self.sessions.unblock(user_id)
         if lifted:
@@ -100,7 +102,7 @@ class UserAdmin:
         return lifted
 
     def delete(self, user_id: str) -> Steps[list[str]]:
-        """Delete the user for good; returns the ids of the sessions ended.
+        """End every session, tombstone the id, drop the record, free the email; ids ended.
 
         First, in one script on the user's slot, the id is tombstoned and every session ends
         (the security-relevant part, all or nothing); then the store drops the record and frees
@@ -129,79 +131,20 @@ class UserAdmin:
         self.audit.record(name, None, user_id=user_id, details=details)
 
 
-class AsyncUsers:
+class _UserSteps:
+    """The user operations users call, on ``bastion.users`` and ``bastion.sync.users``."""
+
+    get = step(UserAdmin.get)
+    get_by_email = step(UserAdmin.get_by_email)
+    update = step(UserAdmin.update)
+    disable = step(UserAdmin.disable)
+    enable = step(UserAdmin.enable)
+    delete = step(UserAdmin.delete)
+
+
+class AsyncUsers(_UserSteps, OldStoreNames, AsyncFront[UserAdmin]):
     """``bastion.users``: users for asyncio code."""
 
-    def __init__(self, runner: AsyncRunner, admin: UserAdmin) -> None:
-        self.admin = admin
-        self._run = runner.run
 
-    async def get(self, user_id: str) -> User | None:
-        """The user with this id, or None."""
-        return await self._run(self.admin.get(user_id))
-
-    async def get_by_email(self, email: str) -> User | None:
-        """The user with this email, or None."""
-        return await self._run(self.admin.get_by_email(email))
-
-    async def update(
-        self,
-        user_id: str,
-        *,
-        verified: bool | None = None,
-        labels: tuple[str, ...] | None = None,
-        teams: dict[str, tuple[str, ...]] | None = None,
-    ) -> None:
-        """Change the verified flag, labels or teams; live sessions get the new roles at once."""
-        await self._run(self.admin.update(user_id, verified=verified, labels=labels, teams=teams))
-
-    async def disable(self, user_id: str) -> list[str]:
-        """End every session (JWTs die with them) and refuse log-ins; returns the ids ended."""
-        return await self._run(self.admin.disable(user_id))
-
-    async def enable(self, user_id: str) -> bool:
-        """Let a disabled user log in again; True if they were disabled."""
-        return await self._run(self.admin.enable(user_id))
-
-    async def delete(self, user_id: str) -> list[str]:
-        """End every session, tombstone the id, drop the record, free the email; ids ended."""
-        return await self._run(self.admin.delete(user_id))
-
-
-class SyncUsers:
-    """``bastion.sync_users``: the same methods for threaded code (WSGI, CLI, scripts)."""
-
-    def __init__(self, runner: SyncRunner, admin: UserAdmin) -> None:
-        self.admin = admin
-        self._run = runner.run
-
-    def get(self, user_id: str) -> User | None:
-        """The user with this id, or None."""
-        return self._run(self.admin.get(user_id))
-
-    def get_by_email(self, email: str) -> User | None:
-        """The user with this email, or None."""
-        return self._run(self.admin.get_by_email(email))
-
-    def update(
-        self,
-        user_id: str,
-        *,
-        verified: bool | None = None,
-        labels: tuple[str, ...] | None = None,
-        teams: dict[str, tuple[str, ...]] | None = None,
-    ) -> None:
-        """Change the verified flag, labels or teams; live sessions get the new roles at once."""
-        self._run(self.admin.update(user_id, verified=verified, labels=labels, teams=teams))
-
-    def disable(self, user_id: str) -> list[str]:
-        """End every session (JWTs die with them) and refuse log-ins; returns the ids ended."""
-        return self._run(self.admin.disable(user_id))
-
-    def enable(self, user_id: str) -> bool:
-        """Let a disabled user log in again; True if they were disabled."""
-        return self._run(self.admin.enable(user_id))
-
-    def delete(self, user_id: str) -> list[str]:
-        """End every session, tombstone the id, drop the record, free the email; ids ended."""
-        return self._run(self.admin.delete(user_id))
+class SyncUsers(_UserSteps, OldStoreNames, SyncFront[UserAdmin]):
+    """``bastion.sync.users``: the same methods for threaded code (WSGI, CLI, scripts)."""

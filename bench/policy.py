@@ -966,7 +966,7 @@ async def bench_e2e(
     )
     bastion = Bastion(settings)
     plain = Bastion(Settings(redis_url=url))  # sessions only: no route map, no policy
-    client = bastion.sessions.client
+    client = bastion.redis
     admin = redis.asyncio.Redis.from_url(url)
     try:
         policy_rules = len(bastion.policy.engine.rules)
@@ -1184,10 +1184,8 @@ async def bench_e2e(
                 await case.check_body()
     finally:
         await admin.aclose()
-        await client.aclose()
-        await plain.sessions.client.aclose()
-        bastion.sync_sessions.client.close()
-        plain.sync_sessions.client.close()
+        await bastion.aclose()  # its two clients (client is the async one)
+        await plain.aclose()
         policy_file.unlink(missing_ok=True)
         folder.rmdir()
     summary = summarize_e2e(cases, traffic, expected, per_round, warmup=warmup, rounds=rounds)

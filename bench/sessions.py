@@ -426,7 +426,7 @@ async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) 
     # One Bastion, with JWTs on, behind every Bastion row, so the rows compare like for like.
     bastion = Bastion(Settings(redis_url=url, jwt_secret=JWT_SECRET))
     settings = bastion.settings
-    client = bastion.sessions.client  # Bastion's own redis.asyncio.Redis (pool, timeouts, retry)
+    client = bastion.redis  # Bastion's own redis.asyncio.Redis (pool, timeouts, retry)
     admin = redis.asyncio.Redis.from_url(url)
     try:
         pinning = await pin_cpus(admin, pin)
@@ -575,8 +575,7 @@ async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) 
             await case.check_body()
     finally:
         await admin.aclose()
-        await client.aclose()
-        bastion.sync_sessions.client.close()
+        await bastion.aclose()  # its two clients (client is the async one)
     return summarize(cases, warmup=warmup, rounds=rounds, requests=requests, pinning=pinning)
 
 

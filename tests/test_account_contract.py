@@ -229,9 +229,9 @@ def test_wrong_password_and_unknown_email_look_the_same(make: Any) -> None:
 def test_unknown_email_costs_an_argon2_verify(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     client, bastion = make()
     calls: list[str] = []
-    original = bastion.account.hasher.dummy_verify
+    original = bastion._account.hasher.dummy_verify
     monkeypatch.setattr(
-        bastion.account.hasher, "dummy_verify", lambda pw: (calls.append(pw), original(pw))[1]
+        bastion._account.hasher, "dummy_verify", lambda pw: (calls.append(pw), original(pw))[1]
     )
     log_in(client, email="nobody@example.com", password="guess-guess-guess")
     assert calls == ["guess-guess-guess"]
@@ -265,7 +265,7 @@ def test_sessions_jwts_and_log_out(make: Any) -> None:
         assert out.status_code == 204 and "Max-Age=0" in out.headers["set-cookie"]
         assert api.request("GET", "/account", headers=bearer).status_code == 401  # the JWT died
         api.close()
-        assert mine["id"] not in [s.id for s in bastion.sync_sessions.list(mine["userId"])]
+        assert mine["id"] not in [s.id for s in bastion.sync.sessions.list(mine["userId"])]
 
         log_in(client)
         log_in(other)
@@ -309,7 +309,7 @@ def test_password_change(make: Any) -> None:
 
 def test_api_keys_cannot_reach_account_routes(make: Any) -> None:
     client, bastion = make()
-    key = bastion.sync_api_keys.create("ci", ["users.read"]).key
+    key = bastion.sync.api_keys.create("ci", ["users.read"]).key
     routes = [
         ("GET", "/account"),
         ("GET", "/account/sessions"),
@@ -346,20 +346,20 @@ def test_session_cap_and_run_time_security(make: Any) -> None:
         log_in(device)
         device.close()
     user_id = log_in(client).json()["userId"]
-    assert len(bastion.sync_sessions.list(user_id)) == 3
-    bastion.sync_runner.run(bastion.security.set("session_limit", "1"))
+    assert len(bastion.sync.sessions.list(user_id)) == 3
+    bastion.sync.security.set("session_limit", "1")
     log_in(client)
-    assert len(bastion.sync_sessions.list(user_id)) == 1
+    assert len(bastion.sync.sessions.list(user_id)) == 1
 
 
 def test_log_in_upgrades_an_old_hash(make: Any) -> None:
     client, bastion = make()
     weak = PasswordHasher(memory_kib=1024, time_cost=1, parallelism=1)
-    bastion.sync_runner.run(
-        bastion.user_store.create("old@example.com", weak.hash(PASSWORD), name="Old Timer")
+    bastion._sync_runner.run(
+        bastion._user_store.create("old@example.com", weak.hash(PASSWORD), name="Old Timer")
     )
     assert log_in(client, email="old@example.com").status_code == 201
-    user = bastion.sync_users.get_by_email("old@example.com")
+    user = bastion.sync.users.get_by_email("old@example.com")
     assert user is not None
     assert user.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
 
@@ -381,7 +381,7 @@ def test_disable_ends_sessions_and_jwts_and_blocks_log_in(make: Any) -> None:
     client, bastion = make()
     user_id, other, api, bearer = _signed_in_twice_with_a_jwt(client)
     try:
-        assert len(bastion.sync_users.disable(user_id)) == 2
+        assert len(bastion.sync.users.disable(user_id)) == 2
         for device in (client, other):
             gone = device.request("GET", "/account")
             assert gone.status_code == 401 and gone.json()["type"] == "user_session_invalid"
@@ -399,9 +399,9 @@ def test_disable_ends_sessions_and_jwts_and_blocks_log_in(make: Any) -> None:
         # Without the password, a disabled account looks like any other.
         wrong = log_in(client, password="not the password at all")
         assert wrong.json()["type"] == "user_invalid_credentials"
-        assert bastion.sync_sessions.list(user_id) == []
+        assert bastion.sync.sessions.list(user_id) == []
 
-        assert bastion.sync_users.enable(user_id) is True
+        assert bastion.sync.users.enable(user_id) is True
         assert log_in(client).status_code == 201
         assert client.request("GET", "/account").json()["id"] == user_id
     finally:
@@ -415,7 +415,7 @@ def test_delete_ends_sessions_and_jwts_and_frees_the_email(
     client, bastion = make()
     user_id, other, api, bearer = _signed_in_twice_with_a_jwt(client)
     try:
-        assert len(bastion.sync_users.delete(user_id)) == 2
+        assert len(bastion.sync.users.delete(user_id)) == 2
         # Every credential the user still holds is refused, GET /account included.
         assert client.request("GET", "/account").status_code == 401
         assert other.request("GET", "/account").status_code == 401
@@ -423,9 +423,9 @@ def test_delete_ends_sessions_and_jwts_and_frees_the_email(
         assert client.request("GET", "/account/sessions").status_code == 401
 
         calls: list[str] = []
-        original = bastion.account.hasher.dummy_verify
+        original = bastion._account.hasher.dummy_verify
         monkeypatch.setattr(
-            bastion.account.hasher, "dummy_verify", lambda pw: (calls.append(pw), original(pw))[1]
+            bastion._account.hasher, "dummy_verify", lambda pw: (calls.append(pw), original(pw))[1]
         )
         deleted = log_in(client)
         unknown = log_in(client, email="nobody@example.com")
@@ -452,20 +452,20 @@ def test_a_log_in_racing_a_disable_or_delete_creates_no_session(
 ) -> None:
     client, bastion = make()
     user_id = sign_up(client).json()["id"]
-    create = bastion.sessions.core.create
+    create = bastion._sessions_core.create
     landed: list[str] = []
 
     def racing(*args: Any, **kwargs: Any) -> Any:
         # Runs once the password has been checked, just before the session-create script.
-        getattr(bastion.sync_users, action)(user_id)
+        getattr(bastion.sync.users, action)(user_id)
         landed.append(action)
         return (yield from create(*args, **kwargs))
 
-    monkeypatch.setattr(bastion.sessions.core, "create", racing)
+    monkeypatch.setattr(bastion._sessions_core, "create", racing)
     refused = log_in(client)
     assert landed == [action]
     assert refused.status_code == 401 and refused.json()["type"] == error
-    assert bastion.sync_sessions.list(user_id) == []
+    assert bastion.sync.sessions.list(user_id) == []
     assert client.request("GET", "/account").status_code == 401
 
 
@@ -571,7 +571,7 @@ def test_sessions_keep_a_clean_ip_and_user_agent(
         assert listed.headers["x-content-type-options"] == "nosniff"
         (session,) = listed.json()["sessions"]
         assert session["userAgent"] == CLEAN_AGENT and session["ip"] == stored
-        assert [(s.user_agent, s.ip) for s in bastion.sync_sessions.list(user_id)] == [
+        assert [(s.user_agent, s.ip) for s in bastion.sync.sessions.list(user_id)] == [
             (CLEAN_AGENT, stored)
         ]
     finally:

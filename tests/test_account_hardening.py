@@ -95,7 +95,7 @@ def test_sign_up_refuses_look_alike_emails(make: Any) -> None:
     assert "at least one dot" in messages["no dot"]
     assert "at most 63 characters" in messages["label of 64"]
     # Nothing was stored for them: the one account is the one signed up first.
-    keys = list(bastion.sync_sessions.client.scan_iter(match="bastion:email:*"))
+    keys = list(bastion.sync.redis.scan_iter(match="bastion:email:*"))
     assert len(keys) == 1
 
 
@@ -208,8 +208,8 @@ def test_a_sign_up_that_failed_after_claiming_the_email_frees_it(
     make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, bastion = make()
-    store = bastion.user_roles
-    assert store is bastion.user_store
+    store = bastion._user_roles
+    assert store is bastion._user_store
     store.claim_ttl_ms = 400  # the default is 30 s
     create = store.create
 
@@ -227,7 +227,7 @@ def test_a_sign_up_that_failed_after_claiming_the_email_frees_it(
     assert sign_up(client).status_code == 503
     monkeypatch.setattr(store, "create", create)
 
-    raw = bastion.sync_sessions.client
+    raw = bastion.sync.redis
     (claim,) = list(raw.scan_iter(match="bastion:email:*"))
     assert 0 < raw.pttl(claim) <= 400  # a claim that expires, not one that stays
     assert sign_up(client).status_code == 409  # still a sign-up under way, as far as anyone knows
@@ -242,7 +242,7 @@ def test_a_sign_up_that_failed_after_claiming_the_email_frees_it(
 def test_a_sign_up_leaves_a_permanent_claim(make: Any) -> None:
     client, bastion = make()
     assert sign_up(client).status_code == 201
-    raw = bastion.sync_sessions.client
+    raw = bastion.sync.redis
     (claim,) = list(raw.scan_iter(match="bastion:email:*"))
     assert raw.pttl(claim) == -1
 
@@ -266,8 +266,8 @@ def test_successful_log_ins_do_not_count_against_the_limit(
         verifies.append("argon2")
         return False
 
-    monkeypatch.setattr(bastion.account.hasher, "verify", no_verify)
-    monkeypatch.setattr(bastion.account.hasher, "dummy_verify", no_verify)
+    monkeypatch.setattr(bastion._account.hasher, "verify", no_verify)
+    monkeypatch.setattr(bastion._account.hasher, "dummy_verify", no_verify)
     refused = log_in(client)  # the right password, after ten failures
     assert refused.status_code == 429, refused.text
     assert refused.json()["type"] == "general_rate_limit_exceeded"

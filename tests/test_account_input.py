@@ -85,11 +85,11 @@ def test_cross_site_log_in_and_sign_up_are_refused(make: Any, headers: dict[str,
         "pages and allowed_origins.",
     }
     assert "set-cookie" not in login.headers
-    assert bastion.sync_sessions.list(user_id) == []
+    assert bastion.sync.sessions.list(user_id) == []
     other = {"email": "eve@example.com", "password": PASSWORD}
     signup = send(client, "POST", "/account", other, headers)
     assert (signup.status_code, signup.json()["type"]) == (403, "general_cross_site_request")
-    assert bastion.sync_users.get_by_email("eve@example.com") is None
+    assert bastion.sync.users.get_by_email("eve@example.com") is None
 
 
 def test_same_site_and_allowed_origins_still_log_in(make: Any) -> None:
@@ -160,7 +160,7 @@ def test_bodies_that_are_not_declared_json_are_refused(make: Any, content_type: 
         "message": "The request body must be JSON, sent with Content-Type: application/json.",
     }
     assert "set-cookie" not in response.headers
-    assert bastion.sync_sessions.list(user_id) == []
+    assert bastion.sync.sessions.list(user_id) == []
 
 
 def test_json_with_or_without_a_charset_is_accepted(make: Any) -> None:
@@ -388,7 +388,7 @@ def test_an_unexpected_failure_is_a_500_without_details(
         raise RuntimeError(f"connection string postgres://app:{PASSWORD}@db lost")
         yield  # a generator, like every store step
 
-    monkeypatch.setattr(bastion.user_store, "by_email", broken)
+    monkeypatch.setattr(bastion._user_store, "by_email", broken)
     with caplog.at_level(logging.ERROR, logger="bastion.account"):
         response = send(client, "POST", "/account/sessions", LOGIN)
     assert response.status_code == 500
@@ -412,7 +412,7 @@ def test_a_store_that_refuses_a_value_is_a_400_in_bastions_words(
         raise ValueError(f"invalid literal for int() with base 10: {email!r}")
         yield
 
-    monkeypatch.setattr(bastion.user_store, "by_email", picky)
+    monkeypatch.setattr(bastion._user_store, "by_email", picky)
     with caplog.at_level(logging.WARNING, logger="bastion.account"):
         response = send(client, "POST", "/account/sessions", LOGIN)
     assert response.json() == {

@@ -35,7 +35,7 @@ async def test_key_format_and_storage(bastion: Bastion) -> None:
     new = await bastion.api_keys.create("ci", ["documents.read", "files.write"])
     prefix, key_id, secret = new.key.split("_", 2)
     assert prefix == "bst" and key_id == new.info.id and len(secret) == 43
-    raw = bastion.sync_sessions.client
+    raw = bastion.sync.redis
     stored = raw.hgetall(_raw_key(bastion, key_id))
     assert secret.encode() not in b"".join(k + v for k, v in stored.items())
     listed = await bastion.api_keys.list()
@@ -73,9 +73,7 @@ async def test_each_bad_key_gets_its_error(bastion: Bastion) -> None:
     revoked = await bastion.api_keys.create("c", ["documents.read"])
     assert await bastion.api_keys.revoke(revoked.info.id)
     expired = await bastion.api_keys.create("d", ["documents.read"], expires_in=3600)
-    bastion.sync_sessions.client.hset(
-        _raw_key(bastion, expired.info.id), "x", int(time.time() * 1000) - 1
-    )
+    bastion.sync.redis.hset(_raw_key(bastion, expired.info.id), "x", int(time.time() * 1000) - 1)
     cases = {
         f"bst_{key_id}_{other_secret}": "api_key_invalid",  # wrong secret, right id
         f"bst_{other_id}_{secret}": "api_key_invalid",  # right secret, wrong id
@@ -102,7 +100,7 @@ async def test_each_bad_key_gets_its_error(bastion: Bastion) -> None:
 
 async def test_last_used_is_written_at_most_once_a_minute(bastion: Bastion) -> None:
     new = await bastion.api_keys.create("ci", ["documents.read"])
-    raw = bastion.sync_sessions.client
+    raw = bastion.sync.redis
     key = _raw_key(bastion, new.info.id)
     assert raw.hget(key, "u") == b"0"
     first = await bastion.api_keys.authenticate(new.key)
@@ -138,14 +136,14 @@ async def test_a_key_is_not_a_session(bastion: Bastion) -> None:
 
 def test_create_validates_input(bastion: Bastion) -> None:
     with pytest.raises(ValueError, match="scope"):
-        bastion.sync_api_keys.create("ci", ["Documents.Read"])
+        bastion.sync.api_keys.create("ci", ["Documents.Read"])
     with pytest.raises(ValueError, match=r"1\.\.100 scopes"):
-        bastion.sync_api_keys.create("ci", [])
+        bastion.sync.api_keys.create("ci", [])
     with pytest.raises(ValueError, match="name"):
-        bastion.sync_api_keys.create("", ["documents.read"])
+        bastion.sync.api_keys.create("", ["documents.read"])
     with pytest.raises(ValueError, match="60 seconds"):
-        bastion.sync_api_keys.create("ci", ["documents.read"], expires_in=5)
-    assert bastion.sync_api_keys.revoke("../etc") is False
+        bastion.sync.api_keys.create("ci", ["documents.read"], expires_in=5)
+    assert bastion.sync.api_keys.revoke("../etc") is False
 
 
 def test_cli_keys(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,7 +155,7 @@ def test_cli_keys(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out.strip().splitlines()
     key = out[-1]
     assert key.startswith("bst_")
-    store = Bastion(Settings(redis_url=real_redis)).sync_api_keys
+    store = Bastion(Settings(redis_url=real_redis)).sync.api_keys
     info = store.authenticate(key)
     assert info.scopes == {"documents.read", "files.read"}
     assert info.expires_ms is not None
@@ -183,7 +181,7 @@ async def test_reserved_scopes_are_refused_at_creation(bastion: Bastion, scope: 
     with pytest.raises(ValueError, match=f"scope '{scope}' is reserved"):
         await bastion.api_keys.create("ci", ["documents.read", scope])
     with pytest.raises(ValueError, match="reserved"):
-        bastion.sync_api_keys.create("ci", [scope])
+        bastion.sync.api_keys.create("ci", [scope])
     assert await bastion.api_keys.list() == []
 
 
@@ -192,7 +190,7 @@ def test_cli_refuses_a_reserved_scope(real_redis: str, capsys: pytest.CaptureFix
         argv = ["keys", "create", "--name", "x", "--scope", scope, "--redis-url", real_redis]
         assert main(argv) == 2
         assert f"scope '{scope}' is reserved" in capsys.readouterr().err
-    assert Bastion(Settings(redis_url=real_redis)).sync_api_keys.list() == []
+    assert Bastion(Settings(redis_url=real_redis)).sync.api_keys.list() == []
 
 
 def _requires_app(bastion: Bastion) -> Any:
@@ -213,7 +211,7 @@ async def test_a_key_passes_only_its_own_scopes_in_requires(bastion: Bastion) ->
     new = await bastion.api_keys.create("ci", ["documents.read"])
     # A key stored before reserved names were refused: its reserved scope is ignored.
     old = await bastion.api_keys.create("old", ["documents.read"])
-    bastion.sync_sessions.client.hset(
+    bastion.sync.redis.hset(
         _raw_key(bastion, old.info.id), "s", "authenticated documents.read jwt session"
     )
     session = (await bastion.sessions.create("alice")).token

@@ -393,7 +393,7 @@ def test_reads_record_nothing(make: Any, trail: Trail) -> None:
 
 def test_api_key_on_account_routes_is_recorded_without_its_secret(make: Any, trail: Trail) -> None:
     client, bastion = make()
-    key = bastion.sync_api_keys.create("ci", ["users.read"]).key
+    key = bastion.sync.api_keys.create("ci", ["users.read"]).key
     response = client.request("POST", "/account/jwts", headers={"X-API-Key": key})
     assert response.status_code == 401
     [event] = trail.take()
@@ -450,7 +450,7 @@ def test_no_secret_reaches_any_event(make: Any, trail: Trail) -> None:
     try:
         body = {"email": "ada@example.com", "password": PASSWORD, "name": "Ada L"}
         user_id = call("POST", "/account", json=body).json()["id"]
-        user = bastion.sync_users.get(user_id)
+        user = bastion.sync.users.get(user_id)
         assert user is not None
         login_body = {"email": "ada@example.com", "password": PASSWORD}
         first = call("POST", "/account/sessions", who=other, json=login_body)
@@ -465,7 +465,7 @@ def test_no_secret_reaches_any_event(make: Any, trail: Trail) -> None:
         call("PATCH", "/account/password", json={"password": "x", "oldPassword": WRONG_PASSWORD})
         change = {"password": NEW_PASSWORD, "oldPassword": PASSWORD}
         assert call("PATCH", "/account/password", json=change).status_code == 200
-        key = bastion.sync_api_keys.create("ci", ["users.read"]).key
+        key = bastion.sync.api_keys.create("ci", ["users.read"]).key
         assert call("DELETE", "/account/sessions", who=keyed, headers={"X-API-Key": key})
         assert call("DELETE", "/account/sessions/current").status_code == 204
         new_login = {"email": "ada@example.com", "password": NEW_PASSWORD}
@@ -479,13 +479,13 @@ def test_no_secret_reaches_any_event(make: Any, trail: Trail) -> None:
         for device in (other, bearer, keyed):
             device.close()
 
-    changed = bastion.sync_users.get(user_id)
+    changed = bastion.sync.users.get(user_id)
     assert changed is not None
     # What an administrator does to the account is recorded too (here in a traced job).
     with tracer.start_as_current_span("administration"):
-        bastion.sync_users.disable(user_id)
-        bastion.sync_users.enable(user_id)
-        bastion.sync_users.delete(user_id)
+        bastion.sync.users.disable(user_id)
+        bastion.sync.users.enable(user_id)
+        bastion.sync.users.delete(user_id)
     names = {e["event"] for e in trail.events()}
     assert names == set(EVENTS), set(EVENTS) - names
     tokens = [_cookie_token(first), header_token, _cookie_token(third)]
@@ -612,14 +612,14 @@ def test_app_login_logout_sync_record_events(real_redis: str, trail: Trail) -> N
     def login() -> Any:
         from flask import request
 
-        new = bastion.login_sync(request, "bob")
+        new = bastion.sync.login(request, "bob")
         return {"session": new.session.id}, 201
 
     @app.post("/logout")
     def logout() -> Any:
         from flask import request
 
-        bastion.logout_sync(request)
+        bastion.sync.logout(request)
         return "", 204
 
     with httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t") as http:
@@ -829,9 +829,9 @@ def test_administrators_actions_on_users_are_recorded(make: Any, trail: Trail) -
     user_id = sign_up(client).json()["id"]
     session_id = log_in(client.device()).json()["id"]
     trail.take()
-    ended = bastion.sync_users.delete(user_id)
+    ended = bastion.sync.users.delete(user_id)
     assert ended == [session_id]
-    bastion.sync_sessions.revoke_everyone()
+    bastion.sync.sessions.revoke_everyone()
     events = trail.take()
     assert [(e["event"], e["outcome"]) for e in events] == [
         ("user_delete", "success"),
@@ -850,9 +850,9 @@ def test_disable_and_enable_are_recorded(make: Any, trail: Trail) -> None:
     user_id = sign_up(client).json()["id"]
     session_id = log_in(client).json()["id"]
     trail.take()
-    bastion.sync_users.disable(user_id)
-    bastion.sync_users.enable(user_id)
-    bastion.sync_users.enable(user_id)
+    bastion.sync.users.disable(user_id)
+    bastion.sync.users.enable(user_id)
+    bastion.sync.users.enable(user_id)
     disable, enable = trail.take()
     assert (disable["event"], disable["user_id"]) == ("user_disable", user_id)
     assert disable["details"] == {"count": 1, "session_ids": [session_id]}

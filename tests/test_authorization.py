@@ -338,9 +338,9 @@ async def test_granting_needs_update_on_the_resource(
     for by in (ops, key, None):
         assert await grant(f"{notes}/n4", "team:t9", "read", by=by)
         assert await revoke(f"{notes}/n4", "team:t9", "read", by=by)
-    bastion.sync_permissions.grant(f"{notes}/n5", "user:carol", "read", by=carol)
+    bastion.sync.permissions.grant(f"{notes}/n5", "user:carol", "read", by=carol)
     with pytest.raises(Forbidden, match="may update"):
-        bastion.sync_permissions.revoke(f"{notes}/n5", "user:carol", "read", by=bob)
+        bastion.sync.permissions.revoke(f"{notes}/n5", "user:carol", "read", by=bob)
 
 
 async def test_list_filter_without_a_lookup_per_document(bastion: Bastion) -> None:
@@ -391,7 +391,7 @@ async def test_a_reload_announced_over_redis_reaches_other_workers(
     os.utime(policy_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert two.policy_watcher.check_now() is False
     assert not two.policy.engine.decide(*allowed).allowed
-    announce(settings, one.sync_sessions.client)
+    announce(settings, one.sync.redis)
     assert two.policy_watcher.check_now() is True
     assert two.policy.engine.decide(*allowed).allowed
     assert one.policy_watcher.check_now() is True

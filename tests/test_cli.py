@@ -15,7 +15,7 @@ from bastion.demo import DEMO_IDLE_TIMEOUT, demo_settings
 
 
 def test_sessions_list_and_revoke(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
-    store = Bastion(Settings(redis_url=real_redis)).sync_sessions
+    store = Bastion(Settings(redis_url=real_redis)).sync.sessions
     made = [store.create("alice", user_agent="cli-test") for _ in range(3)]
 
     assert main(["sessions", "list", "alice", "--redis-url", real_redis]) == 0
@@ -36,7 +36,7 @@ def test_an_old_session_id_starting_with_a_dash_is_revoked_after_double_dash(
 ) -> None:
     # Ids are no longer drawn with a leading "-", but sessions made before may have one.
     monkeypatch.setattr("bastion.sessions.store.new_session_id", lambda: "-" + "A" * 21)
-    store = Bastion(Settings(redis_url=real_redis)).sync_sessions
+    store = Bastion(Settings(redis_url=real_redis)).sync.sessions
     made = store.create("alice")
     assert made.session.id.startswith("-")
     argv = ["sessions", "revoke", "--redis-url", real_redis, "alice", "--", made.session.id]
@@ -45,7 +45,7 @@ def test_an_old_session_id_starting_with_a_dash_is_revoked_after_double_dash(
 
 
 def test_sessions_revoke_all_users(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
-    store = Bastion(Settings(redis_url=real_redis)).sync_sessions
+    store = Bastion(Settings(redis_url=real_redis)).sync.sessions
     tokens = [store.create(user).token for user in ("alice", "bob", "carol") for _ in range(2)]
     assert main(["sessions", "revoke", "--all-users", "--redis-url", real_redis]) == 0
     out = capsys.readouterr().out
@@ -64,24 +64,24 @@ def test_sessions_revoke_all_users(real_redis: str, capsys: pytest.CaptureFixtur
 
 def test_users_disable_enable_delete(real_redis: str, capsys: pytest.CaptureFixture[str]) -> None:
     bastion = Bastion(Settings(redis_url=real_redis))
-    user = bastion.sync_runner.run(bastion.user_store.create("ada@example.com", "h"))
-    made = [bastion.sync_sessions.create(user.id) for _ in range(2)]
+    user = bastion._sync_runner.run(bastion._user_store.create("ada@example.com", "h"))
+    made = [bastion.sync.sessions.create(user.id) for _ in range(2)]
     url = ["--redis-url", real_redis]
 
     assert main(["users", "disable", user.id, *url]) == 0
     assert f"disabled user {user.id}: ended 2 session(s)" in capsys.readouterr().out
-    assert all(bastion.sync_sessions.authenticate(m.token) is None for m in made)
-    assert bastion.sync_users.get(user.id).disabled  # type: ignore[union-attr]
+    assert all(bastion.sync.sessions.authenticate(m.token) is None for m in made)
+    assert bastion.sync.users.get(user.id).disabled  # type: ignore[union-attr]
     assert main(["users", "enable", "--email", "ADA@example.com", *url]) == 0
     assert f"enabled user {user.id}" in capsys.readouterr().out
     assert main(["users", "enable", user.id, *url]) == 0
     assert "was not disabled" in capsys.readouterr().out
 
-    bastion.sync_sessions.create(user.id)
+    bastion.sync.sessions.create(user.id)
     assert main(["users", "delete", "--email", "ada@example.com", *url]) == 0
     out = capsys.readouterr().out
     assert f"deleted user {user.id}: ended 1 session(s)" in out and "email is free" in out
-    assert bastion.sync_users.get(user.id) is None
+    assert bastion.sync.users.get(user.id) is None
 
     for action in ("disable", "enable", "delete"):
         assert main(["users", action, user.id, *url]) == 1

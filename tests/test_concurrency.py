@@ -25,8 +25,9 @@ Made = tuple[str, str, int, tuple[str, ...], str]
 
 def login_many(url: str, count: int, start_at: float) -> list[Made]:
     """Log ``alice`` in ``count`` times from a fresh client, all workers starting at once."""
-    store = Bastion(Settings(redis_url=url)).sync_sessions
-    store.client.ping()  # connect before the start line, so the logins themselves overlap
+    bastion = Bastion(Settings(redis_url=url))
+    store = bastion.sync.sessions
+    bastion.sync.redis.ping()  # connect before the start line, so the logins themselves overlap
     time.sleep(max(0.0, start_at - time.time()))
     worker = f"{os.getpid()}/{threading.get_ident()}"
     made = []

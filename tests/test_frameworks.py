@@ -99,8 +99,8 @@ def test_flask_over_wsgi(tmp_path: Path, real_redis: str) -> None:
         Bastion(Settings(policy_files=(str(policy),), redis_url=real_redis)).policy.engine
     )
     app = _flask(bastion)
-    token = bastion.sync_sessions.create("alice").token
-    key = bastion.sync_api_keys.create("k", ["notes.read"]).key
+    token = bastion.sync.sessions.create("alice").token
+    key = bastion.sync.api_keys.create("k", ["notes.read"]).key
     with httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t") as client:
         assert client.get("/notes/n1").status_code == 401  # guests: the policy says users
         ok = client.get("/notes/n1", headers={"X-Bastion-Session": token})
@@ -121,7 +121,7 @@ def test_flask_fails_closed_when_redis_is_down() -> None:
     server = RedisServer().start()
     try:
         bastion = Bastion(Settings(redis_url=server.url, redis_timeout=0.3))
-        token = bastion.sync_sessions.create("alice").token
+        token = bastion.sync.sessions.create("alice").token
         server.stop()
         app = _flask(bastion)
         with httpx.Client(transport=httpx.WSGITransport(app), base_url="https://t") as client:
@@ -133,11 +133,11 @@ def test_flask_fails_closed_when_redis_is_down() -> None:
 
 def test_role_fields_reach_live_sessions(real_redis: str) -> None:
     bastion = Bastion(Settings(redis_url=real_redis))
-    run = bastion.sync_runner.run
-    user = run(bastion.user_store.create("ada@example.com", "x", name="Ada"))
-    before = bastion.sync_sessions.create(user.id)
-    bastion.sync_users.update(user.id, verified=True, labels=("admin",), teams={"t1": ("owner",)})
-    after = bastion.sync_sessions.create(user.id)
+    run = bastion._sync_runner.run
+    user = run(bastion._user_store.create("ada@example.com", "x", name="Ada"))
+    before = bastion.sync.sessions.create(user.id)
+    bastion.sync.users.update(user.id, verified=True, labels=("admin",), teams={"t1": ("owner",)})
+    after = bastion.sync.sessions.create(user.id)
     app = create_app(bastion, "starlette")
     homes = _call(
         app,
@@ -150,7 +150,7 @@ def test_role_fields_reach_live_sessions(real_redis: str) -> None:
                 "team:t1/owner"} <= roles  # fmt: skip
         assert "users/unverified" not in roles
     with pytest.raises(ValueError, match="label"):
-        bastion.sync_users.update(user.id, labels=("no spaces allowed",))
+        bastion.sync.users.update(user.id, labels=("no spaces allowed",))
 
 
 def test_security_settings_at_run_time(
@@ -159,19 +159,19 @@ def test_security_settings_at_run_time(
     from bastion import security
 
     worker = Bastion(Settings(redis_url=real_redis, session_limit=7))
-    assert worker.sync_runner.run(worker.security.current()).session_limit == 7
+    assert worker.sync.security.current().session_limit == 7
     assert main(["security", "set", "session_limit", "3", "--redis-url", real_redis]) == 0
     assert main(["security", "set", "password_dictionary", "false", "--redis-url", real_redis]) == 0
     assert main(["security", "set", "session_limit", "101", "--redis-url", real_redis]) == 2
     assert "1..100" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"0\.\.20"):
-        worker.sync_runner.run(worker.security.set("password_history", "21"))
+        worker.sync.security.set("password_history", "21")
     with pytest.raises(ConfigError, match="one of"):
-        worker.sync_runner.run(worker.security.set("cookie_secure", "false"))
+        worker.sync.security.set("cookie_secure", "false")
     # Within the second the worker may still use the old value; after it, never.
     later = time.monotonic() + security.REFRESH_SECONDS + 0.01
     monkeypatch.setattr(security.time, "monotonic", lambda: later)
-    values = worker.sync_runner.run(worker.security.current())
+    values = worker.sync.security.current()
     assert values.session_limit == 3 and values.password_dictionary is False
     assert main(["security", "show", "--redis-url", real_redis]) == 0
     assert '"session_limit": 3' in capsys.readouterr().out
@@ -215,8 +215,8 @@ def test_require_helpers_on_asgi(framework: str, tmp_path: Path, real_redis: str
                 routes=[Route("/notes/{note}", endpoint)], exception_handlers=st.exception_handlers
             )
         )
-    token = bastion.sync_sessions.create("alice").token
-    api_key = bastion.sync_api_keys.create("k", ["a.b"]).key
+    token = bastion.sync.sessions.create("alice").token
+    api_key = bastion.sync.api_keys.create("k", ["a.b"]).key
     guest, alice, key = _call(
         app,
         framework,

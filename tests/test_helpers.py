@@ -552,7 +552,7 @@ def test_flask_current_user_and_identity_proxies(flask_bastion: Bastion) -> None
         assert client.get("/whoever", headers=people.key).json() == {**anonymous, "kind": "key"}
         # The record a view holds has no password hash (People stored "x"), nor its repr.
         shown = client.get("/whoever", headers=people.session).json()["repr"]
-        assert "password_hash='', password_history=()" in shown
+        assert "password_hash" not in shown and "password_history" not in shown
 
 
 def test_flask_login_view_redirects_browsers_only(flask_bastion: Bastion) -> None:

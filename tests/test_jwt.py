@@ -109,7 +109,7 @@ async def test_jwt_dies_with_its_session(
         elif how == "evicted":
             await bastion.sessions.create("alice")  # cap 1
         else:
-            bastion.sync_sessions.client.hset(
+            bastion.sync.redis.hset(
                 keys.session("bastion", "alice", sid), "e", int(time.time() * 1000) - 1
             )
         dead = await _me(client, token)
@@ -248,8 +248,8 @@ async def test_rotation_old_keys_verify_newest_signs(
         _, old_token = await _session_and_jwt(client)
     after = Bastion(
         Settings(jwt_keys=(new, old), redis_url=before.settings.redis_url),
-        redis=before.sessions.client,
-        sync_redis=before.sync_sessions.client,
+        redis=before.redis,
+        sync_redis=before.sync.redis,
     )
     async with _client(after) as client:
         assert (await _me(client, old_token)).json()["user"] == "alice"
@@ -257,8 +257,8 @@ async def test_rotation_old_keys_verify_newest_signs(
         assert jwt.get_unverified_header(new_token)["kid"] == "2026-11"
     retired = Bastion(
         Settings(jwt_keys=(new,), redis_url=before.settings.redis_url),
-        redis=before.sessions.client,
-        sync_redis=before.sync_sessions.client,
+        redis=before.redis,
+        sync_redis=before.sync.redis,
     )
     async with _client(retired) as client:
         assert (await _me(client, old_token)).status_code == 401

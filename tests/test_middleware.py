@@ -221,9 +221,7 @@ async def test_foreign_user_id_and_expired_session_are_401(
     for forged in (f"bob.{sid}.{secret}", f"alice.{bob.split('.')[1]}.{secret}"):
         response = await client.get("/me", headers={"cookie": f"{COOKIE}={forged}"})
         assert response.status_code == 401
-    bastion.sync_sessions.client.hset(
-        keys.session("bastion", "alice", sid), "e", int(time.time() * 1000) - 1
-    )
+    bastion.sync.redis.hset(keys.session("bastion", "alice", sid), "e", int(time.time() * 1000) - 1)
     expired = await client.get("/me", headers={"cookie": f"{COOKIE}={alice}"})
     assert expired.status_code == 401
     assert (await client.get("/me", headers={"cookie": f"{COOKIE}={bob}"})).status_code == 200

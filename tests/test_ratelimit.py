@@ -63,8 +63,8 @@ def _fake(settings: Settings) -> tuple[Limiters, Any]:
     aclient = fakeredis.FakeAsyncRedis(server=server)
     client = fakeredis.FakeRedis(server=server)
     made = Limiters(
-        AsyncRateLimiter(AsyncRunner(aclient, SCRIPTS), settings),
-        SyncRateLimiter(SyncRunner(client, SCRIPTS), settings),
+        AsyncRateLimiter(RateLimitCore(settings), AsyncRunner(aclient, SCRIPTS)),
+        SyncRateLimiter(RateLimitCore(settings), SyncRunner(client, SCRIPTS)),
         client,
     )
     return made, aclient
@@ -74,8 +74,8 @@ def _real(url: str, settings: Settings) -> tuple[Limiters, Any]:
     # The clients Bastion itself would make (short timeouts, one quick retry).
     aclient, client = make_clients(Settings(redis_url=url))
     made = Limiters(
-        AsyncRateLimiter(AsyncRunner(aclient, SCRIPTS), settings),
-        SyncRateLimiter(SyncRunner(client, SCRIPTS), settings),
+        AsyncRateLimiter(RateLimitCore(settings), AsyncRunner(aclient, SCRIPTS)),
+        SyncRateLimiter(RateLimitCore(settings), SyncRunner(client, SCRIPTS)),
         client,
     )
     return made, aclient
@@ -227,13 +227,13 @@ async def test_denied_attempts_do_not_count(make: Any) -> None:
         assert not denied.allowed
         resets.append(denied.reset_after)
     assert resets == sorted(resets, reverse=True), "a refusal pushed the reset back"
-    per_email, per_ip = lim.sync.core.keys("login", email="a@x.io", ip=ATTACKER)
+    per_email, per_ip = lim.sync._core.keys("login", email="a@x.io", ip=ATTACKER)
     assert (int(lim.raw.get(per_email)), int(lim.raw.get(per_ip))) == (2, 2)
     # The IP counter kept room for three more attempts at other emails, not zero.
     others = [lim.sync.hit("login", email=f"{n}@x.io", ip=ATTACKER).allowed for n in range(4)]
     assert others == [True, True, True, False]
     # A refusal by the IP counter does not touch a fresh email counter either.
-    assert lim.raw.get(lim.sync.core.keys("login", email="3@x.io", ip=ATTACKER)[0]) is None
+    assert lim.raw.get(lim.sync._core.keys("login", email="3@x.io", ip=ATTACKER)[0]) is None
 
 
 async def test_reset_clears_only_the_email_counter(make: Any) -> None:
@@ -247,7 +247,7 @@ async def test_reset_clears_only_the_email_counter(make: Any) -> None:
     after = await lim.aio.hit("login", email="a@x.io", ip=ATTACKER)
     assert (after.allowed, after.remaining) == (True, 1)
     # The per-IP counter still holds the two earlier allowed attempts plus this one.
-    _, per_ip = lim.sync.core.keys("login", email=None, ip=ATTACKER)
+    _, per_ip = lim.sync._core.keys("login", email=None, ip=ATTACKER)
     assert int(lim.raw.get(per_ip)) == 3
     assert lim.sync.reset("login", email="a@x.io", ip=ATTACKER) is True
 
@@ -296,7 +296,7 @@ def test_normalisation() -> None:
 def test_redis_down_fails_closed() -> None:
     settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2)
     _, client = make_clients(settings)
-    limiter = SyncRateLimiter(SyncRunner(client, SCRIPTS), settings)
+    limiter = SyncRateLimiter(RateLimitCore(settings), SyncRunner(client, SCRIPTS))
     with pytest.raises(ServiceUnavailable):
         limiter.hit("login", email="a@x.io", ip=ATTACKER)
 
@@ -316,8 +316,8 @@ def test_matches_a_model(
 ) -> None:
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     lim = SyncRateLimiter(
+        RateLimitCore(Settings(rate_limit_per_email=per_email, rate_limit_per_ip=per_ip)),
         SyncRunner(client, SCRIPTS),
-        Settings(rate_limit_per_email=per_email, rate_limit_per_ip=per_ip),
     )
     counts: dict[tuple[str | None, str], int] = {}
     for email, ip in attempts:
@@ -351,7 +351,9 @@ async def test_async_burst_admits_exactly_the_limit(real_redis: str) -> None:
         for _ in range(4)
     ]
     try:
-        limiters = [AsyncRateLimiter(AsyncRunner(c, SCRIPTS), settings) for c in clients]
+        limiters = [
+            AsyncRateLimiter(RateLimitCore(settings), AsyncRunner(c, SCRIPTS)) for c in clients
+        ]
         decisions = await asyncio.gather(
             *(
                 limiters[n % len(limiters)].hit("login", email="victim@x.io", ip=ATTACKER)
@@ -374,7 +376,7 @@ async def test_async_burst_admits_exactly_the_limit(real_redis: str) -> None:
 def test_thread_burst_admits_exactly_the_limit(real_redis: str) -> None:
     settings = Settings(rate_limit_per_email=1000, rate_limit_per_ip=LIMIT)
     client = redis.Redis.from_url(real_redis, max_connections=16)
-    limiter = SyncRateLimiter(SyncRunner(client, SCRIPTS), settings)
+    limiter = SyncRateLimiter(RateLimitCore(settings), SyncRunner(client, SCRIPTS))
     start = threading.Barrier(16)
 
     def burst(worker: int) -> list[bool]:
@@ -408,7 +410,7 @@ async def test_check_counts_nothing(make: Any) -> None:
     refused = await lim.aio.check("login", email=" A@x.io", ip=ATTACKER)
     assert (refused.allowed, refused.limit, refused.remaining) == (False, 3, 0)
     assert "Retry-After" in refused.headers()
-    per_email, per_ip = lim.sync.core.keys("login", email="a@x.io", ip=ATTACKER)
+    per_email, per_ip = lim.sync._core.keys("login", email="a@x.io", ip=ATTACKER)
     assert (int(lim.raw.get(per_email)), int(lim.raw.get(per_ip))) == (3, 3)
     # The per-IP counter refuses as well, for any email.
     ip_only = make(rate_limit_per_email=50, rate_limit_per_ip=1)
@@ -429,6 +431,6 @@ async def test_failures_in_flight_together_never_push_a_counter_past_the_limit(
     assert all(c.allowed for c in checks)
     counted = [(await lim.aio.hit("login", email="a@x.io", ip=ATTACKER)).allowed for _ in range(5)]
     assert counted == [True, False, False, False, False]
-    per_email, _ = lim.sync.core.keys("login", email="a@x.io", ip=ATTACKER)
+    per_email, _ = lim.sync._core.keys("login", email="a@x.io", ip=ATTACKER)
     assert int(lim.raw.get(per_email)) == 3
     assert not lim.sync.check("login", email="a@x.io", ip=ATTACKER).allowed

@@ -32,7 +32,7 @@ def test_the_setting() -> None:
 def test_the_account_counter_spans_every_address() -> None:
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     settings = Settings(rate_limit_per_email=5, rate_limit_per_ip=50, rate_limit_per_account=8)
-    limiter = SyncRateLimiter(SyncRunner(client, SCRIPTS), settings)
+    limiter = SyncRateLimiter(RateLimitCore(settings), SyncRunner(client, SCRIPTS))
     verdicts = [
         limiter.hit("login", email="victim@x.io", ip=f"203.0.113.{n}", per_account=True)
         for n in range(10)

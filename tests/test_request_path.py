@@ -240,8 +240,8 @@ def test_encoded_static_segments_are_judged_as_the_app_routes_them(
     served: tuple[Served, Bastion],
 ) -> None:
     server, bastion = served
-    alice = {"X-Bastion-Session": bastion.sync_sessions.create("alice").token}
-    root = {"X-Bastion-Session": bastion.sync_sessions.create("root").token}
+    alice = {"X-Bastion-Session": bastion.sync.sessions.create("alice").token}
+    root = {"X-Bastion-Session": bastion.sync.sessions.create("root").token}
     for target in ("/admin/stats", "/%61dmin/stats", "/adm%69n/st%61ts", "/%61%64%6d%69%6e/stats"):
         assert server.get(target, alice)[0] == 403, target
         assert server.get(target, root) == (200, {"endpoint": "admin"}), target

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 
 
 def _raw(bastion: Bastion):  # type: ignore[no-untyped-def]
-    return bastion.sync_sessions.client
+    return bastion.sync.redis
 
 
 async def test_create_then_authenticate(bastion: Bastion) -> None:
@@ -98,7 +98,7 @@ async def test_cap_evicts_oldest_first(backend: str, request: pytest.FixtureRequ
 
 
 async def test_same_millisecond_creations_keep_their_order(bastion: Bastion) -> None:
-    made = [bastion.sync_sessions.create("alice") for _ in range(30)]
+    made = [bastion.sync.sessions.create("alice") for _ in range(30)]
     orders = [n.order for n in made]
     assert orders == sorted(orders) and len(set(orders)) == len(orders)
     live = await bastion.sessions.list("alice")
@@ -215,23 +215,23 @@ async def test_list_revoke_revoke_all_and_keep(bastion: Bastion) -> None:
 
 
 async def test_sync_and_async_fronts_share_data(bastion: Bastion) -> None:
-    new = bastion.sync_sessions.create("alice")
+    new = bastion.sync.sessions.create("alice")
     assert await bastion.sessions.authenticate(new.token) is not None
-    assert [s.id for s in bastion.sync_sessions.list("alice")] == [new.session.id]
-    assert bastion.sync_sessions.revoke("alice", new.session.id)
+    assert [s.id for s in bastion.sync.sessions.list("alice")] == [new.session.id]
+    assert bastion.sync.sessions.revoke("alice", new.session.id)
     assert await bastion.sessions.authenticate(new.token) is None
 
 
 @pytest.mark.parametrize("user_id", ["", "a b", "a:b", "a/b", "{a}", "é", "a" * 129, "-a"])
 def test_invalid_user_ids_are_refused_at_creation(bastion: Bastion, user_id: str) -> None:
     with pytest.raises(ValueError, match="invalid user id"):
-        bastion.sync_sessions.create(user_id)
+        bastion.sync.sessions.create(user_id)
 
 
 @pytest.mark.parametrize("limit", [0, 101])
 def test_limit_out_of_range_is_refused(bastion: Bastion, limit: int) -> None:
     with pytest.raises(ValueError, match=r"1\.\.100"):
-        bastion.sync_sessions.create("alice", limit=limit)
+        bastion.sync.sessions.create("alice", limit=limit)
 
 
 async def test_lookups_with_junk_ids_are_harmless(bastion: Bastion) -> None:
@@ -246,7 +246,7 @@ def test_unreachable_redis_raises_service_unavailable() -> None:
 
     bastion = Bastion(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2))
     with pytest.raises(ServiceUnavailable):
-        bastion.sync_sessions.create("alice")
+        bastion.sync.sessions.create("alice")
 
 
 def test_session_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,7 +37,7 @@ def test_the_error_carries_retry_after() -> None:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_every_503_has_retry_after(framework: str, own_redis: RedisServer) -> None:
     bastion = _bastion(own_redis.url, redis_timeout=0.3)
-    token = bastion.sync_sessions.create("alice").token
+    token = bastion.sync.sessions.create("alice").token
     loop = asyncio.Runner()
     client = Client(framework, bastion, loop)
     try:

@@ -1,4 +1,4 @@
-"""The user fronts (``bastion.users`` and ``bastion.sync_users``) on fakeredis and redis-server.
+"""The user fronts (``bastion.users`` and ``bastion.sync.users``) on fakeredis and redis-server.
 
 Disable, enable and delete; the marks the session-create script honours; the log-in that raced
 a disable or a delete; ending everyone's sessions with one SCAN pass.
@@ -35,7 +35,7 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture(params=["async", "sync"])
 def front(request: pytest.FixtureRequest) -> str:
-    """Run a test through ``bastion.users`` and through ``bastion.sync_users``."""
+    """Run a test through ``bastion.users`` and through ``bastion.sync.users``."""
     return str(request.param)
 
 
@@ -43,15 +43,15 @@ async def call(bastion: Bastion, front: str, method: str, *args: Any, **kw: Any)
     """``bastion.users.<method>(*args, **kw)`` on the front under test."""
     if front == "async":
         return await getattr(bastion.users, method)(*args, **kw)
-    return getattr(bastion.sync_users, method)(*args, **kw)
+    return getattr(bastion.sync.users, method)(*args, **kw)
 
 
 def _raw(bastion: Bastion) -> Any:
-    return bastion.sync_sessions.client
+    return bastion.sync.redis
 
 
 def _user(bastion: Bastion, email: str = "ada@example.com", **kw: Any) -> User:
-    made: User = bastion.sync_runner.run(bastion.user_store.create(email, "hash-x", **kw))
+    made: User = bastion._sync_runner.run(bastion._user_store.create(email, "hash-x", **kw))
     return made
 
 
@@ -76,11 +76,11 @@ async def test_get_get_by_email_and_update(bastion: Bastion, front: str) -> None
     assert (await call(bastion, front, "get_by_email", " ADA@example.com")) == found
     assert await call(bastion, front, "get", "nobody") is None
     assert await call(bastion, front, "get_by_email", "nobody@example.com") is None
-    session = bastion.sync_sessions.create(user.id)
+    session = bastion.sync.sessions.create(user.id)
     await call(bastion, front, "update", user.id, verified=True, labels=("admin",))
     updated = await call(bastion, front, "get", user.id)
     assert updated.verified and updated.labels == ("admin",)
-    active = bastion.sync_sessions.authenticate(session.token)
+    active = bastion.sync.sessions.authenticate(session.token)
     assert active is not None and active.verified == b"1"  # the live session has it at once
 
 
@@ -88,21 +88,21 @@ async def test_disable_ends_every_session_and_refuses_new_ones(
     bastion: Bastion, front: str
 ) -> None:
     user, other = _user(bastion), _user(bastion, "bob@example.com")
-    made = [bastion.sync_sessions.create(user.id) for _ in range(3)]
-    kept = bastion.sync_sessions.create(other.id)
+    made = [bastion.sync.sessions.create(user.id) for _ in range(3)]
+    kept = bastion.sync.sessions.create(other.id)
 
     ended = await call(bastion, front, "disable", user.id)
     assert sorted(ended) == sorted(m.session.id for m in made)
     for m in made:
-        assert bastion.sync_sessions.authenticate(m.token) is None
-        assert bastion.sync_sessions.alive(user.id, m.session.id) is None  # JWTs check this
-    assert bastion.sync_sessions.authenticate(kept.token) is not None  # others untouched
+        assert bastion.sync.sessions.authenticate(m.token) is None
+        assert bastion.sync.sessions.alive(user.id, m.session.id) is None  # JWTs check this
+    assert bastion.sync.sessions.authenticate(kept.token) is not None  # others untouched
     with pytest.raises(UserBlocked) as refused:
-        bastion.sync_sessions.create(user.id)
+        bastion.sync.sessions.create(user.id)
     assert refused.value.status == 401 and refused.value.type == "user_blocked"
     with pytest.raises(UserBlocked):
         await bastion.sessions.create(user.id)
-    assert bastion.sync_sessions.list(user.id) == []
+    assert bastion.sync.sessions.list(user.id) == []
     disabled = await call(bastion, front, "get", user.id)
     assert disabled.disabled
     assert await call(bastion, front, "disable", user.id) == []  # again: nothing left to end
@@ -110,8 +110,8 @@ async def test_disable_ends_every_session_and_refuses_new_ones(
     assert await call(bastion, front, "enable", user.id) is True
     assert await call(bastion, front, "enable", user.id) is False
     assert not (await call(bastion, front, "get", user.id)).disabled
-    again = bastion.sync_sessions.create(user.id)
-    assert bastion.sync_sessions.authenticate(again.token) is not None
+    again = bastion.sync.sessions.create(user.id)
+    assert bastion.sync.sessions.authenticate(again.token) is not None
 
 
 async def test_delete_ends_sessions_drops_the_record_and_frees_the_email(
@@ -119,7 +119,7 @@ async def test_delete_ends_sessions_drops_the_record_and_frees_the_email(
 ) -> None:
     user = _user(bastion, name="Ada")
     assert len(user.id) == 20 and int(user.id, 16) >= 0  # random ids: 80 bits
-    made = [bastion.sync_sessions.create(user.id) for _ in range(2)]
+    made = [bastion.sync.sessions.create(user.id) for _ in range(2)]
     raw = _raw(bastion)
     email_keys = [k for k in raw.scan_iter(match="bastion:email:*")]
     assert len(email_keys) == 1
@@ -127,17 +127,17 @@ async def test_delete_ends_sessions_drops_the_record_and_frees_the_email(
     ended = await call(bastion, front, "delete", user.id)
     assert sorted(ended) == sorted(m.session.id for m in made)
     for m in made:
-        assert bastion.sync_sessions.authenticate(m.token) is None
+        assert bastion.sync.sessions.authenticate(m.token) is None
     assert await call(bastion, front, "get", user.id) is None
     assert await call(bastion, front, "get_by_email", "ada@example.com") is None
     # Only the tombstone stays: no email, name, password hash or history.
     assert raw.hgetall(keys.user("bastion", user.id)).keys() == {b"deleted"}
     assert raw.exists(*email_keys) == 0
     with pytest.raises(InvalidCredentials):
-        bastion.sync_sessions.create(user.id)
+        bastion.sync.sessions.create(user.id)
     # The id never comes back; the email is free for a new account with a new id.
     with pytest.raises(UserAlreadyExists, match="same id"):
-        bastion.sync_runner.run(bastion.user_store.create("x@example.com", "h", user_id=user.id))
+        bastion._sync_runner.run(bastion._user_store.create("x@example.com", "h", user_id=user.id))
     assert await call(bastion, front, "get_by_email", "x@example.com") is None  # claim released
     again = _user(bastion)
     assert again.id != user.id
@@ -173,17 +173,17 @@ async def test_no_password_hash_lands_on_a_tombstone(bastion: Bastion) -> None:
     # A log-in's rehash or a password change that raced the delete writes nothing.
     user = _user(bastion)
     await bastion.users.delete(user.id)
-    bastion.sync_runner.run(bastion.user_store.set_password(user.id, "hash-y", ("hash-x",)))
+    bastion._sync_runner.run(bastion._user_store.set_password(user.id, "hash-y", ("hash-x",)))
     assert _raw(bastion).hgetall(keys.user("bastion", user.id)).keys() == {b"deleted"}
-    bastion.sync_runner.run(bastion.user_store.set_password("nobody", "hash-y", ()))
+    bastion._sync_runner.run(bastion._user_store.set_password("nobody", "hash-y", ()))
     assert not _raw(bastion).exists(keys.user("bastion", "nobody"))
 
 
 async def test_a_delete_cut_short_is_finished_by_the_next_one(bastion: Bastion) -> None:
     user = _user(bastion)
-    bastion.sync_sessions.create(user.id)
+    bastion.sync.sessions.create(user.id)
     # The first half only: tombstone and sessions (as if the process died before the rest).
-    assert bastion.sync_runner.run(bastion.sessions.core.retire(user.id)) is not None
+    assert bastion._sync_runner.run(bastion._sessions_core.retire(user.id)) is not None
     assert await bastion.users.get(user.id) is None
     assert b"hash" in _raw(bastion).hgetall(keys.user("bastion", user.id))
     assert await bastion.users.delete(user.id) == []
@@ -193,7 +193,7 @@ async def test_a_delete_cut_short_is_finished_by_the_next_one(bastion: Bastion) 
 
 async def test_sign_up_takes_over_an_email_claim_a_cut_short_delete_left(bastion: Bastion) -> None:
     user = _user(bastion)
-    bastion.sync_runner.run(bastion.sessions.core.retire(user.id))  # the claim still names it
+    bastion._sync_runner.run(bastion._sessions_core.retire(user.id))  # the claim still names it
     again = _user(bastion)
     assert again.id != user.id
     assert (await bastion.users.get_by_email("ada@example.com")).id == again.id
@@ -202,7 +202,7 @@ async def test_sign_up_takes_over_an_email_claim_a_cut_short_delete_left(bastion
 async def test_a_taken_id_is_refused_and_the_email_stays_free(bastion: Bastion) -> None:
     user = _user(bastion)
     with pytest.raises(UserAlreadyExists, match="same id"):
-        bastion.sync_runner.run(bastion.user_store.create("x@example.com", "h", user_id=user.id))
+        bastion._sync_runner.run(bastion._user_store.create("x@example.com", "h", user_id=user.id))
     assert (await bastion.users.get(user.id)).email == "ada@example.com"  # not overwritten
     assert _user(bastion, "x@example.com").id != user.id
 
@@ -213,10 +213,10 @@ def _disable_before_the_session_script(
     """Pass ``steps`` through, running ``action`` on the user just before the session script."""
     op = next(steps)
     while True:
-        if isinstance(op, Compute) and op.fn == bastion.account.hasher.verify:
+        if isinstance(op, Compute) and op.fn == bastion._account.hasher.verify:
             seen.append("password checked")
         if isinstance(op, Script) and op.name == "create":
-            getattr(bastion.sync_users, action)(user_id)
+            getattr(bastion.sync.users, action)(user_id)
             seen.append(action)
         try:
             reply = yield op
@@ -236,42 +236,42 @@ def test_a_log_in_that_checked_the_password_before_the_mark_gets_no_session(
     bastion: Bastion, action: str, error: type[Exception]
 ) -> None:
     state = _state(bastion)
-    user = bastion.sync_runner.run(bastion.account.sign_up(state, "ada@example.com", PASSWORD))
+    user = bastion._sync_runner.run(bastion._account.sign_up(state, "ada@example.com", PASSWORD))
     seen: list[str] = []
     racing = _disable_before_the_session_script(
-        bastion, bastion.account.log_in(state, "ada@example.com", PASSWORD), user.id, action, seen
+        bastion, bastion._account.log_in(state, "ada@example.com", PASSWORD), user.id, action, seen
     )
     with pytest.raises(error):
-        bastion.sync_runner.run(racing)
+        bastion._sync_runner.run(racing)
     assert seen == ["password checked", action]
-    assert bastion.sync_sessions.list(user.id) == []
+    assert bastion.sync.sessions.list(user.id) == []
     assert _raw(bastion).zcard(keys.user_sessions("bastion", user.id)) == 0
     assert state.identity.kind == "guest"
 
 
 async def test_revoke_everyone_ends_every_users_sessions(bastion: Bastion, front: str) -> None:
-    tokens = [bastion.sync_sessions.create(f"user{i}").token for i in range(7) for _ in range(2)]
-    key = bastion.sync_api_keys.create("ci", ["documents.read"]).key
+    tokens = [bastion.sync.sessions.create(f"user{i}").token for i in range(7) for _ in range(2)]
+    key = bastion.sync.api_keys.create("ci", ["documents.read"]).key
     user = _user(bastion)
     raw = _raw(bastion)
     before = {k for k in raw.scan_iter() if b":sessions" not in k and b":session:" not in k}
     if front == "async":
         ended = await bastion.sessions.revoke_everyone(batch=3)  # several SCAN calls
     else:
-        ended = bastion.sync_sessions.revoke_everyone(batch=3)
+        ended = bastion.sync.sessions.revoke_everyone(batch=3)
     assert ended == 14
-    assert all(bastion.sync_sessions.authenticate(t) is None for t in tokens)
+    assert all(bastion.sync.sessions.authenticate(t) is None for t in tokens)
     assert not [k for k in raw.scan_iter() if b":sessions" in k or b":session:" in k]
     # Nothing else is touched: accounts, email claims, API keys.
     assert {k for k in raw.scan_iter()} == before
-    assert bastion.sync_api_keys.list() and (await bastion.users.get(user.id)) is not None
+    assert bastion.sync.api_keys.list() and (await bastion.users.get(user.id)) is not None
     assert key
-    assert bastion.sync_sessions.revoke_everyone() == 0
+    assert bastion.sync.sessions.revoke_everyone() == 0
 
 
 def test_revoke_everyone_refuses_a_bad_batch(bastion: Bastion) -> None:
     with pytest.raises(ValueError, match="batch"):
-        bastion.sync_sessions.revoke_everyone(batch=0)
+        bastion.sync.sessions.revoke_everyone(batch=0)
 
 
 def test_revoke_everyone_on_10000_users(
@@ -279,7 +279,7 @@ def test_revoke_everyone_on_10000_users(
 ) -> None:
     """The README's cost figure: one SCAN pass over 10,000 users' sessions plus other keys."""
     bastion = Bastion(Settings(redis_url=real_redis))
-    client = bastion.sync_sessions.client
+    client = bastion.sync.redis
     pipe = client.pipeline(transaction=False)
     for i in range(10_000):
         user_id = f"u{i}"
@@ -288,7 +288,7 @@ def test_revoke_everyone_on_10000_users(
         pipe.hset(keys.user("bastion", user_id), mapping={"email": f"{user_id}@example.com"})
     pipe.execute()
     started = time.perf_counter()
-    ended = bastion.sync_sessions.revoke_everyone()
+    ended = bastion.sync.sessions.revoke_everyone()
     took = time.perf_counter() - started
     assert ended == 10_000
     assert client.dbsize() == 10_000  # the accounts stay
@@ -312,7 +312,7 @@ def _run_until(bastion: Bastion, steps: Steps[Any], script: str, action: Any) ->
             except StopIteration as done:
                 return done.value
 
-    return bastion.sync_runner.run(wrapped())
+    return bastion._sync_runner.run(wrapped())
 
 
 def _claim(bastion: Bastion) -> bytes:
@@ -323,17 +323,17 @@ def _claim(bastion: Bastion) -> bytes:
 def test_a_sign_up_cut_short_after_the_claim_frees_the_email(bastion: Bastion) -> None:
     store = UserCore("bastion", claim_ttl_ms=300)
     steps = store.create("ada@example.com", "hash-x")
-    claimed = bastion.sync_runner.run(_first_op_only(steps))  # the claim, then the process dies
+    claimed = bastion._sync_runner.run(_first_op_only(steps))  # the claim, then the process dies
     assert claimed == 1
     raw = _raw(bastion)
     claim = _claim(bastion)
     assert 0 < raw.pttl(claim) <= 300
     with pytest.raises(UserAlreadyExists):  # a sign-up under way, as far as anyone can tell
-        bastion.sync_runner.run(store.create("ada@example.com", "hash-y"))
+        bastion._sync_runner.run(store.create("ada@example.com", "hash-y"))
     time.sleep(0.4)
-    user = bastion.sync_runner.run(store.create("ADA@example.com", "hash-y"))
+    user = bastion._sync_runner.run(store.create("ADA@example.com", "hash-y"))
     assert raw.pttl(claim) == -1
-    assert bastion.sync_users.get_by_email("ada@example.com") == bastion.sync_users.get(user.id)
+    assert bastion.sync.users.get_by_email("ada@example.com") == bastion.sync.users.get(user.id)
 
 
 def _first_op_only(steps: Steps[Any]) -> Steps[Any]:
@@ -353,7 +353,7 @@ def test_a_sign_up_whose_record_write_fails_frees_the_email(bastion: Bastion) ->
         _run_until(bastion, store.create("ada@example.com", "hash-x"), "user_create", fail)
     assert _raw(bastion).pttl(_claim(bastion)) > 0
     time.sleep(0.4)
-    assert bastion.sync_runner.run(store.create("ada@example.com", "hash-y")).email
+    assert bastion._sync_runner.run(store.create("ada@example.com", "hash-y")).email
 
 
 def test_every_completed_sign_up_leaves_a_permanent_claim(bastion: Bastion) -> None:
@@ -361,7 +361,7 @@ def test_every_completed_sign_up_leaves_a_permanent_claim(bastion: Bastion) -> N
     raw = _raw(bastion)
     assert raw.pttl(_claim(bastion)) == -1
     # A sign-up that takes over a claim a cut-short delete left: permanent too.
-    bastion.sync_runner.run(bastion.sessions.core.retire(user.id))
+    bastion._sync_runner.run(bastion._sessions_core.retire(user.id))
     again = _user(bastion)
     assert again.id != user.id and raw.pttl(_claim(bastion)) == -1
 
@@ -370,7 +370,7 @@ def test_a_claim_that_expired_while_the_record_was_written_is_made_again(
     bastion: Bastion,
 ) -> None:
     raw = _raw(bastion)
-    steps = bastion.user_store.create("ada@example.com", "hash-x")
+    steps = bastion._user_store.create("ada@example.com", "hash-x")
     user = _run_until(bastion, steps, "email_confirm", lambda: raw.delete(_claim(bastion)))
     assert raw.get(_claim(bastion)) == user.id.encode()
     assert raw.pttl(_claim(bastion)) == -1
@@ -384,16 +384,16 @@ def test_a_sign_up_whose_claim_went_to_another_gives_way(bastion: Bastion) -> No
         raw.delete(_claim(bastion))
         others.append(_user(bastion))
 
-    steps = bastion.user_store.create("ada@example.com", "hash-x", user_id="slowpoke")
+    steps = bastion._user_store.create("ada@example.com", "hash-x", user_id="slowpoke")
     with pytest.raises(UserAlreadyExists):
         _run_until(bastion, steps, "email_confirm", expire_and_let_another_in)
     (other,) = others
     assert raw.get(_claim(bastion)) == other.id.encode()
-    found = bastion.sync_users.get_by_email("ada@example.com")
+    found = bastion.sync.users.get_by_email("ada@example.com")
     assert found is not None and found.id == other.id
     # The slow one's record is gone (its id with it): no second account with the same email.
     assert raw.hgetall(keys.user("bastion", "slowpoke")).keys() == {b"deleted"}
-    assert bastion.sync_users.get("slowpoke") is None
+    assert bastion.sync.users.get("slowpoke") is None
 
 
 def test_the_claim_lifetime_must_be_positive() -> None:

@@ -91,11 +91,13 @@ def test_the_account_service_on_a_store_of_the_apps_own(real_redis: str) -> None
     password = "correct horse battery staple"
 
     async def flow() -> Any:
-        user = await bastion.runner.run(bastion.account.sign_up(state, "ada@example.com", password))
+        user = await bastion._runner.run(
+            bastion._account.sign_up(state, "ada@example.com", password)
+        )
         with pytest.raises(UserAlreadyExists):
-            await bastion.runner.run(bastion.account.sign_up(state, "ADA@example.com", password))
-        _, new = await bastion.runner.run(
-            bastion.account.log_in(state, "ada@example.com", password)
+            await bastion._runner.run(bastion._account.sign_up(state, "ADA@example.com", password))
+        _, new = await bastion._runner.run(
+            bastion._account.log_in(state, "ada@example.com", password)
         )
         return user, new
 
@@ -110,33 +112,33 @@ def test_the_account_service_on_a_store_of_the_apps_own(real_redis: str) -> None
 def test_disable_and_delete_with_a_store_of_the_apps_own(real_redis: str) -> None:
     store = MemoryStore()
     bastion = Bastion(Settings(redis_url=real_redis), users=store)
-    run = bastion.sync_runner.run
+    run = bastion._sync_runner.run
     state = RequestState(bastion, Identity.guest(), NO_CREDENTIALS, peer="127.0.0.1")
     password = "correct horse battery staple"
-    user = run(bastion.account.sign_up(state, "ada@example.com", password))
-    _, first = run(bastion.account.log_in(state, "ada@example.com", password))
-    raw = bastion.sync_sessions.client
+    user = run(bastion._account.sign_up(state, "ada@example.com", password))
+    _, first = run(bastion._account.log_in(state, "ada@example.com", password))
+    raw = bastion.sync.redis
 
     # The mark lives in Bastion's own key on the user's slot, beside the sessions.
-    assert bastion.sync_users.disable(user.id) == [first.session.id]
+    assert bastion.sync.users.disable(user.id) == [first.session.id]
     assert raw.hgetall(keys.user("bastion", user.id)) == {b"disabled": b"1"}
-    found = bastion.sync_users.get(user.id)
+    found = bastion.sync.users.get(user.id)
     assert found is not None and found.disabled and not store.users[user.id].disabled
-    assert bastion.sync_sessions.authenticate(first.token) is None
+    assert bastion.sync.sessions.authenticate(first.token) is None
     with pytest.raises(UserBlocked):
-        run(bastion.account.log_in(state, "ada@example.com", password))
-    assert bastion.sync_users.enable(user.id)
-    _, second = run(bastion.account.log_in(state, "ada@example.com", password))
+        run(bastion._account.log_in(state, "ada@example.com", password))
+    assert bastion.sync.users.enable(user.id)
+    _, second = run(bastion._account.log_in(state, "ada@example.com", password))
 
-    assert bastion.sync_users.delete(user.id) == [second.session.id]
+    assert bastion.sync.users.delete(user.id) == [second.session.id]
     assert user.id not in store.users  # the store dropped the record
-    assert bastion.sync_users.get(user.id) is None
+    assert bastion.sync.users.get(user.id) is None
     assert raw.hgetall(keys.user("bastion", user.id)).keys() == {b"deleted"}
     with pytest.raises(InvalidCredentials):
-        run(bastion.account.log_in(state, "ada@example.com", password))
-    again = run(bastion.account.sign_up(state, "ada@example.com", password))
+        run(bastion._account.log_in(state, "ada@example.com", password))
+    again = run(bastion._account.sign_up(state, "ada@example.com", password))
     assert again.id != user.id
-    run(bastion.account.log_in(state, "ada@example.com", password))
+    run(bastion._account.log_in(state, "ada@example.com", password))
 
 
 def test_a_reused_id_of_a_store_of_the_apps_own_gets_no_session(real_redis: str) -> None:
@@ -144,12 +146,12 @@ def test_a_reused_id_of_a_store_of_the_apps_own_gets_no_session(real_redis: str)
     # so the newcomer cannot inherit what was granted to user:ID.
     store = MemoryStore()
     bastion = Bastion(Settings(redis_url=real_redis), users=store)
-    user = bastion.sync_runner.run(store.create("ada@example.com", "h"))
-    bastion.sync_users.delete(user.id)
-    bastion.sync_runner.run(store.create("eve@example.com", "h", user_id=user.id))
-    assert bastion.sync_users.get(user.id) is None
+    user = bastion._sync_runner.run(store.create("ada@example.com", "h"))
+    bastion.sync.users.delete(user.id)
+    bastion._sync_runner.run(store.create("eve@example.com", "h", user_id=user.id))
+    assert bastion.sync.users.get(user.id) is None
     with pytest.raises(InvalidCredentials):
-        bastion.sync_sessions.create(user.id)
+        bastion.sync.sessions.create(user.id)
 
 
 TRUSTED = parse_networks(["10.0.0.0/8", "::1"])

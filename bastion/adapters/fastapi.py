@@ -175,7 +175,7 @@ def account_router(bastion: Bastion) -> APIRouter:
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 429, 500, 501, 503)
     }
-    for method, path, name in bastion.account.mount():
+    for method, path, name in bastion._account.mount():
         status, model = _ANSWERS[name]
         extra: dict[str, Any] = {}
         body = _BODIES.get(name)

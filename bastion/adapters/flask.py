@@ -249,9 +249,9 @@ def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
             body = b""
             if request.method not in ("GET", "HEAD"):
                 body = _body(bastion.settings.max_body_size)
-            reply = bastion.sync_runner.run(bastion.account.handle(name, state, body, params))
+            reply = bastion._sync_runner.run(bastion._account.handle(name, state, body, params))
         except Exception as exc:
-            reply = bastion.account.failure(name, state, params, exc)
+            reply = bastion._account.failure(name, state, params, exc)
         return _json(reply.body, reply.status, reply.headers)
 
     view.__name__ = name
@@ -261,7 +261,7 @@ def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
 def account_blueprint(bastion: Bastion) -> Blueprint:
     """A ``Blueprint`` with the account routes at ``settings.account_prefix``."""
     blueprint = Blueprint("bastion_account", __name__, url_prefix=bastion.settings.account_prefix)
-    for method, path, name in bastion.account.mount():
+    for method, path, name in bastion._account.mount():
         # Exactly the paths the route map exempts: no trailing-slash twins ("" is the prefix).
         rule = path.replace("{session_id}", "<session_id>")
         blueprint.add_url_rule(

@@ -101,12 +101,12 @@ async def serve_account(bastion: Bastion, name: str, request: Request) -> Respon
         if request.method not in ("GET", "HEAD"):
             limit = bastion.settings.max_body_size
             body = await read_asgi(state.headers, request.stream(), limit)
-        reply = await bastion.runner.run(bastion.account.handle(name, state, body, params))
+        reply = await bastion._runner.run(bastion._account.handle(name, state, body, params))
     except ClientDisconnect:
         # No one is left to read the answer; a 400 rather than a 500 in the log.
-        reply = bastion.account.failure(name, state, params, BadRequest("Client disconnected."))
+        reply = bastion._account.failure(name, state, params, BadRequest("Client disconnected."))
     except Exception as exc:
-        reply = bastion.account.failure(name, state, params, exc)
+        reply = bastion._account.failure(name, state, params, exc)
     return to_response(reply)
 
 
@@ -124,7 +124,7 @@ def account_routes(bastion: Bastion) -> list[Route]:
     """The account routes (DESIGN.md section 4) at ``settings.account_prefix``."""
     prefix = bastion.settings.account_prefix
     grouped: dict[tuple[str, str], list[str]] = {}
-    for method, path, name in bastion.account.mount():
+    for method, path, name in bastion._account.mount():
         grouped.setdefault((path, name), []).append(method)
     return [
         Route(

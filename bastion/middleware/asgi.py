@@ -93,8 +93,8 @@ class BastionMiddleware:
                 bastion.policy_watcher.start()
         headers = scope["headers"]
         try:
-            identity, credentials = await bastion.runner.run(
-                bastion.admit(
+            identity, credentials = await bastion._runner.run(
+                bastion._admit(
                     scope.get("method", "GET"),
                     scope.get("scheme", "http"),
                     scope.get("path", "/") if self._guarding else "",

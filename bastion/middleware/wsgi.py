@@ -83,8 +83,8 @@ class BastionWSGIMiddleware:
                 self.bastion.policy_watcher.start()
         headers = headers_of(environ)
         try:
-            identity, credentials = self.bastion.sync_runner.run(
-                self.bastion.admit(
+            identity, credentials = self.bastion._sync_runner.run(
+                self.bastion._admit(
                     str(environ.get("REQUEST_METHOD", "GET")),
                     str(environ.get("wsgi.url_scheme", "http")),
                     wsgi_path(

@@ -14,17 +14,17 @@ Keys share the container's hash tag, so every script here touches one cluster sl
 
 from __future__ import annotations
 
-import builtins
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bastion.errors import Forbidden
+from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
 from bastion.grammar import ACTIONS, POLICY_ACTIONS, is_resource
 from bastion.identity import Identity, is_role
 from bastion.policies.rules import Rule
-from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
+from bastion.redisio import Call, Script, Steps
 
 if TYPE_CHECKING:  # the engine (and pycasbin) loads when a policy is built, not with this module
     from bastion.policies.engine import PolicyEngine
@@ -180,7 +180,11 @@ class GrantCore:
     def grant(
         self, resource: str, role: str, action: str, *, by: Identity | None = None
     ) -> Steps[bool]:
-        """Give ``role`` ``action`` on ``resource``; True if the row is new."""
+        """Give ``role`` ``action`` on ``resource``; True if the row is new.
+
+        ``by`` is the asking user (None: server code). A user needs ``update`` on ``resource``
+        and must hold ``role`` (else ``Forbidden``); API keys and ``admin_roles`` may grant any.
+        """
         child = _check(resource, role, action)
         yield from self._may_change(by, child, role)
         index = f"{self._index_prefix(child.container, child.kind)}{action}:{role}"
@@ -192,7 +196,7 @@ class GrantCore:
     def revoke(
         self, resource: str, role: str, action: str, *, by: Identity | None = None
     ) -> Steps[bool]:
-        """Take one row away; True if it existed."""
+        """Take one row away; True if it existed (``by``: as for :meth:`grant`)."""
         child = _check(resource, role, action)
         yield from self._may_change(by, child, role)
         index = f"{self._index_prefix(child.container, child.kind)}{action}:{role}"
@@ -250,7 +254,7 @@ class GrantCore:
     def filter(
         self, identity: Identity, action: str, container: str, kind: str
     ) -> Steps[ChildFilter]:
-        """Which ``KIND`` children of ``container`` the caller may ``action``, in one round trip.
+        """Which ``KIND`` children of ``container`` the caller may ``action`` (for list endpoints).
 
         Policy lines on the container's children (``…/documents/*`` and above) decide "all";
         lines naming single children and, where child security is on, the children's own rows
@@ -276,79 +280,20 @@ class GrantCore:
         return ChildFilter(False, ids=frozenset(ids | from_rows))
 
 
-class AsyncGrantStore:
-    """Per-resource permissions for asyncio code."""
+class _GrantSteps:
+    """Per-resource permissions as users see them: ``bastion.permissions`` and its sync twin."""
 
-    def __init__(self, runner: AsyncRunner, core: GrantCore) -> None:
-        self.core = core
-        self._run = runner.run
-
-    async def grant(
-        self, resource: str, role: str, action: str, *, by: Identity | None = None
-    ) -> bool:
-        """Give ``role`` ``action`` on ``resource``; ``by``: the asking user (None: server code).
-
-        A user needs ``update`` on ``resource`` and must hold ``role`` (else ``Forbidden``).
-        """
-        return await self._run(self.core.grant(resource, role, action, by=by))
-
-    async def revoke(
-        self, resource: str, role: str, action: str, *, by: Identity | None = None
-    ) -> bool:
-        """Take one row away; True if it existed (``by``: as for :meth:`grant`)."""
-        return await self._run(self.core.revoke(resource, role, action, by=by))
-
-    async def filter(
-        self, identity: Identity, action: str, container: str, kind: str
-    ) -> ChildFilter:
-        """Which children of ``container`` the caller may ``action`` (for list endpoints)."""
-        return await self._run(self.core.filter(identity, action, container, kind))
-
-    async def clear(self, resource: str) -> int:
-        """Delete every row of a resource; returns how many there were."""
-        return await self._run(self.core.clear(resource))
-
-    async def list(self, resource: str) -> builtins.list[tuple[str, str]]:
-        """The resource's own rows as ``(role, action)`` pairs."""
-        return await self._run(self.core.rows(resource))
-
-    async def ids_for(
-        self, container: str, kind: str, roles: Iterable[str], action: str
-    ) -> set[str]:
-        """Ids of children whose own rows give ``action`` to one of ``roles``."""
-        return await self._run(self.core.ids_for(container, kind, roles, action))
+    grant = step(GrantCore.grant)
+    revoke = step(GrantCore.revoke)
+    filter = step(GrantCore.filter)
+    clear = step(GrantCore.clear)
+    list = step(GrantCore.rows)
+    ids_for = step(GrantCore.ids_for)
 
 
-class SyncGrantStore:
-    """Per-resource permissions for threaded code."""
+class AsyncGrantStore(_GrantSteps, OldStoreNames, AsyncFront[GrantCore]):
+    """``bastion.permissions``: per-resource permissions for asyncio code."""
 
-    def __init__(self, runner: SyncRunner, core: GrantCore) -> None:
-        self.core = core
-        self._run = runner.run
 
-    def grant(self, resource: str, role: str, action: str, *, by: Identity | None = None) -> bool:
-        """Give ``role`` ``action`` on ``resource``; ``by``: the asking user (None: server code).
-
-        A user needs ``update`` on ``resource`` and must hold ``role`` (else ``Forbidden``).
-        """
-        return self._run(self.core.grant(resource, role, action, by=by))
-
-    def revoke(self, resource: str, role: str, action: str, *, by: Identity | None = None) -> bool:
-        """Take one row away; True if it existed (``by``: as for :meth:`grant`)."""
-        return self._run(self.core.revoke(resource, role, action, by=by))
-
-    def filter(self, identity: Identity, action: str, container: str, kind: str) -> ChildFilter:
-        """Which children of ``container`` the caller may ``action`` (for list endpoints)."""
-        return self._run(self.core.filter(identity, action, container, kind))
-
-    def clear(self, resource: str) -> int:
-        """Delete every row of a resource; returns how many there were."""
-        return self._run(self.core.clear(resource))
-
-    def list(self, resource: str) -> builtins.list[tuple[str, str]]:
-        """The resource's own rows as ``(role, action)`` pairs."""
-        return self._run(self.core.rows(resource))
-
-    def ids_for(self, container: str, kind: str, roles: Iterable[str], action: str) -> set[str]:
-        """Ids of children whose own rows give ``action`` to one of ``roles``."""
-        return self._run(self.core.ids_for(container, kind, roles, action))
+class SyncGrantStore(_GrantSteps, OldStoreNames, SyncFront[GrantCore]):
+    """``bastion.sync.permissions``: the same methods for threaded code."""

@@ -4,6 +4,11 @@ A reload builds the new engine aside (parse, lint, self-check) and swaps it in w
 assignment; a broken file is logged with its file:line and never replaces the policy in force.
 Announcements bump a version number in Redis that every worker polls, so a worker that was
 briefly disconnected still sees it (pub/sub would drop it).
+
+Building a watcher does no Redis I/O (``Bastion(...)`` must not): the announced version is first
+read by the first check. That check cannot tell whether a version it finds was announced before
+or after the policy was loaded, so it reloads once if there is one: a spare rebuild, in the
+watcher's thread, rather than a worker that keeps a policy another worker was told to drop.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ def version_key(settings: Settings) -> str:
     return f"{settings.key_prefix}:policy:version"
 
 
+_UNREAD = b"\x00unread"  # no version is this: every one announced is a decimal number
+
+
 class PolicyWatcher:
     """Polls the policy files and the announced version; reloads when either changes."""
 
@@ -55,11 +63,9 @@ class PolicyWatcher:
         self.holder = holder
         self.settings = settings
         self.client = client
+        # The files' signature now, when the holder has just read them; Redis waits (see above).
         self._files = self._signature()
-        self._version: bytes | None = None
-        # Without authorization there is nothing to reload: no Redis read at start-up either.
-        if settings.authorization:
-            self._version = self._announced()
+        self._version: bytes | None = _UNREAD
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -81,16 +87,24 @@ class PolicyWatcher:
             value = self.client.get(version_key(self.settings))
         except Exception as exc:  # a Redis outage must not stop file reloads
             logger.warning("cannot read the announced policy version: %s", exc)
-            return self._version if hasattr(self, "_version") else None
+            return self._version
         return bytes(value) if value is not None else None
 
     def check_now(self) -> bool:
-        """Reload if the files or the announced version changed; True when a new policy is in."""
+        """Reload if the files or the announced version changed; True when a new policy is in.
+
+        The first check reloads if any version was ever announced (see the module docstring).
+        """
         files, version = self._signature(), self._announced()
-        if files == self._files and version == self._version:
-            return False
+        previous, files_changed = self._version, files != self._files
         self._files, self._version = files, version
-        return self.reload()
+        if files_changed:
+            return self.reload()
+        if version is _UNREAD:  # never read, and Redis cannot be read now: files only
+            return False
+        if previous is _UNREAD:
+            return version is not None and self.reload()
+        return version != previous and self.reload()
 
     def reload(self) -> bool:
         """Build the policy aside and swap it in; on any error keep the current one."""
@@ -102,10 +116,15 @@ class PolicyWatcher:
         logger.info("policy reloaded: %d rules", len(engine.rules))
         return True
 
+    @property
+    def running(self) -> bool:
+        """Whether the polling thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
-        """Poll every ``policy_reload_interval`` seconds in a daemon thread."""
+        """Poll every ``policy_reload_interval`` seconds in a daemon thread (not after stop)."""
         interval = self.settings.policy_reload_interval
-        if interval <= 0 or self._thread is not None:
+        if interval <= 0 or self._thread is not None or self._stop.is_set():
             return
         self._thread = threading.Thread(
             target=self._loop, args=(interval,), name="bastion-policy-watch", daemon=True
@@ -120,10 +139,12 @@ class PolicyWatcher:
                 logger.exception("policy watcher error")
 
     def stop(self) -> None:
-        """Stop polling."""
+        """Stop polling for good, waiting (at most 5 s) for a check in progress to finish."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                logger.warning("the policy watcher is still busy after 5 s; it stops after it")
             self._thread = None
 
 

@@ -1,8 +1,9 @@
-"""The session store: one sans-IO core, driven by an async front and a sync front.
+"""The session store: one sans-IO core, behind an async front and its sync twin.
 
 Each operation of :class:`SessionCore` is a generator that yields Redis operations and receives
 their results, so the logic exists once; :class:`AsyncSessionStore` (redis.asyncio) and
-:class:`SyncSessionStore` (redis) only carry the operations to Redis and back.
+:class:`SyncSessionStore` (redis) are derived from it (:mod:`bastion.fronts`) and only carry the
+operations to Redis and back.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from bastion.cleantext import clean_text
 from bastion.clientip import normal_ip
 from bastion.errors import InvalidCredentials, UserBlocked
+from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
 from bastion.identity import is_valid_id
-from bastion.redisio import AsyncRunner, Batch, Call, Script, Steps, SyncRunner
+from bastion.redisio import Batch, Call, Script, Steps
 from bastion.sessions import keys
 from bastion.sessions.token import (
     format_token,
@@ -193,14 +195,14 @@ class SessionCore:
         return NewSession(format_token(user_id, session_id, secret), info, evicted_ids, int(score))
 
     def authenticate(self, token: str) -> Steps[ActiveSession | None]:
-        """Check a token: one hash look-up, the secret compared in constant time."""
+        """The session a token belongs to, or None (one look-up; constant-time secret check)."""
         parsed = parse_token(token)
         if parsed is None:
             return None
         return (yield from self._session(*parsed))
 
     def alive(self, user_id: str, session_id: str) -> Steps[ActiveSession | None]:
-        """Whether a session exists and has not expired (for tokens minted from it, like JWTs)."""
+        """The session if it exists and has not expired, else None (no secret: how JWTs check)."""
         if not is_valid_id(user_id) or not is_session_id(session_id):
             return None
         return (yield from self._session(user_id, session_id, None))
@@ -327,7 +329,7 @@ class SessionCore:
         )
 
     def revoke_everyone(self, *, batch: int = SCAN_BATCH) -> Steps[int]:
-        """End every session of every user; returns how many live sessions ended.
+        """End every session of every user (incident response); returns how many ended.
 
         One SCAN pass over the whole keyspace (never KEYS), ``batch`` keys a call, for the users'
         session sets; each batch's users are revoked by the atomic revoke-all script, pipelined
@@ -366,91 +368,21 @@ class SessionCore:
         )
 
 
-class AsyncSessionStore:
-    """Session store for asyncio code, on ``redis.asyncio``."""
+class _SessionSteps:
+    """The session operations users call, on ``bastion.sessions`` and ``bastion.sync.sessions``."""
 
-    def __init__(
-        self, runner: AsyncRunner, settings: Settings, audit: AuditLog | None = None
-    ) -> None:
-        self.core = SessionCore(settings, audit)
-        self.runner = runner
-        self.client = runner.client
-        self._run = runner.run
-
-    async def create(
-        self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
-    ) -> NewSession:
-        """Create a session for ``user_id`` (see :meth:`SessionCore.create`)."""
-        return await self._run(self.core.create(user_id, ip=ip, user_agent=user_agent, limit=limit))
-
-    async def authenticate(self, token: str) -> ActiveSession | None:
-        """The session a token belongs to, or None if it is not valid now."""
-        return await self._run(self.core.authenticate(token))
-
-    async def alive(self, user_id: str, session_id: str) -> ActiveSession | None:
-        """The session if it exists and has not expired (no secret needed)."""
-        return await self._run(self.core.alive(user_id, session_id))
-
-    async def list(self, user_id: str) -> list[SessionInfo]:
-        """The user's live sessions, oldest first."""
-        return await self._run(self.core.list(user_id))
-
-    async def revoke(self, user_id: str, session_id: str) -> bool:
-        """Delete one session; True if it was alive."""
-        return await self._run(self.core.revoke(user_id, session_id))
-
-    async def revoke_all(self, user_id: str, *, keep: str | None = None) -> builtins.list[str]:
-        """Delete every session of the user but ``keep``; returns the ids removed."""
-        return await self._run(self.core.revoke_all(user_id, keep=keep))
-
-    async def revoke_everyone(self, *, batch: int = SCAN_BATCH) -> int:
-        """End every session of every user (incident response); returns how many ended.
-
-        One SCAN pass over the keyspace; see :meth:`SessionCore.revoke_everyone` for the cost.
-        """
-        return await self._run(self.core.revoke_everyone(batch=batch))
+    create = step(SessionCore.create)
+    authenticate = step(SessionCore.authenticate)
+    alive = step(SessionCore.alive)
+    list = step(SessionCore.list)
+    revoke = step(SessionCore.revoke)
+    revoke_all = step(SessionCore.revoke_all)
+    revoke_everyone = step(SessionCore.revoke_everyone)
 
 
-class SyncSessionStore:
-    """Session store for threaded code (WSGI, CLI, scripts), on ``redis``."""
+class AsyncSessionStore(_SessionSteps, OldStoreNames, AsyncFront[SessionCore]):
+    """``bastion.sessions``: the session store for asyncio code, on ``redis.asyncio``."""
 
-    def __init__(
-        self, runner: SyncRunner, settings: Settings, audit: AuditLog | None = None
-    ) -> None:
-        self.core = SessionCore(settings, audit)
-        self.runner = runner
-        self.client = runner.client
-        self._run = runner.run
 
-    def create(
-        self, user_id: str, *, ip: str = "", user_agent: str = "", limit: int | None = None
-    ) -> NewSession:
-        """Create a session for ``user_id`` (see :meth:`SessionCore.create`)."""
-        return self._run(self.core.create(user_id, ip=ip, user_agent=user_agent, limit=limit))
-
-    def authenticate(self, token: str) -> ActiveSession | None:
-        """The session a token belongs to, or None if it is not valid now."""
-        return self._run(self.core.authenticate(token))
-
-    def alive(self, user_id: str, session_id: str) -> ActiveSession | None:
-        """The session if it exists and has not expired (no secret needed)."""
-        return self._run(self.core.alive(user_id, session_id))
-
-    def list(self, user_id: str) -> list[SessionInfo]:
-        """The user's live sessions, oldest first."""
-        return self._run(self.core.list(user_id))
-
-    def revoke(self, user_id: str, session_id: str) -> bool:
-        """Delete one session; True if it was alive."""
-        return self._run(self.core.revoke(user_id, session_id))
-
-    def revoke_all(self, user_id: str, *, keep: str | None = None) -> builtins.list[str]:
-        """Delete every session of the user but ``keep``; returns the ids removed."""
-        return self._run(self.core.revoke_all(user_id, keep=keep))
-
-    def revoke_everyone(self, *, batch: int = SCAN_BATCH) -> int:
-        """End every session of every user (incident response); returns how many ended.
-
-        One SCAN pass over the keyspace; see :meth:`SessionCore.revoke_everyone` for the cost.
-        """
-        return self._run(self.core.revoke_everyone(batch=batch))
+class SyncSessionStore(_SessionSteps, OldStoreNames, SyncFront[SessionCore]):
+    """``bastion.sync.sessions``: the same methods for threaded code (WSGI, CLI, scripts)."""

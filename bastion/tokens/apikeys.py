@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bastion.errors import APIKeyExpired, APIKeyInvalid
+from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
 from bastion.identity import RESERVED_SCOPES
-from bastion.redisio import AsyncRunner, Call, Script, Steps, SyncRunner
+from bastion.redisio import Call, Script, Steps
 from bastion.settings import Settings
 
 PREFIX = "bst"
@@ -146,7 +147,10 @@ class APIKeyCore:
     def create(
         self, name: str, scopes: list[str] | tuple[str, ...], *, expires_in: int | None = None
     ) -> Steps[NewAPIKey]:
-        """Create a key; ``expires_in`` seconds from now, or never."""
+        """Create a key expiring ``expires_in`` seconds from now, or never.
+
+        The returned ``key`` is the only time its secret is seen: only its digest is stored.
+        """
         name = name.strip()
         if not 1 <= len(name) <= 128 or not name.isprintable():
             raise ValueError("an API key name is 1..128 printable characters")
@@ -198,7 +202,7 @@ class APIKeyCore:
         )
 
     def list(self) -> Steps[builtins.list[APIKeyInfo]]:
-        """Every key, oldest first."""
+        """Every key, oldest first, without secrets."""
         flat = yield Script("key_list", [self._index], [f"{self._prefix}:key:"])
         found = []
         for i in range(0, len(flat), 6):
@@ -227,53 +231,18 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("ascii")).digest()
 
 
-class AsyncAPIKeyStore:
-    """API keys for asyncio code."""
+class _APIKeySteps:
+    """The API-key operations users call, on ``bastion.api_keys`` and ``bastion.sync.api_keys``."""
 
-    def __init__(self, runner: AsyncRunner, settings: Settings) -> None:
-        self.core = APIKeyCore(settings)
-        self._run = runner.run
-
-    async def create(
-        self, name: str, scopes: list[str] | tuple[str, ...], *, expires_in: int | None = None
-    ) -> NewAPIKey:
-        """Create a key (the returned ``key`` is the only time its secret is seen)."""
-        return await self._run(self.core.create(name, scopes, expires_in=expires_in))
-
-    async def authenticate(self, key: str) -> APIKeyInfo:
-        """The key's record; raises ``APIKeyInvalid`` or ``APIKeyExpired``."""
-        return await self._run(self.core.authenticate(key))
-
-    async def list(self) -> builtins.list[APIKeyInfo]:
-        """Every key, oldest first, without secrets."""
-        return await self._run(self.core.list())
-
-    async def revoke(self, key_id: str) -> bool:
-        """Delete a key by id; True if it existed."""
-        return await self._run(self.core.revoke(key_id))
+    create = step(APIKeyCore.create)
+    authenticate = step(APIKeyCore.authenticate)
+    list = step(APIKeyCore.list)
+    revoke = step(APIKeyCore.revoke)
 
 
-class SyncAPIKeyStore:
-    """API keys for threaded code and the CLI."""
+class AsyncAPIKeyStore(_APIKeySteps, OldStoreNames, AsyncFront[APIKeyCore]):
+    """``bastion.api_keys``: API keys for asyncio code."""
 
-    def __init__(self, runner: SyncRunner, settings: Settings) -> None:
-        self.core = APIKeyCore(settings)
-        self._run = runner.run
 
-    def create(
-        self, name: str, scopes: list[str] | tuple[str, ...], *, expires_in: int | None = None
-    ) -> NewAPIKey:
-        """Create a key (the returned ``key`` is the only time its secret is seen)."""
-        return self._run(self.core.create(name, scopes, expires_in=expires_in))
-
-    def authenticate(self, key: str) -> APIKeyInfo:
-        """The key's record; raises ``APIKeyInvalid`` or ``APIKeyExpired``."""
-        return self._run(self.core.authenticate(key))
-
-    def list(self) -> builtins.list[APIKeyInfo]:
-        """Every key, oldest first, without secrets."""
-        return self._run(self.core.list())
-
-    def revoke(self, key_id: str) -> bool:
-        """Delete a key by id; True if it existed."""
-        return self._run(self.core.revoke(key_id))
+class SyncAPIKeyStore(_APIKeySteps, OldStoreNames, SyncFront[APIKeyCore]):
+    """``bastion.sync.api_keys``: the same methods for threaded code and the CLI."""
