@@ -142,7 +142,7 @@ def _load_user() -> SignedInUser | AnonymousUser:
         return cast(SignedInUser | AnonymousUser, cached[1])
     user: SignedInUser | AnonymousUser = ANONYMOUS
     if identity.is_authenticated and identity.user_id is not None:
-        record = state.bastion.sync_users.get(identity.user_id)
+        record = state.bastion.sync.users.get(identity.user_id)
         if record is not None:
             safe = without_secrets(record)
             fields = {f.name: getattr(safe, f.name) for f in dataclasses.fields(User)}
@@ -154,7 +154,7 @@ def _load_user() -> SignedInUser | AnonymousUser:
 current_user: SignedInUser | AnonymousUser = cast(
     SignedInUser | AnonymousUser, LocalProxy(_load_user)
 )
-"""The signed-in user's :class:`SignedInUser` record (``bastion.sync_users.get``), else
+"""The signed-in user's :class:`SignedInUser` record (``bastion.sync.users.get``), else
 :data:`ANONYMOUS`, whose ``is_authenticated`` is False; read once per request."""
 
 
