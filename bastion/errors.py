@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from bastion.responsebody import encode
+from bastion.responses import encode
 from bastion.secret import Secret
 
 

@@ -1,8 +1,23 @@
-"""The headers of Bastion's own responses, and how its log-in headers join an app's response."""
+"""What Bastion's own responses look like: one JSON encoding, its headers, and how its log-in
+headers join an app's response (the same bytes on Starlette, FastAPI and Flask)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+MEDIA_TYPE = "application/json"
+"""The ``Content-Type`` of every body Bastion sends (JSON is UTF-8 by definition: no charset)."""
+
+
+def encode(value: Any) -> bytes:
+    """``value`` as compact JSON in UTF-8: Starlette's ``JSONResponse`` encoding, for every app."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    # A lone surrogate (from a record no sign-up made: a store of the app's own) cannot be
+    # UTF-8; written back as its JSON escape it stays the same string value, and no 500.
+    return text.encode("utf-8", "backslashreplace")
+
 
 OWN_HEADERS: tuple[tuple[str, str], ...] = (
     # Its answers are about sessions and tokens: no shared or browser cache may keep one.

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from bastion import Bastion, ConfigError, Settings
 from bastion.account import BODIES
 from bastion.adapters import fastapi as fastapi_adapter
-from bastion.responsebody import encode
+from bastion.responses import encode
 from tests.test_account_contract import COOKIE, PASSWORD, Client, clients, log_in, sign_up
 
 FRAMEWORKS = ["starlette", "fastapi", "flask"]

@@ -19,8 +19,7 @@ from bastion.core import RequestState, state_of
 from bastion.errors import BastionError, PayloadTooLarge, Unauthorized
 from bastion.identity import Identity
 from bastion.requestbody import read_wsgi
-from bastion.responsebody import MEDIA_TYPE, encode
-from bastion.responses import OWN_HEADERS
+from bastion.responses import MEDIA_TYPE, OWN_HEADERS, encode
 from bastion.users import User
 
 if TYPE_CHECKING:

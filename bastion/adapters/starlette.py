@@ -18,8 +18,7 @@ from bastion.adapters.checks import check_permission, check_user
 from bastion.core import state_of
 from bastion.errors import BadRequest, BastionError
 from bastion.requestbody import read_asgi
-from bastion.responsebody import MEDIA_TYPE, encode
-from bastion.responses import OWN_HEADERS
+from bastion.responses import MEDIA_TYPE, OWN_HEADERS, encode
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
