@@ -401,7 +401,7 @@ class UserCore:
             f.get("phone", ""),
             f.get("verified") == "1",
             tuple(f.get("labels", "").split()),
-            teams,
+            teams or None,  # no teams is None, as in a new User and in every store
             f.get("hash", ""),
             history,
             int(f.get("created") or 0),
