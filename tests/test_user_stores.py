@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -141,6 +144,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 
 def test_every_store_keeps_the_contract(store: Any) -> None:
+    keeps_the_contract(store)
+
+
+def keeps_the_contract(store: Any) -> None:
+    """Run the UserStore contract (README, bastion.users.protocol) on ``store``."""
     twins = user_stores(store)
     assert isinstance(store, UserStore if twins.async_store is not None else SyncUserStore)
 
@@ -466,3 +474,47 @@ def test_a_database_that_is_down_is_a_503(tmp_path: Path) -> None:
     store = SyncSQLAlchemyUserStore(engine, UserRecord)
     with pytest.raises(ServiceUnavailable):
         store.get("u1")
+
+
+# -- the README's section ----------------------------------------------------------------------
+
+
+def _readme_blocks() -> list[str]:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Keeping users in your own database\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return [part.split("\n```", 1)[0] for part in section.split("```python\n")[1:]]
+
+
+def test_the_readme_sqlalchemy_example_runs_as_printed(real_redis: str, tmp_path: Path) -> None:
+    blocks = _readme_blocks()
+    assert len(blocks) == 2
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env["BASTION_REDIS_URL"] = real_redis
+    done = subprocess.run(
+        [sys.executable, "-c", blocks[0]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'email': 'ada@example.com'" in done.stdout
+    assert "'emailVerification': True" in done.stdout
+    raw = redis.Redis.from_url(real_redis)
+    assert not raw.keys("bastion:email:*")  # the records went to SQLite
+    assert raw.keys("bastion:*:user")
+    raw.close()
+
+
+def test_the_readme_store_of_your_own_keeps_the_contract(
+    real_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BASTION_REDIS_URL", real_redis)
+    namespace: dict[str, Any] = {"__name__": "readme"}
+    exec(compile(_readme_blocks()[1], "README.md", "exec"), namespace)
+    bastion = namespace["bastion"]
+    assert isinstance(bastion._app_users.async_store, namespace["MemoryUsers"])
+    keeps_the_contract(namespace["MemoryUsers"]())
+    bastion.close()
