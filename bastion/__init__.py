@@ -11,7 +11,7 @@ from bastion.policies.diagnostics import PolicyError
 from bastion.secret import Secret
 from bastion.sessions import NewSession, SessionInfo
 from bastion.settings import JWTKey, Settings
-from bastion.users import User, UserStore
+from bastion.users import SyncUserStore, User, UserStore
 
 __all__ = [
     "AuditEvent",
@@ -30,6 +30,7 @@ __all__ = [
     "Secret",
     "SessionInfo",
     "Settings",
+    "SyncUserStore",
     "User",
     "UserStore",
 ]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bastion.audit import AuditLog, DetailValue
 from bastion.csrf import from_another_site
+from bastion.emails import normalize_email
 from bastion.errors import (
     BadRequest,
     BastionError,
@@ -46,7 +47,8 @@ from bastion.security import SecurityCore, SecurityValues
 from bastion.sessions import NewSession, SessionCore
 from bastion.sessions.token import is_session_id
 from bastion.settings import Settings
-from bastion.users import User, UserStore, normalize_email, validate_profile
+from bastion.users.protocol import UserSteps
+from bastion.users.record import User, validate_profile
 
 if TYPE_CHECKING:
     from bastion.policies.authorizer import Authorizer
@@ -93,8 +95,8 @@ class AccountHost(Protocol):
         ...
 
     @property
-    def _user_store(self) -> UserStore:
-        """The user records, as steps."""
+    def _user_store(self) -> UserSteps:
+        """The user records, as steps (an app's store reached through ``StoreCall``)."""
         ...
 
     @property
@@ -318,7 +320,7 @@ class AccountService:
             if len(password) > self.settings.password_max_length:
                 yield from self._count_failed_log_in(state, email)
                 raise InvalidCredentials()  # never hash what no account can have
-            user = yield from self.bastion._user_store.by_email(email)
+            user = yield from self.bastion._user_store.get_by_email(email)
             if user is None or not user.password_hash:
                 # The same argon2 work as a real check, so timing does not tell which emails exist.
                 yield Compute(self.hasher.dummy_verify, (password,))
@@ -332,6 +334,8 @@ class AccountService:
                 yield from self.bastion._user_store.set_password(
                     user.id, upgraded, user.password_history
                 )
+            # An app's store keeps the roles: a change made in its database counts from here.
+            yield from self.bastion._user_store.mirror(user)
             # It records the success (with the new session and any it evicted).
             new = yield from self.bastion._login_core.login(state, user.id)
             return user, new

@@ -62,8 +62,17 @@ from bastion.settings import Settings
 from bastion.tokens import apikeys
 from bastion.tokens.jwt import JWTService
 from bastion.user_admin import AsyncUsers, SyncUsers, UserAdmin
-from bastion.users import SCRIPTS as USER_SCRIPTS
-from bastion.users import UserCore, UserStore, roles_from_fields
+from bastion.users.external import StoreSteps
+from bastion.users.protocol import (
+    StoreTwins,
+    SyncUserStore,
+    UserSteps,
+    UserStore,
+    UserStoreMismatch,
+    user_stores,
+)
+from bastion.users.redis import SCRIPTS as USER_SCRIPTS
+from bastion.users.redis import UserCore, roles_from_fields
 
 logger = logging.getLogger("bastion.middleware")
 
@@ -316,6 +325,9 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
     with the first request. ``close()`` / ``await aclose()``, ``with`` / ``async with``, or
     ``lifespan`` (Starlette, FastAPI) stop them; :meth:`wsgi` registers ``close`` at exit.
 
+    ``users`` is a store of the app's own for the user records (a :class:`~bastion.users.UserStore`,
+    a :class:`~bastion.users.SyncUserStore`, or an async one carrying its sync twin as ``.sync``;
+    checked here, with a message naming what is missing); without one they live in Redis.
     ``password_checks`` are the app's own password rules (functions cannot live in TOML, so
     they are given here); see :mod:`bastion.passwords.checks` for their protocol. ``redis`` and
     ``sync_redis`` are clients of your own (else made from the settings); Bastion closes only
@@ -328,7 +340,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         *,
         redis: Any = None,
         sync_redis: Any = None,
-        users: UserStore | None = None,
+        users: UserStore | SyncUserStore | None = None,
         password_checks: Iterable[PasswordCheck] = (),
         audit_hook: AuditHook | None = None,
     ) -> None:
@@ -358,14 +370,17 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         # The steps: written once, private; the fronts below and the account service run them.
         self._sessions_core = SessionCore(self.settings, self.audit)
         self._api_keys_core = apikeys.APIKeyCore(self.settings)
-        # Roles are read from the sessions' copy of the Redis user record; with a store of the
-        # app's own, ``users.update`` keeps them up to date there, or g lines carry teams and
-        # labels. The disabled and deleted marks live in that Redis hash too, whatever the store.
+        # Roles are read from the sessions' copy of the Redis user record, so requests never
+        # call the store; with a store of the app's own, Bastion keeps that copy (sign-up,
+        # log-in, users.update / refresh). The disabled and deleted marks live in that Redis
+        # hash too, whatever the store.
         self._user_roles = UserCore(self.settings.key_prefix)
-        self._user_store: UserStore = users if users is not None else self._user_roles
-        self._users_core = UserAdmin(
-            self._user_store, self._user_roles, self._sessions_core, self.audit
-        )
+        self._app_users: StoreTwins | None = None
+        self._user_store: UserSteps = self._user_roles
+        if users is not None:
+            self._app_users = user_stores(users)
+            self._user_store = StoreSteps(self._app_users, self.settings.key_prefix)
+        self._users_core = UserAdmin(self._user_store, self._sessions_core, self.audit)
         self._security_core = SecurityCore(self.settings)
         self._login_core = LoginCore(
             self.settings, self._sessions_core, self._security_core, self.audit
@@ -418,6 +433,9 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         # Imported here: the middleware imports this module (the allowed way back, see above).
         from bastion.middleware.wsgi import BastionWSGIMiddleware
 
+        if self._app_users is not None and self._app_users.sync_store is None:
+            # Start-up, not the first sign-up: the account routes would run it on sync code.
+            raise UserStoreMismatch(self._app_users.needs_sync())
         self._close_at_exit()
         return BastionWSGIMiddleware(app, bastion=self)
 

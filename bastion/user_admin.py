@@ -1,8 +1,9 @@
 """Users for apps and administrators: ``bastion.users`` (async) and ``bastion.sync.users``.
 
-One set of steps, :class:`UserAdmin`, over the user store (the Redis one or an app's own) and
-the marks Bastion keeps on the user's Redis slot; :class:`AsyncUsers` and :class:`SyncUsers`
-are derived from them (:mod:`bastion.fronts`), like the session fronts. Nothing public here
+One set of steps, :class:`UserAdmin`, over the user store (the Redis one or an app's own, see
+:mod:`bastion.users.external`) and the marks Bastion keeps on the user's Redis slot;
+:class:`AsyncUsers` and :class:`SyncUsers` are derived from them (:mod:`bastion.fronts`), like
+the session fronts. Nothing public here
 returns a generator.
 
 Disable and delete end every session of the user in the same Lua script that sets the mark, and
@@ -13,16 +14,16 @@ same one round trip as before.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from bastion.audit import AuditLog, DetailValue
 from bastion.errors import UserNotFound
 from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
 from bastion.identity import is_valid_id
-from bastion.redisio import Call, Steps
-from bastion.sessions import SessionCore, keys
-from bastion.users import User, UserCore, UserStore
+from bastion.redisio import Steps
+from bastion.sessions import SessionCore
+from bastion.users.protocol import UserSteps
+from bastion.users.record import User
 
 logger = logging.getLogger("bastion.users")
 
@@ -30,39 +31,20 @@ logger = logging.getLogger("bastion.users")
 class UserAdmin:
     """User look-ups and administration as sans-IO steps; the fronts run them against Redis."""
 
-    def __init__(
-        self, store: UserStore, redis_users: UserCore, sessions: SessionCore, audit: AuditLog
-    ) -> None:
+    def __init__(self, store: UserSteps, sessions: SessionCore, audit: AuditLog) -> None:
         self.store = store
         self.audit = audit
-        self.redis_users = redis_users
         self.sessions = sessions
-        self._prefix = sessions.settings.key_prefix
-        # The Redis store reads the marks with the record; another store's records need them
-        # read from Bastion's key beside it.
-        self._marks_in_record = store is redis_users
 
     def get(self, user_id: str) -> Steps[User | None]:
         """The user with this id, or None (a deleted user is None)."""
         if not is_valid_id(user_id):
             return None
-        user = yield from self.store.get(user_id)
-        return (yield from self._marked(user))
+        return (yield from self.store.get(user_id))
 
     def get_by_email(self, email: str) -> Steps[User | None]:
         """The user with this email, or None."""
-        user = yield from self.store.by_email(email)
-        return (yield from self._marked(user))
-
-    def _marked(self, user: User | None) -> Steps[User | None]:
-        if user is None or self._marks_in_record:
-            return user
-        disabled, deleted = yield Call(
-            "hmget", (keys.user(self._prefix, user.id), "disabled", "deleted")
-        )
-        if deleted is not None:
-            return None
-        return dataclasses.replace(user, disabled=disabled is not None)
+        return (yield from self.store.get_by_email(email))
 
     def _existing(self, user_id: str) -> Steps[User]:
         user = yield from self.get(user_id)
@@ -78,9 +60,24 @@ class UserAdmin:
         labels: tuple[str, ...] | None = None,
         teams: dict[str, tuple[str, ...]] | None = None,
     ) -> Steps[None]:
-        """Change the verified flag, labels or teams; live sessions get the new roles at once."""
+        """Change the verified flag, labels or teams; live sessions get the new roles at once.
+
+        With a store of the app's own, the store is changed first, then the copy of the roles
+        that requests read in Redis.
+        """
         yield from self._existing(user_id)
-        yield from self.redis_users.update(user_id, verified=verified, labels=labels, teams=teams)
+        yield from self.store.update(user_id, verified=verified, labels=labels, teams=teams)
+
+    def refresh(self, user_id: str) -> Steps[User]:
+        """Copy the user's roles from the store to Redis; returns the user.
+
+        For an app that changes ``verified``, labels or teams in its own database (not through
+        :meth:`update`): live sessions get the new roles from their next request. With the
+        default store (Redis) there is nothing to copy.
+        """
+        user = yield from self._existing(user_id)
+        yield from self.store.mirror(user)
+        return user
 
     def disable(self, user_id: str) -> Steps[list[str]]:
         """End every session (JWTs die with them) and refuse log-ins; returns the ids ended."""
@@ -137,6 +134,7 @@ class _UserSteps:
     get = step(UserAdmin.get)
     get_by_email = step(UserAdmin.get_by_email)
     update = step(UserAdmin.update)
+    refresh = step(UserAdmin.refresh)
     disable = step(UserAdmin.disable)
     enable = step(UserAdmin.enable)
     delete = step(UserAdmin.delete)

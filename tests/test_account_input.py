@@ -388,7 +388,7 @@ def test_an_unexpected_failure_is_a_500_without_details(
         raise RuntimeError(f"connection string postgres://app:{PASSWORD}@db lost")
         yield  # a generator, like every store step
 
-    monkeypatch.setattr(bastion._user_store, "by_email", broken)
+    monkeypatch.setattr(bastion._user_store, "get_by_email", broken)
     with caplog.at_level(logging.ERROR, logger="bastion.account"):
         response = send(client, "POST", "/account/sessions", LOGIN)
     assert response.status_code == 500
@@ -412,7 +412,7 @@ def test_a_store_that_refuses_a_value_is_a_400_in_bastions_words(
         raise ValueError(f"invalid literal for int() with base 10: {email!r}")
         yield
 
-    monkeypatch.setattr(bastion._user_store, "by_email", picky)
+    monkeypatch.setattr(bastion._user_store, "get_by_email", picky)
     with caplog.at_level(logging.WARNING, logger="bastion.account"):
         response = send(client, "POST", "/account/sessions", LOGIN)
     assert response.json() == {

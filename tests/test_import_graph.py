@@ -350,6 +350,8 @@ def test_the_policy_runtime_loads_the_tooling_only_when_it_runs_suites(
         ("starlette", {"bastion.adapters"}, {"bastion.middleware.asgi", "bastion.demo"}),
         ("fastapi", {"bastion.adapters"}, {"bastion.demo"}),
         ("flask", {"bastion.adapters"}, {"bastion.demo"}),
+        # SQLAlchemy (the sqlalchemy extra): only the store an app imports itself.
+        ("sqlalchemy", {"bastion.users.sqlalchemy"}, set()),
     ],
 )
 def test_optional_distributions_load_where_they_are_needed(

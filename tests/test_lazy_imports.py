@@ -1,4 +1,5 @@
-"""What an app loads: no PyYAML, no pycasbin without a policy, no Starlette on the WSGI side.
+"""What an app loads: no PyYAML, no pycasbin without a policy, no Starlette on the WSGI side,
+no SQLAlchemy unless the app imports its user store.
 
 The checks run in a fresh interpreter (this one has loaded everything already), in the test
 environment, where all three are installed: their absence from ``sys.modules`` is Bastion's doing.
@@ -21,7 +22,7 @@ from bastion.cli import main
 from bastion.policies.holder import build_engine
 from bastion.policies.tools import commands
 
-OPTIONAL = ("yaml", "casbin", "starlette", "fastapi", "flask")
+OPTIONAL = ("yaml", "casbin", "starlette", "fastapi", "flask", "sqlalchemy")
 
 APP = """
 import json, sys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -13,73 +14,61 @@ from bastion.core import RequestState
 from bastion.credentials import NO_CREDENTIALS
 from bastion.errors import InvalidCredentials, UserAlreadyExists, UserBlocked
 from bastion.identity import Identity
-from bastion.redisio import Compute, Steps
 from bastion.sessions import keys
-from bastion.users import User, normalize_email
+from bastion.users import User
 
 
 class MemoryStore:
-    """A store of the app's own: blocking calls, reached through ``Compute`` steps."""
+    """A sync store of the app's own (a SyncUserStore): plain blocking methods, no steps."""
 
     def __init__(self) -> None:
         self.users: dict[str, User] = {}
         self.lock = threading.Lock()
         self.calls: list[str] = []
-        self.made = 0
 
-    def new_id(self) -> str:
-        # Never reused, deleted ids included (the UserStore contract).
-        with self.lock:
-            self.made += 1
-            return f"u{self.made}"
-
-    def _put(self, user: User) -> User:
+    def create(self, user: User) -> User:
         with self.lock:
             self.calls.append(threading.current_thread().name)
-            if any(u.email == user.email for u in self.users.values()):
+            if any(u.email == user.email or u.id == user.id for u in self.users.values()):
                 raise UserAlreadyExists()
             self.users[user.id] = user
             return user
 
-    def create(
+    def get(self, user_id: str) -> User | None:
+        return self.users.get(user_id)
+
+    def get_by_email(self, email: str) -> User | None:
+        return next((u for u in self.users.values() if u.email == email), None)
+
+    def update(
         self,
-        email: str,
-        password_hash: str,
+        user_id: str,
         *,
-        name: str = "",
-        phone: str = "",
-        history: tuple[str, ...] = (),
-        user_id: str | None = None,
-    ) -> Steps[User]:
-        user = User(user_id or self.new_id(), normalize_email(email), name, phone,
-                    password_hash=password_hash, password_history=history)  # fmt: skip
-        stored: User = yield Compute(self._put, (user,))
-        return stored
+        verified: bool | None = None,
+        labels: tuple[str, ...] | None = None,
+        teams: dict[str, tuple[str, ...]] | None = None,
+    ) -> User | None:
+        old = self.users.get(user_id)
+        if old is None:
+            return None
+        new = dataclasses.replace(
+            old,
+            verified=old.verified if verified is None else verified,
+            labels=old.labels if labels is None else labels,
+            teams=old.teams if teams is None else teams,
+        )
+        self.users[user_id] = new
+        return new
 
-    def get(self, user_id: str) -> Steps[User | None]:
-        found: User | None = yield Compute(self.users.get, (user_id,))
-        return found
+    def set_password(self, user_id: str, password_hash: str, history: tuple[str, ...]) -> None:
+        old = self.users.get(user_id)
+        if old is not None:
+            self.users[user_id] = dataclasses.replace(
+                old, password_hash=password_hash, password_history=history
+            )
 
-    def by_email(self, email: str) -> Steps[User | None]:
-        wanted = normalize_email(email)
-        for user in list(self.users.values()):
-            if user.email == wanted:
-                return user
-        if False:  # pragma: no cover - a generator, like every store method
-            yield Compute(print, ())
-        return None
-
-    def set_password(
-        self, user_id: str, password_hash: str, history: tuple[str, ...]
-    ) -> Steps[None]:
-        old = self.users[user_id]
-        new = User(old.id, old.email, old.name, old.phone, password_hash=password_hash,
-                   password_history=history)  # fmt: skip
-        yield Compute(self.users.__setitem__, (user_id, new))
-
-    def delete(self, user_id: str) -> Steps[bool]:
-        removed: User | None = yield Compute(self.users.pop, (user_id, None))
-        return removed is not None
+    def delete(self, user_id: str) -> bool:
+        return self.users.pop(user_id, None) is not None
 
 
 def test_the_account_service_on_a_store_of_the_apps_own(real_redis: str) -> None:
@@ -105,7 +94,7 @@ def test_the_account_service_on_a_store_of_the_apps_own(real_redis: str) -> None
     assert store.users[user.id].email == "ada@example.com"
     assert new.session.user_id == user.id
     assert state.identity.user_id == user.id
-    # The blocking store calls ran off the event loop's thread.
+    # A sync store on async code: its blocking calls ran off the event loop's thread.
     assert store.calls and all(name != "MainThread" for name in store.calls)
 
 
@@ -121,7 +110,13 @@ def test_disable_and_delete_with_a_store_of_the_apps_own(real_redis: str) -> Non
 
     # The mark lives in Bastion's own key on the user's slot, beside the sessions.
     assert bastion.sync.users.disable(user.id) == [first.session.id]
-    assert raw.hgetall(keys.user("bastion", user.id)) == {b"disabled": b"1"}
+    # Beside it, Bastion's copy of the roles that requests read (made at sign-up and log-in).
+    assert raw.hgetall(keys.user("bastion", user.id)) == {
+        b"disabled": b"1",
+        b"verified": b"0",
+        b"labels": b"",
+        b"teams": b"{}",
+    }
     found = bastion.sync.users.get(user.id)
     assert found is not None and found.disabled and not store.users[user.id].disabled
     assert bastion.sync.sessions.authenticate(first.token) is None
@@ -146,9 +141,9 @@ def test_a_reused_id_of_a_store_of_the_apps_own_gets_no_session(real_redis: str)
     # so the newcomer cannot inherit what was granted to user:ID.
     store = MemoryStore()
     bastion = Bastion(Settings(redis_url=real_redis), users=store)
-    user = bastion._sync_runner.run(store.create("ada@example.com", "h"))
+    user = store.create(User("u1", "ada@example.com", password_hash="h"))
     bastion.sync.users.delete(user.id)
-    bastion._sync_runner.run(store.create("eve@example.com", "h", user_id=user.id))
+    store.create(User(user.id, "eve@example.com", password_hash="h"))
     assert bastion.sync.users.get(user.id) is None
     with pytest.raises(InvalidCredentials):
         bastion.sync.sessions.create(user.id)

@@ -52,6 +52,7 @@ def sync_callers(bastion: Bastion, request: Any, who: Identity) -> None:
     assert_type(sync.sessions.list("alice"), list[SessionInfo])
     assert_type(sync.users.get_by_email("ada@example.com"), User | None)
     assert_type(sync.users.enable("alice"), bool)
+    assert_type(sync.users.refresh("alice"), User)
     assert_type(sync.api_keys.revoke("0123456789abcdef"), bool)
     assert_type(sync.permissions.ids_for("a", "b", ["users"], "read"), set[str])
     assert_type(sync.security.current(), SecurityValues)

@@ -1,4 +1,4 @@
-"""Users: the record the account service keeps, and its default store on Redis.
+"""The default user store, on Redis: records, unique emails, and the copy of roles requests read.
 
 A user's hash shares the ``{user id}`` hash tag with their sessions, so the middleware reads the
 fields that make roles (verified, labels, teams) in the same round trip as the session. Emails
@@ -6,8 +6,11 @@ are claimed through a key named by the email's digest, so sign-up is unique unde
 a claim expires unless its sign-up completes (:class:`UserCore`).
 
 The same hash carries Bastion's own marks, whatever store keeps the records: ``disabled``, and
-``deleted``, the tombstone a deleted id keeps for good (see :mod:`bastion.sessions.scripts`).
-These steps are private; apps use the fronts of :mod:`bastion.user_admin`.
+``deleted``, the tombstone a deleted id keeps for good (see :mod:`bastion.sessions.scripts`);
+with a store of the app's own it carries the copy of the role fields too
+(:mod:`bastion.users.external`). :class:`UserCore` is the steps Bastion runs;
+:class:`RedisUserStore` and :class:`SyncRedisUserStore` are the same store as a
+:class:`~bastion.users.UserStore` and a :class:`~bastion.users.SyncUserStore`.
 """
 
 from __future__ import annotations
@@ -16,59 +19,17 @@ import functools
 import hashlib
 import json
 import re
-import secrets
 import time
-import unicodedata
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-# normalize_email is re-exported: the account service and apps' stores import it from here.
-from bastion.emails import normalize_email as normalize_email
-from bastion.emails import validate_email
-from bastion.errors import BadRequest, UserAlreadyExists
+from bastion.emails import normalize_email
+from bastion.errors import UserAlreadyExists
+from bastion.fronts import AsyncFront, SyncFront, step
 from bastion.identity import is_valid_id, user_roles
 from bastion.redisio import Call, Script, Steps
 from bastion.sessions import keys
+from bastion.users.record import User, new_id
 
-_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 _LABEL = re.compile(r"[A-Za-z0-9]{1,36}")
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """One account; ``password_hash`` and ``password_history`` never leave the server."""
-
-    id: str
-    email: str
-    name: str = ""
-    phone: str = ""
-    verified: bool = False
-    labels: tuple[str, ...] = ()
-    teams: dict[str, tuple[str, ...]] | None = None
-    # Never in a repr: a User printed in a log or a traceback must not carry a hash.
-    password_hash: str = field(default="", repr=False)
-    password_history: tuple[str, ...] = field(default=(), repr=False)
-    created_ms: int = 0
-    disabled: bool = False
-    """Disabled by an administrator: no session, no log-in (``user_blocked``) until enabled."""
-
-    def to_public(self) -> dict[str, Any]:
-        """The user as the account routes show it (no hashes)."""
-        return {
-            "id": self.id,
-            "email": self.email,
-            "name": self.name,
-            "phone": self.phone,
-            "emailVerification": self.verified,
-            "labels": list(self.labels),
-        }
-
-    @property
-    def roles(self) -> frozenset[str]:
-        """The user's Appwrite roles."""
-        return user_roles(
-            self.id, verified=self.verified, teams=self.teams or {}, labels=self.labels
-        )
 
 
 def _text(value: bytes | str | None) -> str:
@@ -98,68 +59,64 @@ def roles_from_fields(
     )
 
 
-def validate_profile(email: str, name: str, phone: str) -> tuple[str, str, str]:
-    """Check and normalise sign-up fields; ``BadRequest`` says which one is wrong."""
-    email = validate_email(email)
-    name = unicodedata.normalize("NFKC", name).strip()
-    if len(name) > 128 or not name.isprintable():
-        raise BadRequest("Invalid name: at most 128 printable characters.")
-    phone = phone.replace(" ", "").replace("-", "")
-    if phone and not _PHONE.fullmatch(phone):
-        raise BadRequest("Invalid phone: expected E.164, like +15551234567.")
-    return email, name, phone
+def role_fields(
+    verified: bool | None = None,
+    labels: tuple[str, ...] | None = None,
+    teams: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, str]:
+    """The Redis fields of the roles given (None: left out); ``ValueError`` for a bad label/team."""
+    mapping: dict[str, str] = {}
+    if verified is not None:
+        mapping["verified"] = "1" if verified else "0"
+    if labels is not None:
+        for label in labels:
+            if not _LABEL.fullmatch(label):
+                raise ValueError(f"invalid label {label!r}: 1-36 letters and digits")
+        mapping["labels"] = " ".join(labels)
+    if teams is not None:
+        for team, team_roles in teams.items():
+            if not is_valid_id(team) or not all(is_valid_id(r) for r in team_roles):
+                raise ValueError(f"invalid team {team!r} or team roles {team_roles!r}")
+        mapping["teams"] = json.dumps({k: list(v) for k, v in teams.items()})
+    return mapping
 
 
-class UserStore(Protocol):
-    """What the account service needs of a user store; :class:`UserCore` is the Redis one.
+def copy_roles(prefix: str, user_id: str, mapping: dict[str, str]) -> Steps[None]:
+    """Write role fields to the user's hash and to every live session of theirs (one script).
 
-    Methods return sans-IO steps (:mod:`bastion.redisio`): a store on another database yields
-    ``Compute(fn, args)`` for its own blocking calls, which the async runner moves off the event
-    loop. ``create`` raises ``UserAlreadyExists`` for a taken email.
-
-    Ids must never be reused: Bastion keeps a deleted id's tombstone in its own Redis key and
-    refuses that id a session for good, so a new user given an old id could never log in.
-    Disabling needs nothing of the store: the mark lives in Bastion's Redis key of the user.
+    A deleted user's tombstone is left as it is.
     """
+    if mapping:
+        pairs = [item for pair in mapping.items() for item in pair]
+        yield Script(
+            "roles",
+            [keys.user(prefix, user_id), keys.user_sessions(prefix, user_id)],
+            [keys.session_prefix(prefix, user_id), *pairs],
+        )
 
-    def new_id(self) -> str:
-        """A fresh user id."""
-        ...
 
-    def create(
-        self,
-        email: str,
-        password_hash: str,
-        *,
-        name: str = "",
-        phone: str = "",
-        history: tuple[str, ...] = (),
-        user_id: str | None = None,
-    ) -> Steps[User]:
-        """Store a new user."""
-        ...
-
-    def get(self, user_id: str) -> Steps[User | None]:
-        """The user with this id, or None."""
-        ...
-
-    def by_email(self, email: str) -> Steps[User | None]:
-        """The user with this (normalised) email, or None."""
-        ...
-
-    def set_password(
-        self, user_id: str, password_hash: str, history: tuple[str, ...]
-    ) -> Steps[None]:
-        """Replace the password hash and the history of previous hashes."""
-        ...
-
-    def delete(self, user_id: str) -> Steps[bool]:
-        """Remove the user's record (hashes included) and free their email; False if none.
-
-        Called after Bastion has ended the user's sessions and tombstoned the id; may be called
-        again for a delete that was cut short, so it must be idempotent.
-        """
-        ...
+def make_user(
+    email: str,
+    password_hash: str,
+    *,
+    name: str = "",
+    phone: str = "",
+    history: tuple[str, ...] = (),
+    user_id: str | None = None,
+) -> User:
+    """A new user's record: a fresh id unless given, the email normalised, created now."""
+    user_id = user_id or new_id()
+    if not is_valid_id(user_id):
+        raise ValueError(f"invalid user id {user_id!r}")
+    return User(
+        user_id,
+        normalize_email(email),
+        name,
+        phone,
+        password_hash=password_hash,
+        password_history=history,
+        created_ms=int(time.time() * 1000),
+    )
 
 
 # KEYS: an email claim. ARGV: the user id, the claim's lifetime in ms. Claims a free email for a
@@ -270,7 +227,7 @@ class UserCore:
     @staticmethod
     def new_id() -> str:
         """A fresh random user id."""
-        return secrets.token_hex(10)
+        return new_id()
 
     def user_key(self, user_id: str) -> str:
         """The hash of one user (same hash tag as their sessions)."""
@@ -297,24 +254,23 @@ class UserCore:
 
         An id is taken for good once used, deleted ids included (their tombstone stays).
         """
-        user_id = user_id or self.new_id()
+        user = make_user(
+            email, password_hash, name=name, phone=phone, history=history, user_id=user_id
+        )
+        return (yield from self.add(user))
+
+    def add(self, user: User) -> Steps[User]:
+        """Store a new user and return it; ``UserAlreadyExists`` if the email or the id is taken.
+
+        An id is taken for good once used, deleted ids included (their tombstone stays).
+        """
+        user_id = user.id
         if not is_valid_id(user_id):
             raise ValueError(f"invalid user id {user_id!r}")
-        email = normalize_email(email)
-        email_key = self._email_key(email)
+        email_key = self._email_key(user.email)
         claimed = yield Script("email_claim", [email_key], [user_id, self.claim_ttl_ms])
         if not claimed and not (yield from self._take_over_stale(email_key, user_id)):
             raise UserAlreadyExists()
-        created_ms = int(time.time() * 1000)
-        user = User(
-            user_id,
-            email,
-            name,
-            phone,
-            password_hash=password_hash,
-            password_history=history,
-            created_ms=created_ms,
-        )
         pairs = [item for pair in self._mapping(user).items() for item in pair]
         if not (yield Script("user_create", [self.user_key(user_id)], pairs)):
             yield Script("email_release", [email_key], [user_id])
@@ -366,7 +322,7 @@ class UserCore:
         fields = yield Call("hgetall", (self.user_key(user_id),))
         return self._user(user_id, fields)
 
-    def by_email(self, email: str) -> Steps[User | None]:
+    def get_by_email(self, email: str) -> Steps[User | None]:
         """The user with this email, or None."""
         user_id = yield Call("get", (self._email_key(email),))
         if user_id is None:
@@ -405,27 +361,27 @@ class UserCore:
 
         A deleted id's tombstone is left as it is.
         """
-        mapping: dict[str, str] = {}
-        if verified is not None:
-            mapping["verified"] = "1" if verified else "0"
-        if labels is not None:
-            for label in labels:
-                if not _LABEL.fullmatch(label):
-                    raise ValueError(f"invalid label {label!r}: 1-36 letters and digits")
-            mapping["labels"] = " ".join(labels)
-        if teams is not None:
-            for team, team_roles in teams.items():
-                if not is_valid_id(team) or not all(is_valid_id(r) for r in team_roles):
-                    raise ValueError(f"invalid team {team!r} or team roles {team_roles!r}")
-            mapping["teams"] = json.dumps({k: list(v) for k, v in teams.items()})
-        if mapping:
-            # The account and every live session of the user change together (one script).
-            pairs = [item for pair in mapping.items() for item in pair]
-            yield Script(
-                "roles",
-                [self.user_key(user_id), keys.user_sessions(self._prefix, user_id)],
-                [keys.session_prefix(self._prefix, user_id), *pairs],
-            )
+        mapping = role_fields(verified, labels, teams)
+        # The account and every live session of the user change together (one script).
+        yield from copy_roles(self._prefix, user_id, mapping)
+
+    def update_user(
+        self,
+        user_id: str,
+        *,
+        verified: bool | None = None,
+        labels: tuple[str, ...] | None = None,
+        teams: dict[str, tuple[str, ...]] | None = None,
+    ) -> Steps[User | None]:
+        """Change the fields given (None leaves one as it is); the user after, or None if none."""
+        if (yield from self.get(user_id)) is None:
+            return None
+        yield from self.update(user_id, verified=verified, labels=labels, teams=teams)
+        return (yield from self.get(user_id))
+
+    def mirror(self, user: User) -> Steps[None]:
+        """Nothing to copy: requests read the roles from the record itself."""
+        yield from ()
 
     def _user(self, user_id: str, fields: dict[bytes, bytes]) -> User | None:
         if not fields:
@@ -445,9 +401,28 @@ class UserCore:
             f.get("phone", ""),
             f.get("verified") == "1",
             tuple(f.get("labels", "").split()),
-            teams,
+            teams or None,  # no teams is None, as in a new User and in every store
             f.get("hash", ""),
             history,
             int(f.get("created") or 0),
             "disabled" in f,
         )
+
+
+class _StoreSteps:
+    """The Redis store's steps under the names of the UserStore protocol."""
+
+    get = step(UserCore.get)
+    get_by_email = step(UserCore.get_by_email)
+    create = step(UserCore.add)
+    update = step(UserCore.update_user)
+    set_password = step(UserCore.set_password)
+    delete = step(UserCore.delete)
+
+
+class RedisUserStore(_StoreSteps, AsyncFront[UserCore]):
+    """The default store as a :class:`~bastion.users.UserStore` (the contract's reference)."""
+
+
+class SyncRedisUserStore(_StoreSteps, SyncFront[UserCore]):
+    """The default store as a :class:`~bastion.users.SyncUserStore`."""
