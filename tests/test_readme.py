@@ -210,6 +210,19 @@ def test_version_is_the_installed_metadata() -> None:
 
     assert bastion.__version__ == version("bastion")
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", bastion.__version__)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"], "a second version beside bastion.__version__"
+    assert project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "bastion.__version__"}
+
+
+def test_license_is_the_one_the_metadata_names() -> None:
+    """The LICENSE file exists, is MIT, and ships in the distribution's metadata."""
+    from importlib.metadata import metadata
+
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "the Bastion authors" in text
+    assert metadata("bastion")["License-Expression"] == "MIT"
 
 
 # ---------------------------------------------------------------------------------------------
