@@ -23,8 +23,10 @@ KINDs:
 - ``serve``: a long-running command, started in its own process group, probed over HTTP by
   ``probe=NAME`` (the ``PROBES`` below) once ``port`` answers, then stopped. ``port=env``: the
   harness picks a free port and passes it as ``UVICORN_PORT`` / ``FLASK_RUN_PORT`` (what
-  ``uvicorn`` and ``flask run`` read when no ``--port`` is given); ``port=8000``: that port,
-  taken under a lock file so two suites on one machine wait for each other.
+  ``uvicorn`` and ``flask run`` read when no ``--port`` is given); ``port=8000``: that port, so
+  the block (and those run ``during=`` it) runs in a network namespace of its own
+  (``unshare -rn``, with a redis-server of its own there) where no other process holds it; where
+  namespaces are not allowed, the port is taken under a lock file, waiting for it to be free.
 - ``pip``: ``pip install 'bastion[EXTRAS]'`` lines; not run (tests download nothing), but every
   extra must exist in pyproject.toml.
 
@@ -46,8 +48,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -347,7 +351,7 @@ def port_for(block: Block) -> Iterator[tuple[int, dict[str, str]]]:
     lock = Path(tempfile.gettempdir()) / f"bastion-readme-port-{port}.lock"
     with lock.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # another suite serving the README waits here
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 300
         while answers(port):
             assert time.monotonic() < deadline, f"port {port} is taken by another process"
             time.sleep(0.5)
@@ -476,6 +480,37 @@ def shared_redis(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+def fixed_port(block: Block) -> bool:
+    """Whether the block serves on a fixed port, or runs while such a block serves."""
+    served = NAMED.get(block.options.get("during", ""), block)
+    return served.kind == "serve" and served.options.get("port", "env") != "env"
+
+
+def namespaces() -> bool:
+    """Whether this machine lets us run a command in a network namespace of its own."""
+    if shutil.which("unshare") is None:
+        return False
+    done = subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in a fresh network namespace (SIOCSIFFLAGS: UP, LOOPBACK, RUNNING)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sH14s", b"lo", 0x1 | 0x8 | 0x40, bytes(14)))
+
+
+def main(line: int, cwd: str) -> int:
+    """Inside a network namespace: run the block at README line ``line`` in ``cwd``."""
+    loopback_up()
+    server = RedisServer().start()
+    try:
+        run(next(b for b in BLOCKS if b.line == line), Path(cwd), server.url)
+    finally:
+        server.cleanup()
+    return 0
+
+
 @pytest.mark.redis_server
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind != "file"], ids=lambda b: b.id)
 def test_block_runs_as_printed(block: Block, shared_redis: str, tmp_path: Path) -> None:
@@ -485,6 +520,18 @@ def test_block_runs_as_printed(block: Block, shared_redis: str, tmp_path: Path) 
     client.flushall()
     client.close()
     workdir_files(block, tmp_path)
+    if fixed_port(block) and namespaces():
+        where = [str(block.line), str(tmp_path)]
+        done = subprocess.run(
+            ["unshare", "-rn", sys.executable, "-m", "tests.test_readme", *where],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 2,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return
     run(block, tmp_path, shared_redis)
 
 
@@ -500,3 +547,7 @@ def test_python_blocks_name_nothing_undefined(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]), sys.argv[2]))
