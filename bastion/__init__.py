@@ -34,4 +34,4 @@ __all__ = [
     "User",
     "UserStore",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version: pyproject.toml reads it from here

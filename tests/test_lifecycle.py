@@ -308,13 +308,16 @@ def test_the_watcher_reads_the_announced_version_at_its_first_check(
     late.close()
 
 
-async def test_readme_lifecycle_examples_run(real_redis: str, admin: redis.Redis) -> None:
+async def test_readme_lifecycle_examples_run(
+    real_redis: str, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Sync and async, and closing", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### Sync and async, and closing", 1)[1].split("\n## ", 1)[0]
+    monkeypatch.setenv("BASTION_REDIS_URL", real_redis)  # the blocks read Settings.load()
     blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
     assert len(blocks) == 2
     base = _clients(admin)
-    served: dict[str, Any] = {"settings": Settings(redis_url=real_redis)}
+    served: dict[str, Any] = {}
     exec(compile(blocks[0], "README.md", "exec"), served)
     bastion: Bastion = served["bastion"]
     async with _served(served["app"]):
@@ -324,7 +327,7 @@ async def test_readme_lifecycle_examples_run(real_redis: str, admin: redis.Redis
         pass  # a lifespan of one's own closes it too (closing twice is fine)
 
     # The script block runs asyncio.run itself: in a thread, off this test's event loop.
-    script: dict[str, Any] = {"settings": Settings(redis_url=real_redis)}
+    script: dict[str, Any] = {}
     await asyncio.to_thread(exec, compile(blocks[1], "README.md", "exec"), script)
     assert script["bastion"].is_closed
     assert await asyncio.to_thread(admin.zcard, "bastion:{alice}:sessions") == 2

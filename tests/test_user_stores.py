@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -481,8 +482,8 @@ def test_a_database_that_is_down_is_a_503(tmp_path: Path) -> None:
 
 def _readme_blocks() -> list[str]:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Keeping users in your own database\n", 1)[1]
-    section = section.split("\n## ", 1)[0]
+    section = readme.split("\n### Keeping users in your own database\n", 1)[1]
+    section = re.split(r"\n##+ ", section, maxsplit=1)[0]
     return [part.split("\n```", 1)[0] for part in section.split("```python\n")[1:]]
 
 
