@@ -139,13 +139,19 @@ class Authorizer:
     def _refusal(
         self, identity: Identity, target: Target | None, rows: Sequence[tuple[str, str]] = ()
     ) -> BastionError:
-        if target is not None and target.route.not_found:
-            # A route that hides existence hides it from those who may not read the resource;
-            # one who may read it is told the truth about the update or delete it asked for.
-            if target.route.action == "read" or not self._engine().decide_valid(
-                identity.roles, "read", target.resource, rows
-            ).allowed:
-                return NotFound()
+        # A route that hides existence hides it from those who may not read the resource; one
+        # who may read it is told the truth about the update or delete it asked for.
+        if (
+            target is not None
+            and target.route.not_found
+            and (
+                target.route.action == "read"
+                or not self._engine()
+                .decide_valid(identity.roles, "read", target.resource, rows)
+                .allowed
+            )
+        ):
+            return NotFound()
         if not identity.is_authenticated:
             return Unauthorized()
         return Forbidden()
