@@ -146,9 +146,7 @@ async def test_document_rows_count_where_document_security_is_on(
 async def test_not_found_on_an_update_hides_only_what_the_caller_cannot_read(
     backend: str, request: pytest.FixtureRequest, policy_file: Path
 ) -> None:
-    routes = [
-        {**r, "not_found": True} if r["method"] in ("PATCH", "DELETE") else r for r in ROUTES
-    ]
+    routes = [{**r, "not_found": True} if r["method"] in ("PATCH", "DELETE") else r for r in ROUTES]
     bastion = authz(backend, request, policy_file, routes=routes)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app_for(bastion)), base_url="https://t"

@@ -285,3 +285,29 @@ def test_the_examples_password_and_session_settings(http: httpx.Client) -> None:
           "user_session_invalid")  # fmt: skip
     listed = http.get("/account/sessions", headers={"X-Bastion-Session": tokens[-1]})
     assert listed.json()["total"] == 10
+
+
+def test_the_team_files_pass_the_policy_tools(capsys: pytest.CaptureFixture[str]) -> None:
+    from bastion.demo import NOTES_CONFIG
+
+    assert main(["policy", "check", "--config", str(NOTES_CONFIG)]) == 0
+    assert main(["policy", "test", str(NOTES_CONFIG.parent)]) == 0
+    assert "coverage: 5/5 rules exercised (100%)" in capsys.readouterr().out
+
+
+def test_the_examples_import_only_bastions_public_names() -> None:
+    from pathlib import Path
+
+    for path in (Path(__file__).parents[1] / "examples").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "bastion._" not in text and "._" not in text.replace("__", ""), path
+        for line in text.splitlines():
+            if line.startswith(("from bastion", "import bastion")):
+                module = line.split()[1]
+                assert module in {
+                    "bastion",
+                    "bastion.errors",
+                    "bastion.adapters.starlette",
+                    "bastion.adapters.fastapi",
+                    "bastion.adapters.flask",
+                }, (path, line)

@@ -74,9 +74,7 @@ def test_check_reports_broken_models_and_warnings(examples: Path) -> None:
 
 def test_check_warns_about_unindexed_models(examples: Path) -> None:
     (examples / "model.conf").write_text(
-        MODEL
-        .read_text()
-        .replace(
+        MODEL.read_text().replace(
             "m = p.sub in r.sub && (r.obj == p.obj || keyMatch(r.obj, p.obj))",
             "m = (r.obj == p.obj || keyMatch(r.obj, p.obj)) && p.sub in r.sub",
         ),
