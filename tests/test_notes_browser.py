@@ -79,7 +79,11 @@ def demo(redis_server: RedisServer) -> Iterator[Served]:
 
     The log-in limits are raised (BASTION_* as a user would) for the many log-ins of one email.
     """
-    env = {"BASTION_RATE_LIMIT_PER_EMAIL": "1000", "BASTION_RATE_LIMIT_PER_ACCOUNT": "1000"}
+    env = {
+        "BASTION_RATE_LIMIT_PER_EMAIL": "1000",
+        "BASTION_RATE_LIMIT_PER_ACCOUNT": "1000",
+        "BASTION_POLICY_RELOAD_INTERVAL": "0",  # no watcher outliving the redis-server
+    }
     settings = demo_settings(notes_settings(redis_url=redis_server.url, env=env))
     served = Served(notes_app(settings, "starlette"), wsgi=False, **uvicorn_options(settings))
     yield served

@@ -30,7 +30,12 @@ NOTES = "databases/main/collections/notes"
 
 def example_settings(redis_url: str, **env: str) -> Settings:
     """The example's own settings on this Redis, with a JWT key (as BASTION_* would give)."""
-    values = {"BASTION_JWT_SECRET": "j" * 40, **{f"BASTION_{k.upper()}": v for k, v in env.items()}}
+    # No policy watcher: the apps outlive the suite's redis-server, and nothing reloads here.
+    values = {
+        "BASTION_JWT_SECRET": "j" * 40,
+        "BASTION_POLICY_RELOAD_INTERVAL": "0",
+        **{f"BASTION_{k.upper()}": v for k, v in env.items()},
+    }
     return notes_settings(redis_url=redis_url, env=values)
 
 
