@@ -32,14 +32,12 @@ def _demo(args: argparse.Namespace) -> int:
     except ImportError:
         print("bastion demo needs uvicorn: pip install 'bastion[demo]'", file=sys.stderr)
         return 2
-    from bastion.core import Bastion
-    from bastion.demo import banner, create_app, demo_settings, uvicorn_options
+    from bastion.demo import banner, demo_settings, notes_app, notes_settings, uvicorn_options
 
-    settings = demo_settings(_settings(args))
-    bastion = Bastion(settings)
+    settings = demo_settings(notes_settings(args.config, redis_url=args.redis_url))
     url = f"http://{args.host}:{args.port}"
     try:
-        app = create_app(bastion, args.framework)
+        app = notes_app(settings, args.framework)
     except ImportError as exc:  # each framework is an extra of its own
         missing = (exc.name or args.framework).split(".")[0]
         print(
@@ -47,6 +45,9 @@ def _demo(args: argparse.Namespace) -> int:
             f"pip install 'bastion[demo,{args.framework}]'",
             file=sys.stderr,
         )
+        return 2
+    except RuntimeError as exc:  # no examples/ beside the package
+        print(f"bastion demo: {exc}", file=sys.stderr)
         return 2
     print(banner(settings, url, args.framework), flush=True)
     if args.framework == "flask":
@@ -95,7 +96,34 @@ def _sessions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(args: argparse.Namespace) -> int:
+    bastion = _shared_bastion(args, "users label")
+    if bastion is None:
+        return 2
+    users = bastion.sync.users
+    user = users.get_by_email(args.user) if "@" in args.user else users.get(args.user)
+    if user is None:
+        print(f"bastion users label: no user {args.user}", file=sys.stderr)
+        return 1
+    labels = dict.fromkeys(user.labels)
+    for label in args.labels:
+        if args.remove:
+            labels.pop(label, None)
+        else:
+            labels[label] = None
+    try:
+        users.update(user.id, labels=tuple(labels))
+    except ValueError as exc:
+        print(f"bastion users label: {exc}", file=sys.stderr)
+        return 2
+    shown = ", ".join(f"label:{label}" for label in labels) or "none"
+    print(f"user {user.id} now has the labels: {shown} (their sessions have them at once)")
+    return 0
+
+
 def _users(args: argparse.Namespace) -> int:
+    if args.action == "label":
+        return _label(args)
     if (args.user is None) == (args.email is None):
         print(f"bastion users {args.action}: give a USER id or --email EMAIL", file=sys.stderr)
         return 2
@@ -309,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(revoke)
     sessions.set_defaults(run=_sessions)
 
-    users = sub.add_parser("users", help="disable, enable or delete a user")
+    users = sub.add_parser("users", help="disable, enable, delete or label a user")
     user_actions = users.add_subparsers(dest="action", required=True)
     for action, text in (
         ("disable", "end every session of the user and refuse their log-ins (user_blocked)"),
@@ -320,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
         user_action.add_argument("user", nargs="?", help="the user id (or give --email)")
         user_action.add_argument("--email", help="find the user by email instead of by id")
         common(user_action)
+    label = user_actions.add_parser(
+        "label", help="give a user labels (roles label:NAME in the policy); --remove takes them"
+    )
+    label.add_argument("user", help="the user's email (with an @) or id")
+    label.add_argument("labels", nargs="+", metavar="LABEL", help="1-36 letters and digits")
+    label.add_argument("--remove", action="store_true", help="take these labels away instead")
+    common(label)
     users.set_defaults(run=_users)
 
     keys = sub.add_parser("keys", help="create, list or revoke API keys")

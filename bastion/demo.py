@@ -1,14 +1,29 @@
-"""The demo ``bastion demo`` serves: the account routes at ``/account`` on the chosen framework."""
+"""``bastion demo``: the notes example (``examples/``) on the chosen framework, with its page.
+
+The example lives beside the package in a source checkout (``examples/``, not installed with
+the package): the demo imports it from there. Its settings are the example's
+``examples/notes/bastion.toml``, then ``--config``'s file, then ``BASTION_*`` variables, then
+``--redis-url``.
+"""
 
 import dataclasses
+import importlib
 import ipaddress
 import logging
+import os
 import secrets
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from bastion.core import Bastion
 from bastion.secret import mask_url, reveal
-from bastion.settings import Settings
+from bastion.settings import Settings, _read_env, _read_toml
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+"""The source checkout the package runs from: the example is its ``examples/`` folder."""
+NOTES_CONFIG = CHECKOUT / "examples" / "notes" / "bastion.toml"
 
 logger = logging.getLogger("bastion.demo")
 
@@ -22,19 +37,29 @@ JWT_KEY_WARNING = (
 )
 
 USAGE = """\
-Bastion demo on {url}  ({framework}, {backend})
+Bastion demo: the notes example on {url}  ({framework}, {backend})
 
-  # sign up, then log in (X-Bastion-Fallback asks for the token in a header, for curl)
+  Open {url}/ in a browser: sign up, log in, write notes, share them, see your sessions.
+
+  Or from a shell (X-Bastion-Fallback asks for the session token in a response header):
   curl -s -X POST {url}/account -H 'Content-Type: application/json' \\
        -d '{{"email": "ada@example.com", "password": "correct horse battery staple"}}'
   curl -si -X POST {url}/account/sessions -H 'X-Bastion-Fallback: true' \\
        -H 'Content-Type: application/json' \\
        -d '{{"email": "ada@example.com", "password": "correct horse battery staple"}}'
-  # then send the token from the X-Bastion-Session response header:
-  curl -s {url}/account -H 'X-Bastion-Session: <token>'
-  curl -s {url}/account/sessions -H 'X-Bastion-Session: <token>'
-  curl -s -X POST {url}/account/jwts -H 'X-Bastion-Session: <token>'
-  curl -si -X DELETE {url}/account/sessions/current -H 'X-Bastion-Session: <token>'
+  TOKEN=...   # the X-Bastion-Session header of that response
+  curl -s -X POST {url}/notes -H "X-Bastion-Session: $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"title": "First note", "body": "Mine only."}}'
+  curl -s {url}/notes -H "X-Bastion-Session: $TOKEN"
+  curl -s {url}/account/sessions -H "X-Bastion-Session: $TOKEN"
+  curl -s -X POST {url}/account/jwts -H "X-Bastion-Session: $TOKEN"
+  curl -si -X DELETE {url}/account/sessions/current -H "X-Bastion-Session: $TOKEN"
+{admin}"""
+
+ADMIN_USAGE = """
+  From another shell, on the same Redis:
+  bastion users label ada@example.com admin --redis-url {redis_url}   # ada reads every note
+  bastion keys create --name reader --scope documents.read --redis-url {redis_url}
 """
 
 
@@ -43,12 +68,14 @@ def banner(settings: Settings, url: str, framework: str) -> str:
 
     The Redis URL is shown with its password masked: the banner lands in terminals and logs.
     """
-    backend = (
-        f"Redis at {mask_url(reveal(settings.redis_url))}"
-        if settings.redis_url is not None
-        else "embedded in-process Redis: development only, data lives in this process"
-    )
-    return USAGE.format(url=url, framework=framework, backend=backend)
+    if settings.redis_url is None:
+        backend = "embedded in-process Redis: development only, data lives in this process"
+        admin = ""
+    else:
+        masked = mask_url(reveal(settings.redis_url))
+        backend = f"Redis at {masked}"
+        admin = ADMIN_USAGE.format(redis_url=masked)
+    return USAGE.format(url=url, framework=framework, backend=backend, admin=admin)
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -72,23 +99,6 @@ def demo_bastion(settings: Settings) -> Bastion:
     return Bastion(demo_settings(settings))
 
 
-def _home(identity: Any) -> dict[str, Any]:
-    return {
-        "bastion": "demo",
-        "you": identity.identity or "guest",
-        "roles": sorted(identity.roles),
-        "routes": [
-            "POST /account",
-            "POST /account/sessions",
-            "GET /account",
-            "GET /account/sessions",
-            "DELETE /account/sessions/current",
-            "POST /account/jwts",
-            "PATCH /account/password",
-        ],
-    }
-
-
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """How the demo runs uvicorn: proxy headers only from ``trusted_proxies``, else off.
 
@@ -102,49 +112,42 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {"proxy_headers": True, "forwarded_allow_ips": proxies}
 
 
-def create_app(bastion: Bastion, framework: str = "starlette") -> Any:
-    """The demo app on ``framework`` (ASGI for Starlette and FastAPI, WSGI for Flask).
+def notes_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    redis_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """The notes example's settings, overridden by ``config``, ``BASTION_*`` and ``redis_url``.
 
-    Bastion is closed at shutdown: by the ASGI lifespan, or at exit for Flask (``init_app``).
+    Later layers win: the example's ``bastion.toml``, the ``config`` file (``--config``, else
+    ``BASTION_CONFIG``), the environment, then ``redis_url`` (``--redis-url``).
     """
-    if framework == "flask":
-        from flask import Flask
+    env = os.environ if env is None else env
+    values = _read_toml(NOTES_CONFIG)
+    config = config or env.get("BASTION_CONFIG") or None
+    if config is not None:
+        values.update(_read_toml(Path(config)))
+    values.update(_read_env(env))
+    if redis_url:
+        values["redis_url"] = redis_url
+    return Settings.from_mapping(values)
 
-        from bastion.adapters.flask import current_identity, init_app
 
-        flask_app = Flask("bastion-demo")
-        init_app(flask_app, bastion)
-        flask_app.add_url_rule("/", "home", lambda: _home(current_identity()))
-        return flask_app
-    if framework == "fastapi":
-        from fastapi import FastAPI, Request
+def notes_app(settings: Settings, framework: str = "starlette") -> Any:
+    """The notes example's app on ``framework`` (ASGI for Starlette and FastAPI, WSGI for Flask).
 
-        from bastion.adapters.fastapi import account_router
-
-        # Bastion's connections and policy watcher stop when the server shuts down.
-        fast = FastAPI(title="Bastion demo", lifespan=bastion.lifespan)
-        fast.include_router(account_router(bastion))
-
-        @fast.get("/")
-        async def home(request: Request) -> dict[str, Any]:
-            return _home(bastion.identity(request))
-
-        return bastion.asgi(fast)
-    if framework != "starlette":
+    ``ImportError`` names a missing framework; ``RuntimeError`` says when no example is there
+    (an installed package without the source checkout).
+    """
+    if framework not in FRAMEWORKS:
         raise ValueError(f"unknown framework {framework!r}: one of {', '.join(FRAMEWORKS)}")
-    from starlette.applications import Starlette
-    from starlette.requests import Request as StarletteRequest
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    from bastion.adapters.starlette import account_routes
-
-    async def starlette_home(request: StarletteRequest) -> JSONResponse:
-        return JSONResponse(_home(bastion.identity(request)))
-
-    return bastion.asgi(
-        Starlette(
-            routes=[Route("/", starlette_home), *account_routes(bastion)],
-            lifespan=bastion.lifespan,
+    if not NOTES_CONFIG.is_file():
+        raise RuntimeError(
+            f"bastion demo serves the notes example of a source checkout, and {CHECKOUT} has no "
+            "examples/notes/: run it from a clone of the repository (./scripts/demo)."
         )
-    )
+    if str(CHECKOUT) not in sys.path:
+        sys.path.insert(0, str(CHECKOUT))
+    module = importlib.import_module(f"examples.{framework}_notes")
+    return module.create_app(settings)

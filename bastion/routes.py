@@ -10,6 +10,10 @@ Teams write it in ``bastion.toml``::
     scope = "documents.read"      # what an API key must hold on this route
     not_found = true              # a denied read answers 404, so ids do not leak
 
+``not_found`` on a route of another action (an update, a delete) answers 404 to a caller who may
+not read the resource either, and 403 to one who may read it: what it hides is only what the
+caller could not have seen.
+
 Matching walks a tree of path segments (static before ``{param}``), so its cost follows the
 path's depth, not the number of routes.
 """
@@ -96,8 +100,6 @@ class RouteSpec:
             return f"resource {self.resource!r} points at no valid resource ({exc})"
         if self.scope is not None and not _SCOPE.fullmatch(self.scope):
             return f"scope {self.scope!r} is not a scope like documents.read"
-        if self.not_found and self.action != "read":
-            return "not_found applies to reads only"
         return None
 
     @classmethod

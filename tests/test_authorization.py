@@ -143,6 +143,29 @@ async def test_document_rows_count_where_document_security_is_on(
     assert await alice.status("PATCH", NOTE) == 403
 
 
+async def test_not_found_on_an_update_hides_only_what_the_caller_cannot_read(
+    backend: str, request: pytest.FixtureRequest, policy_file: Path
+) -> None:
+    routes = [{**r, "not_found": True} if r["method"] in ("PATCH", "DELETE") else r for r in ROUTES]
+    bastion = authz(backend, request, policy_file, routes=routes)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app_for(bastion)), base_url="https://t"
+    ) as client:
+        alice, bob = await user(bastion, client, "alice"), await user(bastion, client, "bob")
+        guest = Caller(client, {})
+        resource = NOTE.lstrip("/")
+        # Bob may not read the note: its update and delete do not exist for him either.
+        assert await bob.status("PATCH", NOTE) == 404
+        assert await bob.status("DELETE", NOTE) == 404
+        assert await guest.status("DELETE", NOTE) == 404
+        # Alice may read it (a row) but not change it: the truth, 403.
+        await bastion.permissions.grant(resource, "user:alice", "read")
+        assert await alice.status("PATCH", NOTE) == 403
+        assert await alice.status("DELETE", NOTE) == 403
+        await bastion.permissions.grant(resource, "user:alice", "update")
+        assert await alice.status("PATCH", NOTE) == 200
+
+
 async def test_rows_do_not_count_where_security_is_off(
     bastion: Bastion, client: httpx.AsyncClient
 ) -> None:

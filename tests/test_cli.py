@@ -115,7 +115,7 @@ def test_console_script_is_installed() -> None:
     assert "demo" in out and "sessions" in out and "users" in out
 
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "bastion" / "policies" / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "data" / "policy"
 
 
 def test_policy_check_test_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

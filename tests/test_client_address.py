@@ -1,6 +1,6 @@
 """The client address the limits count is the socket's, whatever the server's proxy headers say.
 
-Black-box over real HTTP: the demo's app (``bastion.demo.create_app``) on uvicorn with its
+Black-box over real HTTP: a small account app (``tests.account_app``) on uvicorn with its
 default settings (proxy headers on, trusting 127.0.0.1, so it rewrites ``scope["client"]`` from
 X-Forwarded-For before Bastion runs), on uvicorn as ``bastion demo`` starts it, and on Werkzeug's
 server for Flask (also behind Werkzeug's ``ProxyFix``). The test client is on 127.0.0.1, like a
@@ -20,7 +20,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bastion import Bastion, Settings
 from bastion.clientip import UNKNOWN, asgi_peer, forwarded_hosts, socket_peer, wsgi_peer
-from bastion.demo import create_app, uvicorn_options
+from bastion.demo import uvicorn_options
+from tests.account_app import create_app
 from tests.servers import Served
 
 PASSWORD = "correct horse battery staple"

@@ -14,7 +14,8 @@ from flask import Flask
 from bastion import Bastion, ConfigError, Secret, Settings
 from bastion.adapters.flask import current_identity, init_app, require
 from bastion.cli import main
-from bastion.demo import FRAMEWORKS, create_app
+from bastion.demo import FRAMEWORKS
+from tests.account_app import create_app
 from tests.redis_server import RedisServer
 
 COOKIE = "__Host-bastion_session"
@@ -36,18 +37,40 @@ def _call(
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_demo_serves_the_account_routes(framework: str, real_redis: str) -> None:
-    bastion = Bastion(Settings(redis_url=real_redis))
+def test_demo_serves_the_notes_example(framework: str, real_redis: str) -> None:
+    from bastion.demo import notes_app, notes_settings
+
+    app = notes_app(notes_settings(redis_url=real_redis, env={}), framework)
     body = {"email": "ada@example.com", "password": PASSWORD}
-    home, signed_up, logged_in, me = _call(
-        create_app(bastion, framework),
+    page, notes, signed_up, logged_in, me, mine = _call(
+        app,
         framework,
-        [("GET", "/", {}), ("POST", "/account", {"json": body}),
-         ("POST", "/account/sessions", {"json": body}), ("GET", "/account", {})],
+        [("GET", "/", {}), ("GET", "/notes", {}), ("POST", "/account", {"json": body}),
+         ("POST", "/account/sessions", {"json": body}), ("GET", "/account", {}),
+         ("GET", "/notes", {})],
     )  # fmt: skip
-    assert home.json()["you"] == "guest"
+    assert page.status_code == 200 and "<title>Bastion notes</title>" in page.text
+    assert notes.status_code == 401  # the route map: guests may not list notes
     assert signed_up.status_code == 201 and logged_in.status_code == 201
     assert me.json()["email"] == "ada@example.com"
+    assert mine.json() == {"notes": []}
+
+
+def test_demo_settings_layer_the_config_and_the_environment(tmp_path: Path) -> None:
+    from bastion.demo import notes_settings
+
+    example = notes_settings(env={})
+    assert example.session_limit == 10 and example.password_history == 5
+    assert example.policy_files and example.routes and example.unmatched_routes == "deny"
+    config = tmp_path / "mine.toml"
+    config.write_text("session_limit = 3\nrate_limit_per_email = 50\n")
+    layered = notes_settings(
+        config, env={"BASTION_RATE_LIMIT_PER_EMAIL": "70"}, redis_url="redis://127.0.0.1:1/0"
+    )
+    assert layered.session_limit == 3 and layered.rate_limit_per_email == 70
+    assert layered.routes == example.routes  # the example's route map stays
+    assert layered.redis_url is not None
+    assert notes_settings(env={"BASTION_CONFIG": str(config)}).session_limit == 3
 
 
 def test_demo_refuses_an_unknown_framework() -> None:
@@ -263,14 +286,14 @@ class _Curl:
 def test_every_printed_demo_command_works_on_a_real_redis(
     framework: str, real_redis: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bastion.demo import JWT_KEY_WARNING, USAGE, demo_bastion
+    from bastion.demo import JWT_KEY_WARNING, USAGE, demo_settings, notes_app, notes_settings
 
     with caplog.at_level("WARNING", logger="bastion.demo"):
-        bastion = demo_bastion(Settings(redis_url=real_redis))
+        settings = demo_settings(notes_settings(redis_url=real_redis, env={}))
     assert JWT_KEY_WARNING in caplog.text
-    secret = bastion.settings.jwt_secret  # random, made for this process, and never shown
+    secret = settings.jwt_secret  # random, made for this process, and never shown
     assert isinstance(secret, Secret) and secret.get_secret_value() not in caplog.text
-    curl = _Curl(create_app(bastion, framework), framework)
+    curl = _Curl(notes_app(settings, framework), framework)
     body = '{"email": "ada@example.com", "password": "correct horse battery staple"}'
     assert body in USAGE
     try:
@@ -288,6 +311,13 @@ def test_every_printed_demo_command_works_on_a_real_redis(
         token = {"X-Bastion-Session": logged_in.headers["x-bastion-session"]}
         assert curl("GET", "/account", headers=token).json()["email"] == "ada@example.com"
         assert curl("GET", "/account/sessions", headers=token).json()["total"] == 1
+        note = '{"title": "First note", "body": "Mine only."}'
+        assert note in USAGE
+        created = curl(
+            "POST", "/notes", content=note, headers={**token, "Content-Type": "application/json"}
+        )
+        assert created.status_code == 201, created.text
+        assert curl("GET", "/notes", headers=token).json()["notes"] == [created.json()]
         minted = curl("POST", "/account/jwts", headers=token)
         assert minted.status_code == 201, minted.text
         bearer = {"Authorization": f"Bearer {minted.json()['jwt']}"}

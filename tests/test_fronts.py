@@ -214,7 +214,7 @@ async def test_no_deprecation_warning_from_bastion_itself(real_redis: str) -> No
     import httpx
 
     from bastion.cli import main
-    from bastion.demo import create_app
+    from tests.account_app import create_app
 
     body = {"email": "ada@example.com", "password": "correct horse battery staple"}
     with warnings.catch_warnings():

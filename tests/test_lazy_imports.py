@@ -153,6 +153,8 @@ def test_the_demo_names_the_extra_of_a_missing_framework(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "starlette.applications", None)
+    # The example's module, if an earlier test imported it, must be imported again.
+    monkeypatch.delitem(sys.modules, "examples.starlette_notes", raising=False)
     assert main(["demo", "--framework", "starlette"]) == 2
     err = capsys.readouterr().err
     assert "needs starlette: pip install 'bastion[demo,starlette]'" in err

@@ -10,7 +10,8 @@ import pytest
 
 from bastion.policies.tools import commands
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "bastion" / "policies" / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "data" / "policy"
+MODEL = Path(__file__).resolve().parents[1] / "bastion" / "policies" / "model.conf"
 
 
 def run(command: str, *args: object) -> tuple[int, str]:
@@ -60,7 +61,7 @@ def test_check_reports_file_line_errors(examples: Path) -> None:
 
 def test_check_reports_broken_models_and_warnings(examples: Path) -> None:
     (examples / "model.conf").write_text(
-        (EXAMPLES.parent / "model.conf").read_text().replace("keyMatch(", "keyMatch7("),
+        MODEL.read_text().replace("keyMatch(", "keyMatch7("),
         encoding="utf-8",
     )
     policy = examples / "policy.csv"
@@ -73,9 +74,7 @@ def test_check_reports_broken_models_and_warnings(examples: Path) -> None:
 
 def test_check_warns_about_unindexed_models(examples: Path) -> None:
     (examples / "model.conf").write_text(
-        (EXAMPLES.parent / "model.conf")
-        .read_text()
-        .replace(
+        MODEL.read_text().replace(
             "m = p.sub in r.sub && (r.obj == p.obj || keyMatch(r.obj, p.obj))",
             "m = (r.obj == p.obj || keyMatch(r.obj, p.obj)) && p.sub in r.sub",
         ),

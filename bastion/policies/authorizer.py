@@ -91,7 +91,7 @@ class Authorizer:
                 if self._log_allows or logger.isEnabledFor(logging.DEBUG):
                     self._log(identity, target, True, decision.reason, decision)
                 return
-            self._deny(identity, target, decision.reason, decision)
+            self._deny(identity, target, decision.reason, decision, rows)
             return
         try:
             allowed, reason = self._judge_other(identity, target)
@@ -107,12 +107,17 @@ class Authorizer:
         self._deny(identity, target, reason, None)
 
     def _deny(
-        self, identity: Identity, target: Target | None, reason: str, decision: Decision | None
+        self,
+        identity: Identity,
+        target: Target | None,
+        reason: str,
+        decision: Decision | None,
+        rows: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Log a denial, then refuse (report-only: the event says so, and the request goes on)."""
         self._log(identity, target, False, reason, decision)
         if not self.settings.report_only:
-            raise self._refusal(identity, target)
+            raise self._refusal(identity, target, rows)
 
     def _judge_other(self, identity: Identity, target: Target | None) -> tuple[bool, str]:
         """Requests no route matched, and API keys (which skip resource permissions)."""
@@ -131,9 +136,21 @@ class Authorizer:
         identity.require_scope(route.scope)
         return True, f"API key holds scope {route.scope}"
 
-    @staticmethod
-    def _refusal(identity: Identity, target: Target | None) -> BastionError:
-        if target is not None and target.route.not_found:
+    def _refusal(
+        self, identity: Identity, target: Target | None, rows: Sequence[tuple[str, str]] = ()
+    ) -> BastionError:
+        # A route that hides existence hides it from those who may not read the resource; one
+        # who may read it is told the truth about the update or delete it asked for.
+        if (
+            target is not None
+            and target.route.not_found
+            and (
+                target.route.action == "read"
+                or not self._engine()
+                .decide_valid(identity.roles, "read", target.resource, rows)
+                .allowed
+            )
+        ):
             return NotFound()
         if not identity.is_authenticated:
             return Unauthorized()
