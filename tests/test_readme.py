@@ -503,7 +503,9 @@ def loopback_up() -> None:
 def main(line: int, cwd: str) -> int:
     """Inside a network namespace: run the block at README line ``line`` in ``cwd``."""
     loopback_up()
-    server = RedisServer().start()
+    # Redis's default port, free in a namespace of our own: a block may name the URL a reader's
+    # local server has (redis://127.0.0.1:6379/0), as printed.
+    server = RedisServer(port=6379).start()
     try:
         run(next(b for b in BLOCKS if b.line == line), Path(cwd), server.url)
     finally:
