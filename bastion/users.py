@@ -423,8 +423,12 @@ class UserCore:
             pairs = [item for pair in mapping.items() for item in pair]
             yield Script(
                 "roles",
-                [self.user_key(user_id), keys.user_sessions(self._prefix, user_id)],
-                [keys.session_prefix(self._prefix, user_id), *pairs],
+                [
+                    self.user_key(user_id),
+                    keys.sessions(self._prefix, user_id),
+                    keys.old_user_sessions(self._prefix, user_id),
+                ],
+                pairs,
             )
 
     def _user(self, user_id: str, fields: dict[bytes, bytes]) -> User | None:

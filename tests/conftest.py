@@ -58,6 +58,17 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def end_session_now(client: Any, user_id: str, session_id: str) -> None:
+    """Set a stored session's absolute end to a millisecond ago (Redis has not dropped it yet)."""
+    import time
+
+    from bastion.sessions import keys
+
+    key = keys.sessions("bastion", user_id)
+    order, _, last_seen = client.hget(key, session_id).split()
+    client.hset(key, session_id, b"%s %d %s" % (order, int(time.time() * 1000) - 1, last_seen))
+
+
 def make_bastion(backend: str, request: pytest.FixtureRequest, **settings: Any) -> Bastion:
     """A Bastion on the named backend with the given settings."""
     if backend == "fakeredis":
