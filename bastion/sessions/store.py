@@ -227,7 +227,7 @@ class SessionCore:
         """:meth:`_adopt` for many users, two round trips in all."""
         sets = [keys.old_user_sessions(self._prefix, u) for u in user_ids]
         found = yield Batch([Call("zrange", (s, 0, -1)) for s in sets])
-        adopt = [
+        adopt: builtins.list[Call | Script] = [
             self._adopt_script(u, s, [_text(i) for i in ids])
             for u, s, ids in zip(user_ids, sets, found, strict=True)
             if ids
