@@ -385,6 +385,11 @@ class SessionCore:
             cursor: int | bytes = 0
             while True:
                 cursor, found = yield Call("scan", (cursor, pattern, batch))
+                if isinstance(cursor, dict):  # redis-py's cluster client: a cursor per node
+                    raise RuntimeError(
+                        "revoke_everyone walks one server's keys and is not available on a Redis"
+                        " Cluster yet; end each user's sessions with revoke_all"
+                    )
                 user_ids = []
                 for raw in found:
                     name = _text(raw)
