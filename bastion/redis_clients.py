@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -10,6 +11,8 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+import redis.commands.core
+import redis.connection
 import redis.exceptions
 import redis.retry
 from redis.backoff import ExponentialBackoff
@@ -131,8 +134,49 @@ def _cluster_clients(url: str, timeout: float, options: dict[str, Any]) -> tuple
     async_client = redis.asyncio.cluster.RedisCluster.from_url(
         url, retry=AsyncBudgetRetry(timeout), **options
     )
-    sync_client = redis.cluster.RedisCluster.from_url(url, retry=BudgetRetry(timeout), **options)
+    sync_client = LazyCluster(
+        lambda: redis.cluster.RedisCluster.from_url(url, retry=BudgetRetry(timeout), **options)
+    )
     return async_client, sync_client
+
+
+class LazyCluster:
+    """redis-py's blocking ``RedisCluster``, built on first use.
+
+    Its constructor connects to learn the slot map, and building a Bastion must do no Redis I/O
+    (the asyncio client already waits for its first command).
+    """
+
+    is_cluster = True
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._build()
+        return self._client
+
+    def get_encoder(self) -> Any:
+        """The encoder scripts are hashed with (redis-py's default), without connecting."""
+        encoder: Any = redis.connection.Encoder  # type: ignore[attr-defined]
+        return encoder("utf-8", "strict", False)
+
+    def register_script(self, script: str) -> Any:
+        """A script run through this client (connects when it first runs)."""
+        return redis.commands.core.Script(self, script)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Close the client if it was ever built."""
+        if self._client is not None:
+            self._client.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
 
 
 def _sentinel_clients(settings: Settings) -> tuple[Any, Any]:

@@ -190,7 +190,9 @@ class _Runner:
         self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
         self._lean = lean
         # redis-py's cluster pipelines refuse EVALSHA: a batch's scripts run beside them there.
-        self._scripts_apart = hasattr(client, "nodes_manager")
+        self._scripts_apart = getattr(client, "is_cluster", False) or hasattr(
+            client, "nodes_manager"
+        )
         # Set by Bastion.close(): work after it is a bug, refused rather than reconnecting.
         self.closed = False
 

@@ -266,3 +266,44 @@ def test_session_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) ->
     draws = iter([b"\xf8" + bytes(15), bytes(16)])
     monkeypatch.setattr(token_module.secrets, "token_bytes", lambda n: next(draws))
     assert new_session_id() == "A" * 22
+
+
+def _old_layout_session(bastion: Bastion, user: str, ua: str = "old browser") -> str:
+    """A session written as the layout before the session hash kept them; its token."""
+    sid, secret = new_session_id(), "s" * 43
+    now = int(time.time() * 1000)
+    raw = _raw(bastion)
+    raw.zadd(keys.old_user_sessions("bastion", user), {sid: now * 1000})
+    raw.hset(
+        keys.old_session("bastion", user, sid),
+        mapping={
+            "h": hash_secret(secret),
+            "c": now,
+            "e": now + 3_600_000,
+            "l": now,
+            "ip": "",
+            "ua": ua,
+        },
+    )
+    return f"{user}.{sid}.{secret}"
+
+
+async def test_sessions_of_the_old_layout_are_moved_in_when_met(bastion: Bastion) -> None:
+    token = _old_layout_session(bastion, "alice")
+    other = _old_layout_session(bastion, "alice", ua="other")
+    active = await bastion.sessions.authenticate(token)
+    assert active is not None and active.user_id == "alice"
+    raw = _raw(bastion)
+    assert not raw.exists(keys.old_user_sessions("bastion", "alice"))
+    assert sorted(s.user_agent for s in await bastion.sessions.list("alice")) == [
+        "old browser",
+        "other",
+    ]
+    assert await bastion.sessions.authenticate(other) is not None
+
+
+async def test_log_out_everywhere_ends_old_layout_sessions_never_met(bastion: Bastion) -> None:
+    tokens = [_old_layout_session(bastion, "alice") for _ in range(3)]
+    assert len(await bastion.sessions.revoke_all("alice")) == 3
+    assert all([await bastion.sessions.authenticate(t) is None for t in tokens])
+    assert [k for k in _raw(bastion).keys("*") if b"alice" in k] == []
