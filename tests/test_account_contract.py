@@ -112,8 +112,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "make" in metafunc.fixturenames:
         pairs = [(f, "redis-server") for f in FRAMEWORKS] + [("starlette", "redis-cluster")]
         metafunc.parametrize(("framework", "store"), pairs)
-    elif "framework" in metafunc.fixturenames:
-        metafunc.parametrize("framework", FRAMEWORKS)
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def framework(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store() -> str:
+    """Where ``make`` keeps its data (the contract's own tests also name the Redis Cluster)."""
+    return "redis-server"
 
 
 def _bastion(url: str, **settings: Any) -> Bastion:
