@@ -13,11 +13,17 @@ can use that budget up (see the README).
 An endpoint may count only its failures instead (log-in does: a user who logs in often is no
 attacker): :meth:`RateLimitCore.check` before the work, :meth:`RateLimitCore.hit` after a failure.
 
-Keys, all under the one hash tag ``{ratelimit}`` so the script touches a single cluster slot::
+Keys, tagged by the hashed address or email, so the counters spread over a cluster's slots
+(one shared tag sent every log-in of the site to one shard) while the two counters of one
+address share a slot and are checked by one script::
 
-    <key_prefix>:{ratelimit}:<endpoint>:ip:<h(ip)>
-    <key_prefix>:{ratelimit}:<endpoint>:email:<h(email)>:<h(ip)>
-    <key_prefix>:{ratelimit}:<endpoint>:account:<h(email)>
+    <key_prefix>:rl:{<h(ip)>}:<endpoint>:ip
+    <key_prefix>:rl:{<h(ip)>}:<endpoint>:email:<h(email)>
+    <key_prefix>:rl:{<h(email)>}:<endpoint>:account
+
+The account counter lives in another slot, so it is a second script: asked together with the
+first where nothing is counted (``check``), after it where the attempt counts (``hit``: an
+attempt the address's counters refuse never reaches the account's).
 
 ``h`` is SHA-256 (hex, first 32 characters) of the normalised value, so keys hold no raw email or
 address and no character an attacker chose. It is pseudonymisation, not secrecy: the IPv4 space
@@ -33,10 +39,11 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 from bastion.errors import RateLimited
 from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
-from bastion.redisio import Call, Script, Steps
+from bastion.redisio import Batch, Call, Script, Steps
 from bastion.settings import Settings
 
 ENDPOINT = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
@@ -184,7 +191,7 @@ class RateLimitCore:
     """Rate-limit operations as sans-IO steps."""
 
     def __init__(self, settings: Settings) -> None:
-        self._prefix = f"{settings.key_prefix}:{{ratelimit}}"
+        self._prefix = f"{settings.key_prefix}:rl"
         self.per_email = settings.rate_limit_per_email
         self.per_ip = settings.rate_limit_per_ip
         self.per_account = settings.rate_limit_per_account
@@ -197,11 +204,11 @@ class RateLimitCore:
                 f"invalid rate-limit endpoint {endpoint!r}: expected {ENDPOINT.pattern}"
             )
         ip_digest = _digest("ip", normalize_ip(ip))
-        per_ip = f"{self._prefix}:{endpoint}:ip:{ip_digest}"
+        per_ip = f"{self._prefix}:{{{ip_digest}}}:{endpoint}:ip"
         if email is None:
             return None, per_ip
         email_digest = _digest("email", normalize_email(email))
-        return f"{self._prefix}:{endpoint}:email:{email_digest}:{ip_digest}", per_ip
+        return f"{self._prefix}:{{{ip_digest}}}:{endpoint}:email:{email_digest}", per_ip
 
     def account_key(self, endpoint: str, email: str) -> str:
         """The counter of one account on an endpoint, whatever the client IP."""
@@ -209,7 +216,7 @@ class RateLimitCore:
             raise ValueError(
                 f"invalid rate-limit endpoint {endpoint!r}: expected {ENDPOINT.pattern}"
             )
-        return f"{self._prefix}:{endpoint}:account:{_digest('email', normalize_email(email))}"
+        return f"{self._prefix}:{{{_digest('email', normalize_email(email))}}}:{endpoint}:account"
 
     def hit(
         self, endpoint: str, *, email: str | None, ip: str, per_account: bool = False
@@ -238,11 +245,25 @@ class RateLimitCore:
         if per_email is not None:
             keys.insert(0, per_email)
             limits.insert(0, self.per_email)
-        if per_account and email is not None:
-            keys.append(self.account_key(endpoint, email))
-            limits.append(self.per_account)
-        allowed, limit, remaining, ttl_ms = yield Script(script, keys, [self.window_ms, *limits])
-        return RateDecision(bool(allowed), int(limit), int(remaining), int(ttl_ms) / 1000)
+        by_address = Script(script, keys, [self.window_ms, *limits])
+        if not per_account or email is None:
+            return _decision((yield by_address))
+        by_account = Script(
+            script, [self.account_key(endpoint, email)], [self.window_ms, self.per_account]
+        )
+        if script == "ratelimit_check":
+            replies = yield Batch([by_address, by_account])
+        else:
+            first = yield by_address
+            if not first[0]:
+                return _decision(first)
+            replies = [first, (yield by_account)]
+        # As one script over every counter would answer: the refusal that lasts longest, else
+        # the counter with the least left.
+        refused = [r for r in replies if not r[0]]
+        if refused:
+            return _decision(max(refused, key=lambda r: int(r[3])))
+        return _decision(min(replies, key=lambda r: (int(r[2]), -int(r[3]))))
 
     def reset(self, endpoint: str, *, email: str | None, ip: str) -> Steps[bool]:
         """Clear the (email, IP) counter, e.g. after a successful log-in; True if it existed."""
@@ -253,6 +274,11 @@ class RateLimitCore:
             return False
         removed = yield Call("delete", (per_email,))
         return bool(removed)
+
+
+def _decision(reply: list[Any]) -> RateDecision:
+    allowed, limit, remaining, ttl_ms = reply
+    return RateDecision(bool(allowed), int(limit), int(remaining), int(ttl_ms) / 1000)
 
 
 class _RateLimitSteps:

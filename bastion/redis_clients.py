@@ -1,8 +1,9 @@
-"""Redis clients for :class:`Settings`: a real server at ``redis_url``, else embedded fakeredis."""
+"""Redis clients for :class:`Settings`: standalone, Cluster or Sentinel, else embedded fakeredis."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -10,6 +11,8 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+import redis.commands.core
+import redis.connection
 import redis.exceptions
 import redis.retry
 from redis.backoff import ExponentialBackoff
@@ -101,6 +104,8 @@ def make_clients(settings: Settings) -> tuple[Any, Any]:
     50 ms, and only if it came within a tenth of the timeout, so a retry never follows a long
     wait. The pool reconnects by itself on the next request once Redis is back.
     """
+    if settings.redis_sentinels:
+        return _sentinel_clients(settings)
     if settings.redis_url is None:
         return _embedded()
     url = reveal(settings.redis_url)
@@ -108,11 +113,117 @@ def make_clients(settings: Settings) -> tuple[Any, Any]:
         "socket_timeout": settings.redis_timeout,
         "socket_connect_timeout": settings.redis_timeout,
     }
+    if settings.redis_cluster:
+        return _cluster_clients(url, settings.redis_timeout, options)
     async_client = redis.asyncio.Redis.from_url(
         url, retry=AsyncBudgetRetry(settings.redis_timeout), **options
     )
     sync_client = redis.Redis.from_url(url, retry=BudgetRetry(settings.redis_timeout), **options)
     return async_client, sync_client
+
+
+def _cluster_clients(url: str, timeout: float, options: dict[str, Any]) -> tuple[Any, Any]:
+    """redis-py's cluster clients: they learn the slot map from the node named by ``url``.
+
+    They follow MOVED and ASK themselves and retry TRYAGAIN (a multi-key command while the
+    slot's keys are half moved) a few times before giving up, which Bastion answers with 503.
+    """
+    import redis.asyncio.cluster
+    import redis.cluster
+
+    async_client = redis.asyncio.cluster.RedisCluster.from_url(
+        url, retry=AsyncBudgetRetry(timeout), **options
+    )
+    sync_client = LazyCluster(
+        lambda: redis.cluster.RedisCluster.from_url(url, retry=BudgetRetry(timeout), **options)
+    )
+    return async_client, sync_client
+
+
+class LazyCluster:
+    """redis-py's blocking ``RedisCluster``, built on first use.
+
+    Its constructor connects to learn the slot map, and building a Bastion must do no Redis I/O
+    (the asyncio client already waits for its first command).
+    """
+
+    is_cluster = True
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._build()
+        return self._client
+
+    def get_encoder(self) -> Any:
+        """The encoder scripts are hashed with (redis-py's default), without connecting."""
+        encoder: Any = redis.connection.Encoder  # type: ignore[attr-defined]
+        return encoder("utf-8", "strict", False)
+
+    def register_script(self, script: str) -> Any:
+        """A script run through this client (connects when it first runs)."""
+        return redis.commands.core.Script(self, script)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Close the client if it was ever built."""
+        if self._client is not None:
+            self._client.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+def _sentinel_clients(settings: Settings) -> tuple[Any, Any]:
+    """Clients of the master the sentinels name, found again on every reconnection.
+
+    redis-py's sentinel pool asks the sentinels for the master when it connects, and drops a
+    connection whose server answers READONLY (a master demoted by a failover), so a write is
+    never accepted by the old master: the request gets 503 and the next one reaches the new
+    master. ``redis_url``, when set, gives the scheme (``rediss://`` for TLS), the user, the
+    password and the database of the master's connections; its host is not used.
+    """
+    import redis.asyncio.sentinel
+    import redis.connection
+    import redis.sentinel
+
+    assert settings.redis_sentinel_master is not None  # Settings checks it comes with sentinels
+    timeout = settings.redis_timeout
+    kwargs: dict[str, Any] = {}
+    if settings.redis_url is not None:
+        parsed = redis.connection.parse_url(reveal(settings.redis_url))  # type: ignore[no-untyped-call]
+        for name in ("host", "port", "path", "connection_class"):
+            parsed.pop(name, None)
+        kwargs.update(parsed)
+        if reveal(settings.redis_url).startswith("rediss:"):
+            kwargs["ssl"] = True
+    kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    addresses = [_host_port(address) for address in settings.redis_sentinels]
+    # The sentinels themselves answer within the same timeout, and take no credentials of the
+    # master's (give sentinels their own ACL only if they need one; not supported here yet).
+    sentinel_options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    name = settings.redis_sentinel_master
+    sync_sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        addresses, sentinel_kwargs=sentinel_options
+    )
+    async_sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        addresses, sentinel_kwargs=sentinel_options
+    )
+    sync_client = sync_sentinel.master_for(  # type: ignore[no-untyped-call]
+        name, retry=BudgetRetry(timeout), **kwargs
+    )
+    async_client = async_sentinel.master_for(name, retry=AsyncBudgetRetry(timeout), **kwargs)
+    return async_client, sync_client
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _embedded() -> tuple[Any, Any]:

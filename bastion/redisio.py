@@ -199,6 +199,12 @@ def _lean_commands(op: Op) -> list[tuple[Any, ...]] | None:
     return commands
 
 
+def _merge(ops: list[Call | Script], scripts: list[Any], calls: list[Any]) -> list[Any]:
+    """The replies of a batch run as scripts and a pipeline of calls, in the batch's order."""
+    script_replies, call_replies = iter(scripts), iter(calls)
+    return [next(script_replies) if type(op) is Script else next(call_replies) for op in ops]
+
+
 CLOSED = "this Bastion is closed: build a new one (close() and aclose() are final)"
 
 
@@ -208,6 +214,10 @@ class _Runner:
         # Registering computes each script's SHA1 locally: nothing is sent to Redis here.
         self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
         self._lean = lean
+        # redis-py's cluster pipelines refuse EVALSHA: a batch's scripts run beside them there.
+        self._scripts_apart = getattr(client, "is_cluster", False) or hasattr(
+            client, "nodes_manager"
+        )
         # Set by Bastion.close(): work after it is a bug, refused rather than reconnecting.
         self.closed = False
 
@@ -247,10 +257,7 @@ class AsyncRunner(_Runner):
                     elif isinstance(op, StoreCall):
                         result = await op.store.acall(op.method, op.args, op.kwargs)
                     elif isinstance(op, Batch):
-                        pipe = self.client.pipeline(transaction=False)
-                        for item in op.ops:
-                            await self._queue_async(pipe, item)
-                        result = await pipe.execute()
+                        result = await self._batch(op.ops)
                     elif isinstance(op, Script):
                         result = await self._scripts[op.name](keys=op.keys, args=op.args)
                     else:
@@ -261,6 +268,24 @@ class AsyncRunner(_Runner):
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    async def _batch(self, ops: list[Call | Script]) -> list[Any]:
+        """One pipeline; on a cluster, the scripts run concurrently beside it."""
+        if not self._scripts_apart:
+            pipe = self.client.pipeline(transaction=False)
+            for item in ops:
+                await self._queue_async(pipe, item)
+            return await pipe.execute()  # type: ignore[no-any-return]
+        calls = [op for op in ops if type(op) is Call]
+        scripts = [op for op in ops if type(op) is Script]
+        work: list[Any] = [self._scripts[op.name](keys=op.keys, args=op.args) for op in scripts]
+        if calls:
+            pipe = self.client.pipeline(transaction=False)
+            for item in calls:
+                getattr(pipe, item.name)(*item.args)
+            work.append(pipe.execute())
+        done = await asyncio.gather(*work)
+        return _merge(ops, done[: len(scripts)], done[len(scripts)] if calls else [])
 
     async def _queue_async(self, pipe: Any, op: Call | Script) -> None:
         # redis.asyncio's scripts are coroutines even on a pipeline: only awaiting one queues it.
@@ -331,10 +356,7 @@ class SyncRunner(_Runner):
                     elif isinstance(op, StoreCall):
                         result = op.store.call(op.method, op.args, op.kwargs)
                     elif isinstance(op, Batch):
-                        pipe = self.client.pipeline(transaction=False)
-                        for item in op.ops:
-                            self._queue(pipe, item)
-                        result = pipe.execute()
+                        result = self._batch(op.ops)
                     elif isinstance(op, Script):
                         result = self._scripts[op.name](keys=op.keys, args=op.args)
                     else:
@@ -344,6 +366,25 @@ class SyncRunner(_Runner):
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    def _batch(self, ops: list[Call | Script]) -> list[Any]:
+        """One pipeline; on a cluster, the scripts run one by one after it."""
+        if not self._scripts_apart:
+            pipe = self.client.pipeline(transaction=False)
+            for item in ops:
+                self._queue(pipe, item)
+            return pipe.execute()  # type: ignore[no-any-return]
+        calls = [op for op in ops if type(op) is Call]
+        answers = []
+        if calls:
+            pipe = self.client.pipeline(transaction=False)
+            for item in calls:
+                getattr(pipe, item.name)(*item.args)
+            answers = pipe.execute()
+        ran = [
+            self._scripts[op.name](keys=op.keys, args=op.args) for op in ops if type(op) is Script
+        ]
+        return _merge(ops, ran, answers)
 
     def _read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` together on one pooled connection and read every reply."""

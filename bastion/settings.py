@@ -96,6 +96,14 @@ class Settings:
 
     Kept as a :class:`SecretURL`: shown with its password masked, read with
     ``get_secret_value()``."""
+    redis_cluster: bool = False
+    """``redis_url`` names one node of a Redis Cluster: the client discovers the others and
+    follows MOVED / ASK redirections (env ``BASTION_REDIS_CLUSTER=true``)."""
+    redis_sentinels: tuple[str, ...] = ()
+    """Sentinels as ``host:port`` that name the master of ``redis_sentinel_master``; set,
+    ``redis_url`` is optional and gives only the scheme, user, password and database."""
+    redis_sentinel_master: str | None = None
+    """The name the sentinels monitor the master under (``sentinel monitor NAME ...``)."""
     redis_timeout: float = 2.0
     """Seconds a request waits at most for a Redis that does not answer (retries included)
     before it fails closed with 503."""
@@ -200,6 +208,7 @@ class Settings:
         object.__setattr__(self, "redis_url", _redis_url(self.redis_url))
         object.__setattr__(self, "jwt_secret", _secret("jwt_secret", self.jwt_secret))
         _in_range("redis_timeout", self.redis_timeout, 0.05, 60.0)
+        _check_topology(self)
         if not _KEY_PREFIX.fullmatch(self.key_prefix):
             raise ConfigError(
                 "key_prefix", self.key_prefix, "1-32 characters of letters, digits, _ . : -"
@@ -376,6 +385,50 @@ def _redis_url(value: object) -> SecretURL | None:
             "redis_url", url, "a URL like redis://host:6379/0 (redis://, rediss:// or unix://)"
         )
     return url
+
+
+_SENTINEL = re.compile(r"\[?[A-Za-z0-9_.:-]{1,255}?\]?:[0-9]{1,5}")
+_MASTER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _check_topology(settings: Settings) -> None:
+    """Cluster and Sentinel settings fit together and with ``redis_url``."""
+    sentinels = tuple(s.strip() for s in settings.redis_sentinels)
+    object.__setattr__(settings, "redis_sentinels", sentinels)
+    for address in sentinels:
+        if not _SENTINEL.fullmatch(address) or not 0 < int(address.rsplit(":", 1)[1]) < 65536:
+            raise ConfigError("redis_sentinels", address, "addresses like 10.0.0.5:26379")
+    master = settings.redis_sentinel_master
+    if sentinels and master is None:
+        raise ConfigError(
+            "redis_sentinel_master", None, "the master's name when redis_sentinels is set"
+        )
+    if master is not None:
+        if not sentinels:
+            raise ConfigError(
+                "redis_sentinels", (), "at least one host:port when redis_sentinel_master is set"
+            )
+        if not _MASTER_NAME.fullmatch(master):
+            raise ConfigError("redis_sentinel_master", master, "1-64 letters, digits and _ . -")
+    if settings.redis_cluster:
+        if sentinels:
+            raise ConfigError(
+                "redis_cluster", True, "false with redis_sentinels (a cluster has no sentinels)"
+            )
+        if settings.redis_url is None:
+            raise ConfigError("redis_url", None, "the URL of one cluster node with redis_cluster")
+        url = reveal_url(settings.redis_url)
+        if url.startswith("unix:"):
+            raise ConfigError("redis_url", settings.redis_url, "a redis:// or rediss:// node")
+        if urlsplit(url).path.strip("/") not in ("", "0"):
+            raise ConfigError(
+                "redis_url", settings.redis_url, "database 0 (a cluster has no other database)"
+            )
+
+
+def reveal_url(url: SecretURL | str) -> str:
+    """The URL's text (``SecretURL`` hides it)."""
+    return url.get_secret_value() if isinstance(url, SecretURL) else url
 
 
 def _in_range(name: str, value: float, low: float, high: float) -> None:

@@ -56,10 +56,10 @@ from bastion.policies.modeldef import DEFAULT_MODEL_PATH, default_model
 from bastion.policies.rules import Rule
 from bastion.sessions import keys
 from bench.sessions import (
-    HMGET_FIELDS,
     ASGIApp,
     Case,
     call_once,
+    hmget_fields,
     hmget_middleware,
     me,
     on_redis_server,
@@ -903,12 +903,14 @@ class ReplayingPipeline:
         return self.replies
 
 
-def pipeline_middleware(app: ASGIApp, client: Any, key: str, rows_key: bytes) -> ASGIApp:
+def pipeline_middleware(
+    app: ASGIApp, client: Any, key: str, rows_key: bytes, fields: tuple[str, ...]
+) -> ASGIApp:
     """The least a middleware can do for route (b): HMGET + SMEMBERS in one pipeline, then app."""
 
     async def middleware(scope: Any, receive: Any, send: Any) -> None:
         pipe = client.pipeline(transaction=False)
-        pipe.hmget(key, *HMGET_FIELDS)
+        pipe.hmget(key, *fields)
         pipe.smembers(rows_key)
         await pipe.execute()
         await app(scope, receive, send)
@@ -975,7 +977,8 @@ async def bench_e2e(
 
         new = await bastion.sessions.create(USER)
         cookie = f"{settings.cookie_name}={new.token}".encode()
-        session_key = keys.session(settings.key_prefix, USER, new.session.id)
+        session_key = keys.sessions(settings.key_prefix, USER)
+        session_fields = hmget_fields(new.session.id)
         open_docs = [f"{OPEN}/documents/o{i}" for i in range(E2E_DOCUMENTS)]
         note_docs = [f"{NOTES}/documents/n{i}" for i in range(E2E_DOCUMENTS)]
         for i, resource in enumerate(note_docs):  # 3 rows each; alice's read is what allows
@@ -1022,12 +1025,12 @@ async def bench_e2e(
 
         async def hmget_loop(n: int) -> None:
             for _ in range(n):
-                await client.hmget(session_key, "h", "e", "l")
+                await client.hmget(session_key, *session_fields[:2])
 
         async def pipeline_loop(n: int) -> None:
             for _ in range(n):
                 pipe = client.pipeline(transaction=False)
-                pipe.hmget(session_key, "h", "e", "l")
+                pipe.hmget(session_key, *session_fields[:2])
                 pipe.smembers(first_rows_key)
                 await pipe.execute()
 
@@ -1038,10 +1041,12 @@ async def bench_e2e(
         alice = USER.encode()
         bastion_app = bastion.asgi(app)
         open_paths = [f"/{p}" for p in open_docs]
-        hmget_reference = hmget_middleware(app, client, session_key)
-        pipeline_reference = pipeline_middleware(app, client, session_key, first_rows_key)
+        hmget_reference = hmget_middleware(app, client, session_key, session_fields)
+        pipeline_reference = pipeline_middleware(
+            app, client, session_key, first_rows_key, session_fields
+        )
         # Bastion's own code run right after a real round trip: what the wait does to it.
-        after_wait = hmget_middleware(stubbed_app, client, session_key)
+        after_wait = hmget_middleware(stubbed_app, client, session_key, session_fields)
         scopes: dict[str, list[dict[str, Any]]] = {
             "bare": [make_scope(p) for p in open_paths],
             "starlette_auth": [make_scope(p) for p in authz_paths],

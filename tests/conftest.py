@@ -17,7 +17,11 @@ from starlette.routing import Route
 
 from bastion import Bastion, Settings
 from bastion.adapters.starlette import exception_handlers
+from tests.redis_cluster import RedisCluster, RedisSentinels
 from tests.redis_server import RedisServer, require_redis_server
+
+CLUSTER_MODULES = {"test_sessions", "test_jwt", "test_apikeys", "test_authorization", "test_users"}
+"""Modules whose ``backend`` tests also run on the Redis Cluster (the suite's time is counted)."""
 
 
 @pytest.fixture(autouse=True)
@@ -52,10 +56,60 @@ def real_redis(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """Run a test on the embedded fakeredis and on a real redis-server."""
-    return str(request.param)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``backend``: fakeredis and a real redis-server; the Redis Cluster too in some modules."""
+    if "backend" in metafunc.fixturenames:
+        names = ["fakeredis", "redis-server"]
+        if metafunc.module.__name__.rsplit(".", 1)[-1] in CLUSTER_MODULES:
+            names.append("redis-cluster")
+        metafunc.parametrize("backend", names)
+
+
+def _needs(what: str) -> None:
+    message = f"{what} is not installed (apt-get install -y redis-server redis-tools)"
+    if require_redis_server():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster with a replica each, started once for the whole run."""
+    import shutil
+
+    if RedisServer.binary() is None or shutil.which("redis-cli") is None:
+        _needs("redis-server or redis-cli")
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def cluster_redis(redis_cluster: RedisCluster) -> str:
+    """The cluster's URL (one node), every master emptied before the test."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
+def redis_sentinels() -> Iterator[RedisSentinels]:
+    """One master, one replica and three sentinels, started once for the whole run."""
+    if RedisServer.binary() is None:
+        _needs("redis-server")
+    sentinels = RedisSentinels().start()
+    yield sentinels
+    sentinels.cleanup()
+
+
+def end_session_now(client: Any, user_id: str, session_id: str) -> None:
+    """Set a stored session's absolute end to a millisecond ago (Redis has not dropped it yet)."""
+    import time
+
+    from bastion.sessions import keys
+
+    key = keys.sessions("bastion", user_id)
+    order, _, last_seen = client.hget(key, session_id).split()
+    client.hset(key, session_id, b"%s %d %s" % (order, int(time.time() * 1000) - 1, last_seen))
 
 
 def make_bastion(backend: str, request: pytest.FixtureRequest, **settings: Any) -> Bastion:
@@ -67,6 +121,9 @@ def make_bastion(backend: str, request: pytest.FixtureRequest, **settings: Any) 
             redis=fakeredis.FakeAsyncRedis(server=server),
             sync_redis=fakeredis.FakeRedis(server=server),
         )
+    if backend == "redis-cluster":
+        url = request.getfixturevalue("cluster_redis")
+        return Bastion(Settings(redis_url=url, redis_cluster=True, **settings))
     url = request.getfixturevalue("real_redis")
     return Bastion(Settings(redis_url=url, **settings))
 

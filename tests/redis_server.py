@@ -22,8 +22,10 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process with no persistence, bound to 127.0.0.1."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
+        self.extra = extra
+        """More redis-server arguments (``--cluster-enabled yes``, ``--replicaof HOST PORT``)."""
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.mkdtemp(prefix="bastion-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -53,6 +55,7 @@ class RedisServer:
                 self._dir,
                 "--protected-mode",
                 "yes",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

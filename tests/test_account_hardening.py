@@ -21,6 +21,7 @@ from tests.test_account_contract import Client, log_in, sign_up
 # The contract's fixtures: one Bastion and client per framework, on the real redis-server.
 framework = contract.framework
 make = contract.make
+store = contract.store
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 

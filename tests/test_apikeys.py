@@ -28,7 +28,7 @@ def _client(bastion: Bastion) -> httpx.AsyncClient:
 
 
 def _raw_key(bastion: Bastion, key_id: str) -> str:
-    return f"bastion:{{apikeys}}:key:{key_id}"
+    return f"bastion:apikey:{{{key_id}}}"
 
 
 async def test_key_format_and_storage(bastion: Bastion) -> None:

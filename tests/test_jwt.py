@@ -15,10 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bastion import Bastion, ConfigError, Settings
-from bastion.sessions import keys
 from bastion.settings import JWTKey
 from bastion.tokens.jwt import TYP
-from tests.conftest import demo_app, make_bastion
+from tests.conftest import demo_app, end_session_now, make_bastion
 
 pytestmark = pytest.mark.anyio
 SECRET = "s" * 40
@@ -109,9 +108,7 @@ async def test_jwt_dies_with_its_session(
         elif how == "evicted":
             await bastion.sessions.create("alice")  # cap 1
         else:
-            bastion.sync.redis.hset(
-                keys.session("bastion", "alice", sid), "e", int(time.time() * 1000) - 1
-            )
+            end_session_now(bastion.sync.redis, "alice", sid)
         dead = await _me(client, token)
         assert dead.status_code == 401
         assert dead.json()["type"] == "user_jwt_invalid"

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 
 from bastion import Bastion, Settings
 from bastion.core import RequestState
-from tests.conftest import demo_app, make_bastion
+from tests.conftest import demo_app, end_session_now, make_bastion
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -211,9 +211,6 @@ async def test_malformed_fallback_header_is_401(client: httpx.AsyncClient, value
 async def test_foreign_user_id_and_expired_session_are_401(
     client: httpx.AsyncClient, bastion: Bastion
 ) -> None:
-    import time
-
-    from bastion.sessions import keys
 
     alice = (await bastion.sessions.create("alice")).token
     bob = (await bastion.sessions.create("bob")).token
@@ -221,7 +218,7 @@ async def test_foreign_user_id_and_expired_session_are_401(
     for forged in (f"bob.{sid}.{secret}", f"alice.{bob.split('.')[1]}.{secret}"):
         response = await client.get("/me", headers={"cookie": f"{COOKIE}={forged}"})
         assert response.status_code == 401
-    bastion.sync.redis.hset(keys.session("bastion", "alice", sid), "e", int(time.time() * 1000) - 1)
+    end_session_now(bastion.sync.redis, "alice", sid)
     expired = await client.get("/me", headers={"cookie": f"{COOKIE}={alice}"})
     assert expired.status_code == 401
     assert (await client.get("/me", headers={"cookie": f"{COOKIE}={bob}"})).status_code == 200

@@ -20,6 +20,18 @@ def _raw(bastion: Bastion):  # type: ignore[no-untyped-def]
     return bastion.sync.redis
 
 
+def _times(bastion: Bastion, sid: str, user: str = "alice") -> list[int]:
+    """A session's [order, expires, last seen] as stored in its user's hash."""
+    return [int(t) for t in _raw(bastion).hget(keys.sessions("bastion", user), sid).split()]
+
+
+def _set_times(bastion: Bastion, sid: str, user: str = "alice", **changes: int) -> None:
+    """Overwrite a session's expires (``e``) or last seen (``l``) in its user's hash."""
+    order, expires, last_seen = _times(bastion, sid, user)
+    expires, last_seen = changes.get("e", expires), changes.get("l", last_seen)
+    _raw(bastion).hset(keys.sessions("bastion", user), sid, f"{order} {expires} {last_seen}")
+
+
 async def test_create_then_authenticate(bastion: Bastion) -> None:
     new = await bastion.sessions.create("alice", ip="10.0.0.1", user_agent="pytest")
     active = await bastion.sessions.authenticate(new.token)
@@ -34,13 +46,14 @@ async def test_ip_and_user_agent_from_python_are_stored_clean(bastion: Bastion) 
     new = await bastion.sessions.create(
         "alice", ip="10.0.0.1\x1b[2J", user_agent="agent\x00\x1b[31m\u202e" + "x" * 600
     )
-    assert (new.session.ip, new.session.user_agent) == ("", "agent[31m" + "x" * 503)
+    assert (new.session.ip, new.session.user_agent) == ("", "agent[31m" + "x" * 247)
     # A session written raw (before values were cleaned) is shown clean.
     raw = _raw(bastion)
     raw.hset(
-        keys.session("bastion", "alice", new.session.id),
-        mapping={"ip": "<b>", "ua": b"old\x1b\xff"},
+        keys.sessions("bastion", "alice"),
+        mapping={f"{new.session.id}:m": "0 <b>", "a:0:0": b"old\x1b\xff"},
     )
+    raw.hdel(keys.sessions("bastion", "alice"), "a:0:1", "a:0:2", "a:0:3")
     (listed,) = await bastion.sessions.list("alice")
     assert (listed.ip, listed.user_agent) == ("", "old\ufffd")
 
@@ -50,8 +63,8 @@ async def test_secret_is_stored_only_as_its_hash(bastion: Bastion) -> None:
     parsed = parse_token(new.token)
     assert parsed is not None
     raw = _raw(bastion)
-    stored = raw.hgetall(keys.session("bastion", "alice", new.session.id))
-    assert stored[b"h"] == hash_secret(parsed.secret)
+    stored = raw.hgetall(keys.sessions("bastion", "alice"))
+    assert stored[f"{new.session.id}:h".encode()] == hash_secret(parsed.secret)
     dump = b"".join(k + v for k, v in stored.items())
     assert parsed.secret.encode() not in dump
     for key in raw.keys("*"):
@@ -92,7 +105,7 @@ async def test_cap_evicts_oldest_first(backend: str, request: pytest.FixtureRequ
     assert [s.id for s in live] == [n.session.id for n in made[2:]]
     for gone in made[:2]:
         assert await bastion.sessions.authenticate(gone.token) is None
-        assert not _raw(bastion).exists(keys.session("bastion", "alice", gone.session.id))
+        assert not _raw(bastion).hexists(keys.sessions("bastion", "alice"), gone.session.id)
     for kept in made[2:]:
         assert await bastion.sessions.authenticate(kept.token) is not None
 
@@ -117,79 +130,78 @@ async def test_dead_entries_are_dropped_and_do_not_count(bastion: Bastion) -> No
     bastion_small = bastion
     made = [await bastion_small.sessions.create("alice") for _ in range(10)]
     raw = _raw(bastion)
-    # Two sessions expire on their own (their hashes vanish; the index still names them).
+    # Two sessions reach their end.
     for gone in made[:2]:
-        raw.delete(keys.session("bastion", "alice", gone.session.id))
+        _set_times(bastion, gone.session.id, e=int(time.time() * 1000) - 1)
     new = await bastion.sessions.create("alice")
     assert new.evicted == ()
-    members = {m.decode() for m in raw.zrange(keys.user_sessions("bastion", "alice"), 0, -1)}
+    fields = {f.decode() for f in raw.hkeys(keys.sessions("bastion", "alice"))}
+    members = {f for f in fields if ":" not in f}
     assert members == {n.session.id for n in made[2:]} | {new.session.id}
+    assert not any(f.startswith(tuple(n.session.id for n in made[:2])) for f in fields)
 
 
 async def test_ttls_follow_the_absolute_lifetime(bastion: Bastion) -> None:
     new = await bastion.sessions.create("alice")
     raw = _raw(bastion)
-    ttl = raw.pttl(keys.session("bastion", "alice", new.session.id))
+    ttl = raw.pttl(keys.sessions("bastion", "alice"))
     assert 365 * 24 * 3600 * 1000 - 5000 < ttl <= 365 * 24 * 3600 * 1000
-    assert raw.pttl(keys.user_sessions("bastion", "alice")) > 0
+    assert new.session.id
 
 
 async def test_expired_session_is_refused_even_before_redis_drops_it(bastion: Bastion) -> None:
     new = await bastion.sessions.create("alice")
-    key = keys.session("bastion", "alice", new.session.id)
-    _raw(bastion).hset(key, "e", int(time.time() * 1000) - 1)
+    _set_times(bastion, new.session.id, e=int(time.time() * 1000) - 1)
     assert await bastion.sessions.authenticate(new.token) is None
 
 
 async def test_idle_timeout(backend: str, request: pytest.FixtureRequest) -> None:
     bastion = make_bastion(backend, request, session_idle_timeout=600)
     new = await bastion.sessions.create("alice")
-    key = keys.session("bastion", "alice", new.session.id)
+    key = keys.sessions("bastion", "alice")
     raw = _raw(bastion)
     assert raw.pttl(key) <= 600_000
     now = int(time.time() * 1000)
     # Active a minute ago: still alive, and the check records activity and pushes expiry out.
-    raw.hset(key, "l", now - 61_000)
+    _set_times(bastion, new.session.id, l=now - 61_000)
     raw.pexpire(key, 100_000)
     assert await bastion.sessions.authenticate(new.token) is not None
-    assert int(raw.hget(key, "l")) >= now
+    assert _times(bastion, new.session.id)[2] >= now
     assert raw.pttl(key) > 590_000
     # Idle for longer than the timeout: refused even if Redis has not expired the key yet.
-    raw.hset(key, "l", now - 601_000)
+    _set_times(bastion, new.session.id, l=now - 601_000)
     assert await bastion.sessions.authenticate(new.token) is None
 
 
 async def test_last_seen_writes_are_throttled(bastion: Bastion) -> None:
     new = await bastion.sessions.create("alice")
-    key = keys.session("bastion", "alice", new.session.id)
-    raw = _raw(bastion)
-    before = raw.hget(key, "l")
+    before = _times(bastion, new.session.id)[2]
     for _ in range(20):
         assert await bastion.sessions.authenticate(new.token) is not None
-    assert raw.hget(key, "l") == before
-    raw.hset(key, "l", int(time.time() * 1000) - 61_000)
+    assert _times(bastion, new.session.id)[2] == before
+    _set_times(bastion, new.session.id, l=int(time.time() * 1000) - 61_000)
     assert await bastion.sessions.authenticate(new.token) is not None
-    assert int(raw.hget(key, "l")) > int(before) - 1
+    assert _times(bastion, new.session.id)[2] > before - 1
 
 
 async def test_touch_never_resurrects_a_revoked_session(bastion: Bastion) -> None:
     new = await bastion.sessions.create("alice")
-    key = keys.session("bastion", "alice", new.session.id)
+    key = keys.sessions("bastion", "alice")
     raw = _raw(bastion)
     assert await bastion.sessions.revoke("alice", new.session.id)
     assert (
         await bastion.sessions._run(  # the touch script itself, on a deleted session
-            _touch(bastion, key)
+            _touch(bastion, key, new.session.id)
         )
         == 0
     )
     assert not raw.exists(key)
 
 
-def _touch(bastion: Bastion, key: str):  # type: ignore[no-untyped-def]
+def _touch(bastion: Bastion, key: str, sid: str):  # type: ignore[no-untyped-def]
     from bastion.redisio import Script
 
-    result = yield Script("touch", [key], [0])
+    result = yield Script("touch", [key], [sid, 0])
     return result
 
 
@@ -254,3 +266,44 @@ def test_session_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) ->
     draws = iter([b"\xf8" + bytes(15), bytes(16)])
     monkeypatch.setattr(token_module.secrets, "token_bytes", lambda n: next(draws))
     assert new_session_id() == "A" * 22
+
+
+def _old_layout_session(bastion: Bastion, user: str, ua: str = "old browser") -> str:
+    """A session written as the layout before the session hash kept them; its token."""
+    sid, secret = new_session_id(), "s" * 43
+    now = int(time.time() * 1000)
+    raw = _raw(bastion)
+    raw.zadd(keys.old_user_sessions("bastion", user), {sid: now * 1000})
+    raw.hset(
+        keys.old_session("bastion", user, sid),
+        mapping={
+            "h": hash_secret(secret),
+            "c": now,
+            "e": now + 3_600_000,
+            "l": now,
+            "ip": "",
+            "ua": ua,
+        },
+    )
+    return f"{user}.{sid}.{secret}"
+
+
+async def test_sessions_of_the_old_layout_are_moved_in_when_met(bastion: Bastion) -> None:
+    token = _old_layout_session(bastion, "alice")
+    other = _old_layout_session(bastion, "alice", ua="other")
+    active = await bastion.sessions.authenticate(token)
+    assert active is not None and active.user_id == "alice"
+    raw = _raw(bastion)
+    assert not raw.exists(keys.old_user_sessions("bastion", "alice"))
+    assert sorted(s.user_agent for s in await bastion.sessions.list("alice")) == [
+        "old browser",
+        "other",
+    ]
+    assert await bastion.sessions.authenticate(other) is not None
+
+
+async def test_log_out_everywhere_ends_old_layout_sessions_never_met(bastion: Bastion) -> None:
+    tokens = [_old_layout_session(bastion, "alice") for _ in range(3)]
+    assert len(await bastion.sessions.revoke_all("alice")) == 3
+    assert all([await bastion.sessions.authenticate(t) is None for t in tokens])
+    assert [k for k in _raw(bastion).keys("*") if b"alice" in k] == []

@@ -245,23 +245,29 @@ def test_a_log_in_that_checked_the_password_before_the_mark_gets_no_session(
         bastion._sync_runner.run(racing)
     assert seen == ["password checked", action]
     assert bastion.sync.sessions.list(user.id) == []
-    assert _raw(bastion).zcard(keys.user_sessions("bastion", user.id)) == 0
+    assert not _raw(bastion).exists(keys.sessions("bastion", user.id))
     assert state.identity.kind == "guest"
 
 
-async def test_revoke_everyone_ends_every_users_sessions(bastion: Bastion, front: str) -> None:
+async def test_revoke_everyone_ends_every_users_sessions(
+    bastion: Bastion, front: str, backend: str
+) -> None:
+    if backend == "redis-cluster":
+        with pytest.raises(RuntimeError, match="not available on a Redis Cluster"):
+            bastion.sync.sessions.revoke_everyone()
+        return
     tokens = [bastion.sync.sessions.create(f"user{i}").token for i in range(7) for _ in range(2)]
     key = bastion.sync.api_keys.create("ci", ["documents.read"]).key
     user = _user(bastion)
     raw = _raw(bastion)
-    before = {k for k in raw.scan_iter() if b":sessions" not in k and b":session:" not in k}
+    before = {k for k in raw.scan_iter() if not k.endswith(b"}:s")}
     if front == "async":
         ended = await bastion.sessions.revoke_everyone(batch=3)  # several SCAN calls
     else:
         ended = bastion.sync.sessions.revoke_everyone(batch=3)
     assert ended == 14
     assert all(bastion.sync.sessions.authenticate(t) is None for t in tokens)
-    assert not [k for k in raw.scan_iter() if b":sessions" in k or b":session:" in k]
+    assert not [k for k in raw.scan_iter() if k.endswith(b"}:s")]
     # Nothing else is touched: accounts, email claims, API keys.
     assert {k for k in raw.scan_iter()} == before
     assert bastion.sync.api_keys.list() and (await bastion.users.get(user.id)) is not None
@@ -283,8 +289,11 @@ def test_revoke_everyone_on_10000_users(
     pipe = client.pipeline(transaction=False)
     for i in range(10_000):
         user_id = f"u{i}"
-        pipe.zadd(keys.user_sessions("bastion", user_id), {"s1": 1})
-        pipe.hset(keys.session("bastion", user_id, "s1"), mapping={"h": "x", "e": "1", "l": "1"})
+        far = int(time.time() * 1000) + 3_600_000
+        pipe.hset(
+            keys.sessions("bastion", user_id),
+            mapping={"s1": f"1 {far} 1", "s1:h": "x", "s1:m": "- "},
+        )
         pipe.hset(keys.user("bastion", user_id), mapping={"email": f"{user_id}@example.com"})
     pipe.execute()
     started = time.perf_counter()
@@ -293,7 +302,7 @@ def test_revoke_everyone_on_10000_users(
     assert ended == 10_000
     assert client.dbsize() == 10_000  # the accounts stay
     with capsys.disabled():
-        print(f"\nrevoke_everyone: 10,000 users, 30,000 keys: {took:.2f} s")
+        print(f"\nrevoke_everyone: 10,000 users, 20,000 keys: {took:.2f} s")
 
 
 # --- the email claim of a sign-up (issue 11) -------------------------------------------------

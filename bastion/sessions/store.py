@@ -39,9 +39,10 @@ if TYPE_CHECKING:  # audit reads session ids through this package: no import at 
 logger = logging.getLogger("bastion.sessions")
 
 
-# Read on every request: the secret's digest, expiry, last seen, and the role fields.
-_SESSION_FIELDS = ("h", "e", "l", "v", "lb", "tm")
-MAX_USER_AGENT = 512
+# Read on every request, after the session's own two fields: the user's role fields.
+_ROLE_FIELDS = ("r:v", "r:lb", "r:tm")
+MAX_USER_AGENT = 256
+"""User agents are cut to this many characters (a browser's is about 110-150)."""
 MAX_IP = 64
 TOUCH_INTERVAL_MS = 60_000
 # Keys per SCAN call when ending everyone's sessions: large enough to keep round trips few,
@@ -157,23 +158,11 @@ class SessionCore:
         session_id, secret = new_session_id(), new_secret()
         # Shown to the user and to admins later: only an address, only printable text.
         ip, user_agent = normal_ip(ip)[:MAX_IP], clean_text(user_agent, MAX_USER_AGENT)
+        yield from self._adopt(user_id)
         reply = yield Script(
             "create",
-            [
-                keys.user_sessions(self._prefix, user_id),
-                keys.session(self._prefix, user_id, session_id),
-                keys.user(self._prefix, user_id),
-            ],
-            [
-                session_id,
-                hash_secret(secret),
-                self._length_ms,
-                self._idle_ms,
-                cap,
-                ip,
-                user_agent,
-                keys.session_prefix(self._prefix, user_id),
-            ],
+            [keys.sessions(self._prefix, user_id), keys.user(self._prefix, user_id)],
+            [session_id, hash_secret(secret), self._length_ms, self._idle_ms, cap, ip, user_agent],
         )
         if len(reply) == 1:  # the user's account carries a mark: nothing was written
             if _text(reply[0]) == "disabled":
@@ -211,23 +200,75 @@ class SessionCore:
         self, user_id: str, session_id: str, secret: str | None
     ) -> Steps[ActiveSession | None]:
         """Read the session hash; the session if the secret (when given) matches and it lives."""
-        key = keys.session(self._prefix, user_id, session_id)
-        fields = yield Call("hmget", (key, *_SESSION_FIELDS))
+        key = keys.sessions(self._prefix, user_id)
+        fields = yield Call("hmget", (key, session_id, f"{session_id}:h", *_ROLE_FIELDS))
+        if fields[0] is None:
+            # Not in the hash: maybe a session of the old layout, moved in once it is met.
+            if not (yield from self._adopt_one(user_id, session_id)):
+                return None
+            fields = yield Call("hmget", (key, session_id, f"{session_id}:h", *_ROLE_FIELDS))
         if secret is not None and (
-            fields[0] is None or not hmac.compare_digest(fields[0], hash_secret(secret))
+            fields[1] is None or not hmac.compare_digest(fields[1], hash_secret(secret))
         ):
             return None
         active, stale = self._live(user_id, session_id, fields)
         if stale and active is not None:
-            active = yield from self._touch(key, active)
+            active = yield from self._touch(key, session_id, active)
         return active
+
+    def _adopt_one(self, user_id: str, session_id: str) -> Steps[bool]:
+        """Move the user's old-layout sessions into the hash if ``session_id`` is one of them."""
+        old = yield Call("exists", (keys.old_session(self._prefix, user_id, session_id),))
+        if not old:
+            return False
+        return bool((yield from self._adopt(user_id)))
+
+    def _adopt_many(self, user_ids: builtins.list[str]) -> Steps[None]:
+        """:meth:`_adopt` for many users, two round trips in all."""
+        sets = [keys.old_user_sessions(self._prefix, u) for u in user_ids]
+        found = yield Batch([Call("zrange", (s, 0, -1)) for s in sets])
+        adopt: builtins.list[Call | Script] = [
+            self._adopt_script(u, s, [_text(i) for i in ids])
+            for u, s, ids in zip(user_ids, sets, found, strict=True)
+            if ids
+        ]
+        if adopt:
+            yield Batch(adopt)
+
+    def _adopt_script(self, user_id: str, old_set: str, ids: builtins.list[str]) -> Script:
+        return Script(
+            "adopt",
+            [
+                keys.sessions(self._prefix, user_id),
+                old_set,
+                *(keys.old_session(self._prefix, user_id, i) for i in ids),
+            ],
+            ids,
+        )
+
+    def _adopt(self, user_id: str) -> Steps[int]:
+        """Move the user's sessions of the old layout (one hash each) into their session hash.
+
+        Two steps, so that the script declares every key it touches: the old sorted set names
+        the old hashes. Returns how many live sessions were moved (usually none: one read).
+        """
+        old_set = keys.old_user_sessions(self._prefix, user_id)
+        ids = [_text(i) for i in (yield Call("zrange", (old_set, 0, -1)))]
+        if not ids:
+            return 0
+        moved = yield self._adopt_script(user_id, old_set, ids)
+        return int(moved)
 
     def _live(
         self, user_id: str, session_id: str, fields: list[bytes | None]
     ) -> tuple[ActiveSession | None, bool]:
         """The session of these hash fields unless expired, and whether last seen is stale."""
-        digest, expires, last_seen, verified, labels, teams = fields
-        if digest is None or expires is None or last_seen is None:
+        times, digest, verified, labels, teams = fields
+        if digest is None or times is None:
+            return None, False
+        try:
+            _order, expires, last_seen = times.split()
+        except ValueError:
             return None, False
         now = int(time.time() * 1000)
         if now >= int(expires):
@@ -239,20 +280,19 @@ class SessionCore:
             user_id, session_id, verified, labels, teams
         ), idle_for >= self._touch_ms
 
-    def _touch(self, key: str, active: ActiveSession) -> Steps[ActiveSession | None]:
+    def _touch(
+        self, key: str, session_id: str, active: ActiveSession
+    ) -> Steps[ActiveSession | None]:
         """Record last seen (at most once a minute: a second round trip), unless revoked since."""
-        alive = yield Script("touch", [key], [self._idle_ms])
+        alive = yield Script("touch", [key], [session_id, self._idle_ms])
         return active if alive else None
 
     def list(self, user_id: str) -> Steps[list[SessionInfo]]:
         """The user's live sessions, oldest first."""
         if not is_valid_id(user_id):
             return []
-        flat = yield Script(
-            "list",
-            [keys.user_sessions(self._prefix, user_id)],
-            [keys.session_prefix(self._prefix, user_id)],
-        )
+        yield from self._adopt(user_id)
+        flat = yield Script("list", [keys.sessions(self._prefix, user_id)], [self._idle_ms])
         sessions = []
         for i in range(0, len(flat), 6):
             sid, created, expires, last_seen, ip, ua = flat[i : i + 6]
@@ -274,8 +314,8 @@ class SessionCore:
         """When a session was created (ms since the epoch), None if it does not exist."""
         if not is_valid_id(user_id) or not is_session_id(session_id):
             return None
-        created = yield Call("hget", (keys.session(self._prefix, user_id, session_id), "c"))
-        return None if created is None else int(created)
+        times = yield Call("hget", (keys.sessions(self._prefix, user_id), session_id))
+        return None if times is None else int(times.split()[0]) // 1000
 
     def revoke(self, user_id: str, session_id: str) -> Steps[bool]:
         """Delete one session; True if it was alive."""
@@ -284,8 +324,9 @@ class SessionCore:
         removed = yield Script(
             "revoke",
             [
-                keys.user_sessions(self._prefix, user_id),
-                keys.session(self._prefix, user_id, session_id),
+                keys.sessions(self._prefix, user_id),
+                keys.old_user_sessions(self._prefix, user_id),
+                keys.old_session(self._prefix, user_id, session_id),
             ],
             [session_id],
         )
@@ -295,6 +336,7 @@ class SessionCore:
         """Delete every session of the user (but ``keep``, if given); returns the ids removed."""
         if not is_valid_id(user_id):
             return []
+        yield from self._adopt(user_id)
         removed = yield self._revoke_all_script(user_id, keep or "")
         return [_text(r) for r in removed]
 
@@ -302,6 +344,7 @@ class SessionCore:
 
     def block(self, user_id: str) -> Steps[builtins.list[str] | None]:
         """Mark the user disabled and end their sessions in one script; None if deleted."""
+        yield from self._adopt(user_id)
         removed = yield Script("block", *self._marking(user_id))
         return None if removed is None else [_text(r) for r in removed]
 
@@ -312,6 +355,7 @@ class SessionCore:
 
     def retire(self, user_id: str) -> Steps[builtins.list[str] | None]:
         """Tombstone the id for good and end its sessions in one script; None if already."""
+        yield from self._adopt(user_id)
         removed = yield Script("retire", *self._marking(user_id))
         return None if removed is None else [_text(r) for r in removed]
 
@@ -321,12 +365,7 @@ class SessionCore:
         return bool(found)
 
     def _marking(self, user_id: str) -> tuple[builtins.list[str], builtins.list[str]]:
-        if not is_valid_id(user_id):
-            raise ValueError(f"invalid user id {user_id!r}")
-        return (
-            [keys.user(self._prefix, user_id), keys.user_sessions(self._prefix, user_id)],
-            [keys.session_prefix(self._prefix, user_id)],
-        )
+        return [keys.user(self._prefix, user_id), keys.sessions(self._prefix, user_id)], []
 
     def revoke_everyone(self, *, batch: int = SCAN_BATCH) -> Steps[int]:
         """End every session of every user (incident response); returns how many ended.
@@ -337,35 +376,41 @@ class SessionCore:
         """
         if batch < 1:
             raise ValueError(f"batch {batch} must be at least 1")
-        head, tail = keys.user_sessions_around(self._prefix)
-        pattern = f"{_glob_escape(head)}*{_glob_escape(tail)}"
-        cursor: int | bytes = 0
         users = ended = 0
-        while True:
-            cursor, found = yield Call("scan", (cursor, pattern, batch))
-            user_ids = []
-            for raw in found:
-                name = _text(raw)
-                user_id = name[len(head) : len(name) - len(tail)]
-                if is_valid_id(user_id):  # the * also matches names no user id makes
-                    user_ids.append(user_id)
-            if user_ids:
-                removed = yield Batch([self._revoke_all_script(u, "") for u in user_ids])
-                users += len(user_ids)
-                ended += sum(len(r) for r in removed)
-            if int(cursor) == 0:
-                break
+        # The old layout's sorted sets first: their sessions are moved into the hashes the
+        # second walk ends.
+        for layout in (keys.old_user_sessions_around, keys.sessions_around):
+            head, tail = layout(self._prefix)
+            pattern = f"{_glob_escape(head)}*{_glob_escape(tail)}"
+            cursor: int | bytes = 0
+            while True:
+                cursor, found = yield Call("scan", (cursor, pattern, batch))
+                if isinstance(cursor, dict):  # redis-py's cluster client: a cursor per node
+                    raise RuntimeError(
+                        "revoke_everyone walks one server's keys and is not available on a Redis"
+                        " Cluster yet; end each user's sessions with revoke_all"
+                    )
+                user_ids = []
+                for raw in found:
+                    name = _text(raw)
+                    user_id = name[len(head) : len(name) - len(tail)]
+                    if is_valid_id(user_id):  # the * also matches names no user id makes
+                        user_ids.append(user_id)
+                if user_ids and layout is keys.old_user_sessions_around:
+                    yield from self._adopt_many(user_ids)
+                elif user_ids:
+                    removed = yield Batch([self._revoke_all_script(u, "") for u in user_ids])
+                    users += len(user_ids)
+                    ended += sum(len(r) for r in removed)
+                if int(cursor) == 0:
+                    break
         logger.warning("ended every session: %d session(s) of %d user(s)", ended, users)
         if self.audit is not None:
             self.audit.record("session_revoke", None, details={"scope": "everyone", "count": ended})
         return ended
 
     def _revoke_all_script(self, user_id: str, keep: str) -> Script:
-        return Script(
-            "revoke_all",
-            [keys.user_sessions(self._prefix, user_id)],
-            [keys.session_prefix(self._prefix, user_id), keep],
-        )
+        return Script("revoke_all", [keys.sessions(self._prefix, user_id)], [keep])
 
 
 class _SessionSteps:

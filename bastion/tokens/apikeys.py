@@ -1,8 +1,9 @@
 """Scoped API keys: ``bst_<key id>_<secret>``, shown once, stored as a SHA-256 digest in Redis.
 
-Keys live under one hash tag (``{apikeys}``) so each Lua script below touches a single cluster
-slot. An API key is not a user: it has scopes and no session, and resource permissions do not
-apply to it (the route's scope does).
+Each key's hash is tagged by its id (``{<key id>}``), so a cluster spreads keys and their
+requests over its slots; the index of ids (one set) is written beside it, not in its script:
+an id the index names without a hash is dropped when listed. An API key is not a user: it has
+scopes and no session, and resource permissions do not apply to it (the route's scope does).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from bastion.errors import APIKeyExpired, APIKeyInvalid
 from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
 from bastion.identity import RESERVED_SCOPES
-from bastion.redisio import Call, Script, Steps
+from bastion.redisio import Batch, Call, Script, Steps
 from bastion.settings import Settings
 
 PREFIX = "bst"
@@ -37,14 +38,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 SCRIPTS = {
-    # KEYS: key hash, index.
-    # ARGV: id, digest, name, scopes, expires ms (0 = never), when to forget the key (0 = never).
+    # KEYS: key hash.
+    # ARGV: digest, name, scopes, expires ms (0 = never), when to forget the key (0 = never).
     "key_create": _NOW
     + """
-redis.call('HSET', KEYS[1], 'h', ARGV[2], 'n', ARGV[3], 's', ARGV[4], 'c', now,
-           'x', ARGV[5], 'u', 0)
-if ARGV[6] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[6]) end
-redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', ARGV[2], 's', ARGV[3], 'c', now,
+           'x', ARGV[4], 'u', 0)
+if ARGV[5] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[5]) end
 return now
 """,
     # KEYS: key hash. Records use without recreating a key revoked meanwhile.
@@ -52,25 +52,6 @@ return now
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'u', now) end
 return now
-""",
-    # KEYS: key hash, index. ARGV: id.
-    "key_revoke": """
-redis.call('SREM', KEYS[2], ARGV[1])
-return redis.call('DEL', KEYS[1])
-""",
-    # KEYS: index. ARGV: key-hash prefix. Returns {id, name, scopes, created, expires, used, ...}.
-    "key_list": """
-local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local f = redis.call('HMGET', ARGV[1] .. id, 'n', 's', 'c', 'x', 'u')
-  if f[1] then
-    out[#out + 1] = id
-    for i = 1, 5 do out[#out + 1] = f[i] or '' end
-  else
-    redis.call('SREM', KEYS[1], id)
-  end
-end
-return out
 """,
 }
 
@@ -135,14 +116,14 @@ class APIKeyCore:
     """API key operations as sans-IO steps."""
 
     def __init__(self, settings: Settings) -> None:
-        self._prefix = f"{settings.key_prefix}:{{apikeys}}"
+        self._prefix = f"{settings.key_prefix}:apikey"
 
     def _key(self, key_id: str) -> str:
-        return f"{self._prefix}:key:{key_id}"
+        return f"{self._prefix}:{{{key_id}}}"
 
     @property
     def _index(self) -> str:
-        return f"{self._prefix}:index"
+        return f"{self._prefix}s:index"
 
     def create(
         self, name: str, scopes: list[str] | tuple[str, ...], *, expires_in: int | None = None
@@ -159,11 +140,13 @@ class APIKeyCore:
             raise ValueError("an API key expiry must be at least 60 seconds away")
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         expires_ms = int((time.time() + expires_in) * 1000) if expires_in else 0
+        # The index first: a key the index names without a hash is dropped when listed, while a
+        # hash no index named would be a key nobody can list or revoke by listing.
+        yield Call("sadd", (self._index, key_id))
         created = yield Script(
             "key_create",
-            [self._key(key_id), self._index],
+            [self._key(key_id)],
             [
-                key_id,
                 _digest(secret),
                 name,
                 " ".join(sorted(checked)),
@@ -203,10 +186,20 @@ class APIKeyCore:
 
     def list(self) -> Steps[builtins.list[APIKeyInfo]]:
         """Every key, oldest first, without secrets."""
-        flat = yield Script("key_list", [self._index], [f"{self._prefix}:key:"])
+        ids = sorted(_text(i) for i in (yield Call("smembers", (self._index,))))
+        rows = (
+            (yield Batch([Call("hmget", (self._key(i), "n", "s", "c", "x", "u")) for i in ids]))
+            if ids
+            else []
+        )
+        gone = [i for i, row in zip(ids, rows, strict=True) if row[0] is None]
+        if gone:
+            yield Call("srem", (self._index, *gone))
         found = []
-        for i in range(0, len(flat), 6):
-            key_id, name, scopes, created, expires, used = (_text(v) for v in flat[i : i + 6])
+        for key_id, row in zip(ids, rows, strict=True):
+            if row[0] is None:
+                continue
+            name, scopes, created, expires, used = (_text(v or b"") for v in row)
             found.append(
                 APIKeyInfo(
                     key_id,
@@ -223,7 +216,8 @@ class APIKeyCore:
         """Delete a key by id; True if it existed."""
         if not _KEY_ID.fullmatch(key_id):
             return False
-        removed = yield Script("key_revoke", [self._key(key_id), self._index], [key_id])
+        removed = yield Call("delete", (self._key(key_id),))
+        yield Call("srem", (self._index, key_id))
         return bool(removed)
 
 

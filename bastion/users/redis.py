@@ -90,8 +90,12 @@ def copy_roles(prefix: str, user_id: str, mapping: dict[str, str]) -> Steps[None
         pairs = [item for pair in mapping.items() for item in pair]
         yield Script(
             "roles",
-            [keys.user(prefix, user_id), keys.user_sessions(prefix, user_id)],
-            [keys.session_prefix(prefix, user_id), *pairs],
+            [
+                keys.user(prefix, user_id),
+                keys.sessions(prefix, user_id),
+                keys.old_user_sessions(prefix, user_id),
+            ],
+            pairs,
         )
 
 
