@@ -321,25 +321,21 @@ def test_roles_changed_through_bastion_or_in_the_database_reach_sessions(
     user_id = sign_up(client).json()["id"]
     log_in(client)
     raw = redis.Redis.from_url(real_redis)
-    session_key = keys.session_prefix("bastion", user_id) + _session_id(raw, user_id)
+    # The role fields travel once in the user's session hash (bastion.sessions.keys).
+    session_key = keys.sessions("bastion", user_id)
+    assert raw.exists(session_key)
     app.admin("update", user_id, verified=True, labels=("vip",))
     row = app.row(user_id)
     assert row is not None and row["verified"] == 1 and row["labels"] == '["vip"]'
-    assert raw.hmget(session_key, "v", "lb") == [b"1", b"vip"]
+    assert raw.hmget(session_key, "r:v", "r:lb") == [b"1", b"vip"]
 
     # The app changes its own table: Redis sees it after refresh, not before.
     with sqlite3.connect(app.path) as db:
         db.execute("UPDATE users SET verified = 0, labels = '[]' WHERE id = ?", (user_id,))
-    assert raw.hmget(session_key, "v", "lb") == [b"1", b"vip"]
+    assert raw.hmget(session_key, "r:v", "r:lb") == [b"1", b"vip"]
     assert app.admin("refresh", user_id).verified is False
-    assert raw.hmget(session_key, "v", "lb") == [b"0", b""]
+    assert raw.hmget(session_key, "r:v", "r:lb") == [b"0", b""]
     raw.close()
-
-
-def _session_id(raw: redis.Redis, user_id: str) -> str:
-    ids = raw.zrange(keys.user_sessions("bastion", user_id), 0, -1)
-    assert len(ids) == 1
-    return bytes(ids[0]).decode()
 
 
 def test_concurrent_sign_ups_of_one_email_make_one_account(app: SQLApp) -> None:
