@@ -1,9 +1,9 @@
 """Redis work as data: sans-IO steps that yield operations, and the async and sync drivers.
 
-A store method is a generator that yields :class:`Call`, :class:`Script`, :class:`Batch` or
-:class:`Compute` and receives each result, so its logic exists once; :class:`AsyncRunner`
-(redis.asyncio) and :class:`SyncRunner` (redis) carry the operations out. Any Redis failure
-becomes ``ServiceUnavailable`` (503).
+A store method is a generator that yields :class:`Call`, :class:`Script`, :class:`Batch`,
+:class:`Compute` or :class:`Hook` and receives each result, so its logic exists once;
+:class:`AsyncRunner` (redis.asyncio) and :class:`SyncRunner` (redis) carry the operations out.
+Any Redis failure becomes ``ServiceUnavailable`` (503).
 """
 
 from __future__ import annotations
@@ -53,7 +53,16 @@ class Compute(NamedTuple):
     args: tuple[Any, ...]
 
 
-Op = Call | Script | Batch | Compute
+class Hook(NamedTuple):
+    """The app's own code with an async and a sync form (a credential backend): the async
+    runner awaits ``fn(*args)``, the sync runner calls ``sync_fn(*args)``."""
+
+    fn: Callable[..., Any]
+    sync_fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+Op = Call | Script | Batch | Compute | Hook
 Steps = Generator[Op, Any, T]
 
 
@@ -93,7 +102,7 @@ def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
     flat: list[Call | Script] = []
     spans: list[tuple[int, int] | None] = []
     for op in ops:
-        if isinstance(op, Compute):
+        if isinstance(op, (Compute, Hook)):
             spans.append(None)
             continue
         parts = list(op.ops) if isinstance(op, Batch) else [op]
@@ -112,8 +121,9 @@ def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
 
 
 def _failure(op: Op, exc: Exception) -> Exception:
-    """What the steps see when an operation fails: Redis trouble is a 503, CPU work's own error."""
-    if isinstance(op, Compute):
+    """What the steps see when an operation fails: Redis trouble is a 503, CPU work's (and the
+    app's hooks') own error."""
+    if isinstance(op, (Compute, Hook)):
         return exc
     if isinstance(exc, RedisError):
         logger.error("Redis unavailable: %s: %s", type(exc).__name__, exc)
@@ -219,6 +229,8 @@ class AsyncRunner(_Runner):
                         result = await getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
                         result = await asyncio.to_thread(op.fn, *op.args)
+                    elif isinstance(op, Hook):
+                        result = await op.fn(*op.args)
                     elif isinstance(op, Batch):
                         pipe = self.client.pipeline(transaction=False)
                         for item in op.ops:
@@ -301,6 +313,8 @@ class SyncRunner(_Runner):
                         result = getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
                         result = op.fn(*op.args)
+                    elif isinstance(op, Hook):
+                        result = op.sync_fn(*op.args)
                     elif isinstance(op, Batch):
                         pipe = self.client.pipeline(transaction=False)
                         for item in op.ops:
