@@ -33,7 +33,6 @@ from bastion.credentials.builtin import APIKeyBackend, JWTBackend, SessionBacken
 from bastion.csrf import is_cross_site
 from bastion.errors import (
     BastionError,
-    ConfigError,
     CrossSiteRequest,
     Forbidden,
     JWTCreationDenied,
@@ -426,21 +425,15 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
     def wsgi(self, app: Any) -> Any:
         """Wrap a WSGI app (Flask, ...) so every request is authenticated (and authorized).
 
-        WSGI has no shutdown event, so this also registers :meth:`close` to run at exit.
+        WSGI has no shutdown event, so this also registers :meth:`close` to run at exit. A
+        credential kind with no ``authenticate_sync`` is a ``ConfigError`` here.
         """
         # Imported here: the middleware imports this module (the allowed way back, see above).
         from bastion.middleware.wsgi import BastionWSGIMiddleware
 
-        for backend in self.credentials:
-            if not backend._has_sync:
-                raise ConfigError(
-                    "credentials",
-                    backend.name,
-                    f"a backend with authenticate_sync: {backend!r} has only the async "
-                    "authenticate, and a WSGI app checks credentials without an event loop",
-                )
+        middleware = BastionWSGIMiddleware(app, bastion=self)
         self._close_at_exit()
-        return BastionWSGIMiddleware(app, bastion=self)
+        return middleware
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from bastion.credentials import (
     CredentialRequest,
     Header,
 )
+from bastion.errors import Forbidden
 
 # -- the toy kind the issue asks for: written here, outside the package, in under 40 lines ------
 
@@ -381,6 +382,43 @@ def test_a_backend_that_returns_a_wrong_identity_is_a_bug_not_a_user(real_redis:
     bastion = Bastion(Settings(redis_url=real_redis), credentials=[Liar(KEY)])
     with pytest.raises(TypeError, match=r"built with self\.user"):
         bastion._sync_runner.run(bastion._admit("GET", "https", "/", [(b"x-liar", b"ada")]))
+
+
+def test_a_custom_kind_reads_a_documents_own_rows(real_redis: str, tmp_path: Path) -> None:
+    """Where a document's own rows count, they are read beside the kind's check (both runners)."""
+    doc = "/databases/main/collections/notes/documents/{doc}"
+    settings = Settings.from_mapping(
+        {
+            "redis_url": real_redis,
+            "policy_files": (str(tmp_path / "policy.csv"),),
+            "routes": [{"method": "GET", "path": doc, "action": "read", "resource": doc[1:]}],
+            "resources": [{"path": "databases/main/collections/notes", "document_security": True}],
+            "policy_reload_interval": 0,
+        }
+    )
+    (tmp_path / "policy.csv").write_text("p, user:nobody, databases/x, read\n")
+    bastion = Bastion(settings, credentials=[SIGNED])
+    bastion.sync.permissions.grant(
+        "databases/main/collections/notes/documents/d1", "user:ada", "read"
+    )
+
+    def admit(user: str, path: str) -> Any:
+        headers = [(b"x-signed-user", SIGNED.sign(user).encode())]
+        return bastion._admit("GET", "https", path, headers)
+
+    path = "/databases/main/collections/notes/documents/d1"
+    identity, _ = bastion._sync_runner.run(admit("ada", path))
+    assert (identity.kind, identity.user_id) == ("signed", "ada")
+    with pytest.raises(Forbidden):
+        bastion._sync_runner.run(admit("bob", path))
+
+    async def on_asyncio() -> Identity:
+        try:
+            return (await bastion._runner.run(admit("ada", path)))[0]
+        finally:
+            await bastion.aclose()
+
+    assert asyncio.run(on_asyncio()).user_id == "ada"
 
 
 # -- the README's section ----------------------------------------------------------------------

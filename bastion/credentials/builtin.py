@@ -22,7 +22,7 @@ from bastion.errors import (
 )
 from bastion.identity import Identity
 from bastion.redisio import AsyncRunner, Steps, SyncRunner
-from bastion.sessions.store import ActiveSession, SessionCore
+from bastion.sessions.store import SessionCore
 from bastion.settings import Settings
 from bastion.tokens.apikeys import PREFIX, APIKeyCore
 from bastion.tokens.jwt import JWTService
@@ -45,11 +45,6 @@ class _Builtin(CredentialBackend):
     def authenticate_sync(self, token: str, request: CredentialRequest) -> Identity | None:
         """The sync twin of :meth:`authenticate`."""
         return self._sync_runner.run(self._check(token, *request))
-
-
-def _user(kind: str, active: ActiveSession) -> Identity:
-    roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)
-    return Identity.for_user(kind, active.user_id, active.session_id, roles)
 
 
 class SessionBackend(_Builtin):
@@ -86,7 +81,10 @@ class SessionBackend(_Builtin):
         self, token: str, method: str, scheme: str, headers: Sequence[tuple[bytes, bytes]]
     ) -> Steps[Identity | None]:
         active = yield from self._sessions.authenticate(token)
-        return None if active is None else _user(self.name, active)
+        if active is None:
+            return None
+        roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)
+        return Identity.for_user(self.name, active.user_id, active.session_id, roles)
 
 
 class JWTBackend(_Builtin):
@@ -118,7 +116,8 @@ class JWTBackend(_Builtin):
         active = yield from self._sessions.alive(subject.user_id, subject.session_id)
         if active is None:
             raise JWTInvalid("Failed to verify JWT: its session has ended.")
-        return _user(self.name, active)
+        roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)
+        return Identity.for_user(self.name, active.user_id, active.session_id, roles)
 
 
 class APIKeyBackend(_Builtin):

@@ -156,9 +156,9 @@ class CredentialRegistry:
         One pass over the headers, comparing bytes; nothing is decoded but the token found.
         """
         values: dict[int, bytes] | None = None
-        by_name = self._by_name
+        lookup = self._by_name.get
         for name, value in headers:
-            handler = by_name.get(name)
+            handler = lookup(name)
             if handler is None:
                 continue
             place, routes = handler
@@ -186,8 +186,9 @@ class CredentialRegistry:
         if values is None:
             return NO_CREDENTIALS
         if len(values) == 1:  # the usual case: one token in one place
-            for slot, raw in values.items():
-                return _credential(*self._slots[slot], raw)
+            slot, raw = values.popitem()
+            backend, transport = self._slots[slot]
+            return _credential(backend, transport, raw)
         return self._resolve(values)
 
     def _resolve(self, values: dict[int, bytes]) -> Credentials:
