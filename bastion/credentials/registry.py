@@ -155,7 +155,10 @@ class CredentialRegistry:
 
         One pass over the headers, comparing bytes; nothing is decoded but the token found.
         """
-        values: dict[int, bytes] | None = None
+        # The usual request carries one token: it is kept in two locals; a second one (of any
+        # kind, or the same place again) moves them all into ``more`` for the rules.
+        slot, raw = -1, b""
+        more: dict[int, bytes] | None = None
         lookup = self._by_name.get
         for name, value in headers:
             handler = lookup(name)
@@ -163,14 +166,17 @@ class CredentialRegistry:
                 continue
             place, routes = handler
             if place == _COOKIE:
-                for cookie_name, slot in routes:
+                for cookie_name, at in routes:
                     if cookie_name in value:
                         for pair in value.split(b";"):
                             # RFC 6265 §5.4 pairs: "a=b; c=d". A pair without "=" is a value with
                             # an empty name (as browsers treat it), never our cookie.
                             pair_name, sep, found = pair.partition(b"=")
                             if sep and pair_name.strip() == cookie_name:
-                                values = _put(values, slot, found.strip())
+                                if slot < 0:
+                                    slot, raw = at, found.strip()
+                                else:
+                                    more = _put(more, slot, raw, at, found.strip())
                 continue
             if place == _AUTHORIZATION:
                 scheme, _, value = value.strip().partition(b" ")
@@ -179,17 +185,19 @@ class CredentialRegistry:
                 if routes is None:
                     continue
             value = value.strip()
-            for prefix, slot in routes:
+            for prefix, at in routes:
                 if value.startswith(prefix):
-                    values = _put(values, slot, value)
+                    if slot < 0:
+                        slot, raw = at, value
+                    else:
+                        more = _put(more, slot, raw, at, value)
                     break
-        if values is None:
+        if more is not None:
+            return self._resolve(more)
+        if slot < 0:
             return NO_CREDENTIALS
-        if len(values) == 1:  # the usual case: one token in one place
-            slot, raw = values.popitem()
-            backend, transport = self._slots[slot]
-            return _credential(backend, transport, raw)
-        return self._resolve(values)
+        backend, transport = self._slots[slot]
+        return _credential(backend, transport, raw)
 
     def _resolve(self, values: dict[int, bytes]) -> Credentials:
         """Tokens in several places: the kinds' transport order, then one kind at most."""
@@ -242,12 +250,16 @@ class CredentialRegistry:
         return [name for name, (b, _) in self._schemes.items() if b.scoped == scoped]
 
 
-def _put(values: dict[int, bytes] | None, slot: int, value: bytes) -> dict[int, bytes]:
-    if values is None:
-        return {slot: value}
-    held = values.get(slot)
-    values[slot] = value if held is None or held == value else _CONFLICT
-    return values
+def _put(
+    more: dict[int, bytes] | None, first: int, first_raw: bytes, slot: int, value: bytes
+) -> dict[int, bytes]:
+    """Every token found so far, by slot, with ``value`` added; two different in one slot
+    make that slot's token malformed."""
+    if more is None:
+        more = {first: first_raw}
+    held = more.get(slot)
+    more[slot] = value if held is None or held == value else _CONFLICT
+    return more
 
 
 def _credential(backend: CredentialBackend, transport: Transport, raw: bytes) -> Credentials:
