@@ -96,7 +96,7 @@ class AccountHost(Protocol):
 
     @property
     def _user_store(self) -> UserSteps:
-        """The user records, as steps (an app's store reached through ``StoreCall``)."""
+        """The user records, as steps (an app's store reached through a ``Hook``)."""
         ...
 
     @property
@@ -232,9 +232,9 @@ class AccountService:
     def _user_of(state: Any) -> tuple[Identity, str]:
         """The signed-in caller and their user id; API keys and guests are refused."""
         identity: Identity = state.identity
-        if identity.kind == "key":
+        if identity.is_scoped:
             raise MissingScope("account", "An API key")
-        if identity.kind not in ("session", "jwt") or not identity.user_id:
+        if identity.user_id is None:
             raise Unauthorized()
         return identity, identity.user_id
 

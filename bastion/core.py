@@ -18,7 +18,7 @@ import atexit
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -28,19 +28,15 @@ from bastion.audit import AuditHook, AuditLog
 from bastion.cleantext import clean_text
 from bastion.clientip import UNKNOWN, asgi_peer, client_ip, normal_ip, parse_networks
 from bastion.cookies import clear_cookie, session_cookie
-from bastion.credentials import NO_CREDENTIALS, Credentials, read_credentials
+from bastion.credentials import NO_CREDENTIALS, CredentialBackend, CredentialRegistry, Credentials
+from bastion.credentials.builtin import APIKeyBackend, JWTBackend, SessionBackend
 from bastion.csrf import is_cross_site
 from bastion.errors import (
-    APIKeyAndSession,
-    APIKeyInvalid,
     BastionError,
     CrossSiteRequest,
     Forbidden,
-    JWTAndSession,
     JWTCreationDenied,
-    JWTInvalid,
     MissingScope,
-    SessionInvalid,
     Unauthorized,
 )
 from bastion.fronts import AsyncFront, SyncFront, step
@@ -72,7 +68,7 @@ from bastion.users.protocol import (
     user_stores,
 )
 from bastion.users.redis import SCRIPTS as USER_SCRIPTS
-from bastion.users.redis import UserCore, roles_from_fields
+from bastion.users.redis import UserCore
 
 logger = logging.getLogger("bastion.middleware")
 
@@ -83,14 +79,6 @@ Publish = Callable[[Scope, Identity], None]
 
 # A client that cannot keep cookies sends this header on its log-in request to get the token back.
 FALLBACK_REQUEST_HEADER = b"x-bastion-fallback"
-
-_PROBLEMS: dict[tuple[str, str | None], type[BastionError]] = {
-    ("malformed", "session"): SessionInvalid,
-    ("malformed", "jwt"): JWTInvalid,
-    ("malformed", "key"): APIKeyInvalid,
-    ("jwt_and_session", "jwt"): JWTAndSession,
-    ("key_and_session", "key"): APIKeyAndSession,
-}
 
 
 class RequestState:
@@ -225,12 +213,18 @@ class LoginCore:
     """Log-in and log-out on a request as sans-IO steps, for ``bastion`` and ``bastion.sync``."""
 
     def __init__(
-        self, settings: Settings, sessions: SessionCore, security: SecurityCore, audit: AuditLog
+        self,
+        settings: Settings,
+        sessions: SessionCore,
+        security: SecurityCore,
+        audit: AuditLog,
+        session_backend: SessionBackend,
     ) -> None:
         self.settings = settings
         self.audit = audit
         self._sessions = sessions
         self._security = security
+        self._session_backend = session_backend
 
     def login(self, conn: Any, user_id: str) -> Steps[NewSession]:
         """Start a new session for ``user_id`` and set its cookie on the response.
@@ -246,7 +240,7 @@ class LoginCore:
         current, replaced = state.identity, False
         try:
             # Whatever credential the request came with, its session ends (a JWT's too).
-            if current.kind in ("session", "jwt") and current.user_id and current.session_id:
+            if current.user_id and current.session_id:
                 replaced = yield from self._sessions.revoke(current.user_id, current.session_id)
             limits = yield from self._security.current()
             new = yield from self._sessions.create(
@@ -272,13 +266,13 @@ class LoginCore:
                 session_id=new.session.id,
                 details={"session_ids": new.evicted, "count": len(new.evicted)},
             )
-        state.set_identity(Identity.for_session(new.session.user_id, new.session.id))
+        state.set_identity(self._session_backend.identity(new.session.user_id, new.session.id))
         state.response_headers = [
             (b"set-cookie", session_cookie(self.settings, new.token).encode()),
             # The response carries a secret: no shared or browser cache may keep it.
             (b"cache-control", b"no-store"),
         ]
-        if state.wants_token or state.credentials.source == "header":
+        if state.wants_token or state.credentials.transport is self._session_backend.header:
             state.response_headers.append(
                 (self.settings.session_header.lower().encode(), new.token.encode())
             )
@@ -288,7 +282,7 @@ class LoginCore:
         """Revoke the request's session and clear its cookie (``log_out`` event); False if none."""
         state = state_of(conn)
         identity, revoked = state.identity, False
-        if identity.kind in ("session", "jwt") and identity.user_id and identity.session_id:
+        if identity.user_id and identity.session_id:
             try:
                 revoked = yield from self._sessions.revoke(identity.user_id, identity.session_id)
             except BastionError as exc:
@@ -329,7 +323,9 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
     a :class:`~bastion.users.SyncUserStore`, or an async one carrying its sync twin as ``.sync``;
     checked here, with a message naming what is missing); without one they live in Redis.
     ``password_checks`` are the app's own password rules (functions cannot live in TOML, so
-    they are given here); see :mod:`bastion.passwords.checks` for their protocol. ``redis`` and
+    they are given here); see :mod:`bastion.passwords.checks` for their protocol.
+    ``credentials`` are the app's own credential kinds (:class:`CredentialBackend`), read after
+    the built-in session, JWT and API-key kinds; :attr:`credentials` lists them all. ``redis`` and
     ``sync_redis`` are clients of your own (else made from the settings); Bastion closes only
     the clients it made.
     """
@@ -343,6 +339,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         users: UserStore | SyncUserStore | None = None,
         password_checks: Iterable[PasswordCheck] = (),
         audit_hook: AuditHook | None = None,
+        credentials: Iterable[CredentialBackend] = (),
     ) -> None:
         self.settings = settings if settings is not None else Settings.load()
         self.password_checks = validate_checks(password_checks)
@@ -382,10 +379,27 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             self._user_store = StoreSteps(self._app_users, self.settings.key_prefix)
         self._users_core = UserAdmin(self._user_store, self._sessions_core, self.audit)
         self._security_core = SecurityCore(self.settings)
-        self._login_core = LoginCore(
-            self.settings, self._sessions_core, self._security_core, self.audit
-        )
         self.jwt = JWTService(self.settings, embedded=self.settings.redis_url is None)
+        # Where credentials travel and how each kind is checked; the app's kinds come last.
+        self._session_backend = SessionBackend(
+            self.settings, self._sessions_core, self._runner, self._sync_runner
+        )
+        self.credentials = CredentialRegistry(
+            [
+                self._session_backend,
+                JWTBackend(self.jwt, self._sessions_core, self._runner, self._sync_runner),
+                APIKeyBackend(self._api_keys_core, self._runner, self._sync_runner),
+                *credentials,
+            ]
+        )
+        """The credential kinds this Bastion reads, built-in and the app's own, in order."""
+        self._login_core = LoginCore(
+            self.settings,
+            self._sessions_core,
+            self._security_core,
+            self.audit,
+            self._session_backend,
+        )
         # Files only: a broken policy stops start-up here; Redis is first read by the watcher.
         self.policy = load_holder(self.settings)
         self.authorizer = Authorizer(self.settings, lambda: self.policy.engine)
@@ -411,8 +425,6 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         self._closed = False
         self._exit_hook: Callable[[], None] | None = None
         self._account = AccountService(self)
-        self._cookie_name = self.settings.cookie_name.encode()
-        self._session_header = self.settings.session_header.lower().encode()
 
     def asgi(self, app: Any) -> Any:
         """Wrap an ASGI app so every request is authenticated (and authorized).
@@ -428,7 +440,8 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
     def wsgi(self, app: Any) -> Any:
         """Wrap a WSGI app (Flask, ...) so every request is authenticated (and authorized).
 
-        WSGI has no shutdown event, so this also registers :meth:`close` to run at exit.
+        WSGI has no shutdown event, so this also registers :meth:`close` to run at exit. A
+        credential kind with no ``authenticate_sync`` is a ``ConfigError`` here.
         """
         # Imported here: the middleware imports this module (the allowed way back, see above).
         from bastion.middleware.wsgi import BastionWSGIMiddleware
@@ -436,8 +449,9 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         if self._app_users is not None and self._app_users.sync_store is None:
             # Start-up, not the first sign-up: the account routes would run it on sync code.
             raise UserStoreMismatch(self._app_users.needs_sync())
+        middleware = BastionWSGIMiddleware(app, bastion=self)
         self._close_at_exit()
-        return BastionWSGIMiddleware(app, bastion=self)
+        return middleware
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -544,43 +558,36 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         )
 
     def _authenticate(
-        self, credentials: Credentials, rows_for: str | None
+        self,
+        credentials: Credentials,
+        rows_for: str | None,
+        method: str = "GET",
+        scheme: str = "https",
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> Steps[tuple[Identity, Rows]]:
         """Who is calling, plus the resource's own permission rows when they count.
 
-        The session hash (for a JWT, its session's) also carries the user's role fields; it and
-        the rows are sent together and read in one round trip; API keys skip resource permissions
-        and read no rows. ``rows_for`` is a resource the route map built (already checked).
+        The credential's backend checks it: a session's hash (for a JWT, its session's) also
+        carries the user's role fields, and it and the rows are sent together and read in one
+        round trip. Scoped callers (API keys) skip resource permissions and read no rows.
+        ``rows_for`` is a resource the route map built (already checked).
         """
-        kind, token = credentials.kind, credentials.token
-        if credentials.problem is not None:
-            raise _PROBLEMS[credentials.problem, kind]()
-        rows_steps = (
-            self._permissions_core.rows_valid(rows_for) if rows_for and kind != "key" else None
-        )
-        rows: Rows = []
-        if kind is None or token is None:
-            if rows_steps is not None:
-                rows = yield from rows_steps
+        backend, token = credentials.backend, credentials.token
+        if backend is None:
+            rows: Rows = []
+            if rows_for:
+                rows = yield from self._permissions_core.rows_valid(rows_for)
             return Identity.guest(), rows
-        if kind == "key":
-            info = yield from self._api_keys_core.authenticate(token)
-            return Identity.for_key(info.id, info.scopes), []
-        if kind == "session":
-            check = self._sessions_core.authenticate(token)
+        if token is None:
+            raise credentials.refusal()
+        check = backend._check(token, method, scheme, headers)
+        if rows_for and not backend.scoped:
+            identity, rows = yield from together(check, self._permissions_core.rows_valid(rows_for))
         else:
-            subject = self.jwt.verify(token)
-            check = self._sessions_core.alive(subject.user_id, subject.session_id)
-        if rows_steps is None:
-            active = yield from check
-        else:
-            active, rows = yield from together(check, rows_steps)
-        if active is None:
-            if kind == "session":
-                raise SessionInvalid()
-            raise JWTInvalid("Failed to verify JWT: its session has ended.")
-        roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)
-        return Identity.for_user(kind, active.user_id, active.session_id, roles), rows
+            identity, rows = (yield from check), []
+        if identity is None:
+            raise backend.invalid()
+        return identity, rows
 
     def _admit(
         self,
@@ -608,11 +615,18 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
                 target = authorizer.target(method, path)
         if preflight:
             return Identity.guest(), NO_CREDENTIALS
-        credentials = read_credentials(headers, self._cookie_name, self._session_header)
+        credentials = self.credentials.read(headers)
         rows_for = target.resource if target and authorizer.needs_rows(target) else None
-        identity, rows = yield from self._authenticate(credentials, rows_for)
-        if credentials.source == "cookie" and is_cross_site(
-            method, scheme, headers, self.settings.allowed_origins, websocket=websocket
+        identity, rows = yield from self._authenticate(
+            credentials, rows_for, method, scheme, headers
+        )
+        transport = credentials.transport
+        if (
+            transport is not None
+            and transport.ambient
+            and is_cross_site(
+                method, scheme, headers, self.settings.allowed_origins, websocket=websocket
+            )
         ):
             raise CrossSiteRequest()
         if guarded:
@@ -631,10 +645,11 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
         ]
         # A stale cookie is cleared with the 401 so the browser's next request is a guest's.
-        if isinstance(exc, Unauthorized):
-            sent = read_credentials(headers, self._cookie_name, self._session_header)
-            if sent.source == "cookie":
-                out.append((b"set-cookie", clear_cookie(self.settings).encode()))
+        if (
+            isinstance(exc, Unauthorized)
+            and self.credentials.read(headers).transport is self._session_backend.cookie
+        ):
+            out.append((b"set-cookie", clear_cookie(self.settings).encode()))
         logger.info("refused: %s (%d)", exc.type, exc.status)
         return exc.status, out, body
 
@@ -651,7 +666,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         For checks inside views (per-document rows are not read here: pass them through the
         route map for that). API keys need ``scope``; users and guests the policy.
         """
-        if identity.kind == "key":
+        if identity.is_scoped:
             if scope is None:
                 raise MissingScope("(none: this route accepts no API key)")
             identity.require_scope(scope)
@@ -667,7 +682,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         """
         state = state_of(conn)
         identity = state.identity
-        if identity.kind == "session" and identity.user_id and identity.session_id:
+        if self._session_backend.issued(identity) and identity.user_id and identity.session_id:
             try:
                 token = self.jwt.mint(identity.user_id, identity.session_id)
             except BastionError as exc:  # JWTDisabled: no key is configured
@@ -688,7 +703,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             )
             return token
         refusal: BastionError
-        if identity.kind in ("jwt", "key"):
+        if not identity.is_guest:
             refusal = JWTCreationDenied()
         else:
             refusal = Unauthorized("Log in first: a JWT is minted from a session.")

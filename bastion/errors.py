@@ -116,9 +116,15 @@ class ConfigError(ValueError):
 
 
 class CredentialsConflict(BastionError):
-    """A request that carries two kinds of credential; Bastion will not pick one silently."""
+    """A request that carries two kinds of credential; Bastion will not pick one silently.
+
+    Raised as such for a kind of the app's own (``Bastion(credentials=...)``); the built-in
+    pairs have their own ``type`` below.
+    """
 
     status = 403
+    type = "user_credentials_conflict"
+    default_message = "Send one kind of credential, not several."
 
 
 class JWTAndSession(CredentialsConflict):
@@ -133,6 +139,13 @@ class APIKeyAndSession(CredentialsConflict):
 
     type = "user_api_key_and_session_set"
     default_message = "Send either an API key or a user credential (session or JWT), not both."
+
+
+class CredentialInvalid(Unauthorized):
+    """A credential of a kind the app registered that its backend did not accept."""
+
+    type = "user_credential_invalid"
+    default_message = "The credential is invalid."
 
 
 class JWTInvalid(Unauthorized):

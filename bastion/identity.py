@@ -6,11 +6,12 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 from bastion.errors import MissingScope, Unauthorized
 
-Kind = Literal["guest", "session", "jwt", "key"]
+GUEST = "guest"
+"""The ``kind`` of a request without credentials; other kinds are the credential backends'
+names (``session``, ``jwt``, ``key`` and the app's own, see :mod:`bastion.credentials`)."""
 
 # Ids appear inside roles (``user:ID``), Redis keys (``{ID}`` hash tags) and tokens, so they
 # may hold none of ``: / { } *`` or whitespace.
@@ -26,9 +27,9 @@ _ROLE = re.compile(
 
 GUEST_ROLES = frozenset({"any", "guests"})
 
-RESERVED_SCOPES = frozenset({"authenticated", *get_args(Kind)})
-"""Names Bastion itself puts in ``request.auth.scopes``; no API key may hold one, or a key
-scoped ``session`` would pass Starlette's ``requires("session")``."""
+RESERVED_SCOPES = frozenset({"authenticated", GUEST, "session", "jwt", "key"})
+"""Names Bastion itself puts in ``request.auth.scopes`` (the built-in kinds); no API key may hold
+one, or a key scoped ``session`` would pass Starlette's ``requires("session")``."""
 
 
 def is_valid_id(value: str) -> bool:
@@ -67,9 +68,14 @@ _plain_user_roles = functools.lru_cache(maxsize=4096)(user_roles)
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who sent a request; doubles as Starlette's ``request.user`` (a ``BaseUser`` look-alike)."""
+    """Who sent a request; doubles as Starlette's ``request.user`` (a ``BaseUser`` look-alike).
 
-    kind: Kind = "guest"
+    ``kind`` names the credential backend that vouched for it (``guest`` without one). It is
+    one of three things, whatever the kind: a user (``user_id``, judged by its ``roles``), a
+    scoped caller such as an API key (``key_id``, judged by its ``scopes``), or a guest.
+    """
+
+    kind: str = GUEST
     user_id: str | None = None
     session_id: str | None = None
     roles: frozenset[str] = GUEST_ROLES
@@ -82,62 +88,71 @@ class Identity:
         return _GUEST
 
     @classmethod
-    def for_user(cls, kind: Kind, user_id: str, session_id: str, roles: frozenset[str]) -> Identity:
-        """The identity of a user's request (``session`` or ``jwt``) with its role set.
+    def for_user(
+        cls, kind: str, user_id: str, session_id: str | None, roles: frozenset[str]
+    ) -> Identity:
+        """The identity of a user's request, vouched for by backend ``kind``, with its roles.
 
-        Every request of one session has the same identity, and identities are immutable, so
-        recent ones are shared rather than built again.
+        ``session_id`` is the Bastion session the credential belongs to (a session or a JWT),
+        None for a kind that has none. Every request of one session has the same identity, and
+        identities are immutable, so recent ones are shared rather than built again.
         """
         return _shared_identity(kind, user_id, session_id, roles)
 
     @classmethod
-    def for_session(cls, user_id: str, session_id: str) -> Identity:
-        """The identity of a request authenticated by a session."""
-        return cls("session", user_id, session_id, _plain_user_roles(user_id))
+    def for_user_id(cls, kind: str, user_id: str, session_id: str | None = None) -> Identity:
+        """A user's identity with the roles its id alone gives (``users/unverified``, ...)."""
+        return _shared_identity(kind, user_id, session_id, _plain_user_roles(user_id))
 
     @classmethod
-    def for_jwt(cls, user_id: str, session_id: str) -> Identity:
-        """The identity of a request authenticated by a JWT: its session's user and roles."""
-        return cls("jwt", user_id, session_id, _plain_user_roles(user_id))
-
-    @classmethod
-    def for_key(cls, key_id: str, scopes: frozenset[str]) -> Identity:
-        """The identity of a request authenticated by an API key: scopes, no user, no roles.
+    def for_key(cls, key_id: str, scopes: frozenset[str], kind: str = "key") -> Identity:
+        """The identity of a scoped caller (an API key): scopes, no user, no roles.
 
         Reserved names are dropped: keys created before they were refused may still hold one.
         """
-        return cls("key", None, None, frozenset(), scopes - RESERVED_SCOPES, key_id)
+        return cls(kind, None, None, frozenset(), scopes - RESERVED_SCOPES, key_id)
 
     def require_scope(self, scope: str) -> None:
-        """Refuse an API key without ``scope``; users are judged by permissions instead."""
-        if self.kind == "key":
+        """Refuse a scoped caller without ``scope``; users are judged by permissions instead."""
+        if self.key_id is not None:
             if scope not in self.scopes:
                 raise MissingScope(scope)
-        elif self.kind == "guest":
+        elif self.user_id is None:
             raise Unauthorized()
+
+    @property
+    def is_guest(self) -> bool:
+        """True for a request without credentials: neither a user nor a scoped caller."""
+        return self.user_id is None and self.key_id is None
+
+    @property
+    def is_scoped(self) -> bool:
+        """True for a caller judged by its scopes, not by roles: an API key (or a kind of the
+        app's own that says so). Scoped callers skip resource permissions and are no user."""
+        return self.key_id is not None
 
     @property
     def auth_scopes(self) -> list[str]:
         """Scopes for Starlette's ``AuthCredentials``: the credential kind, ``authenticated`` for
-        a signed-in user, an API key's own scopes; none for guests.
+        a signed-in user, a scoped caller's own scopes; none for guests.
 
         An API key is not ``authenticated``: that scope means a user (Starlette's
         ``requires("authenticated")`` guards user pages); a key has ``key`` and its scopes.
         """
-        if self.kind == "guest":
+        if self.key_id is not None:
+            return [self.kind, *sorted(self.scopes)]
+        if self.user_id is None:
             return []
-        if self.kind == "key":
-            return ["key", *sorted(self.scopes)]
         return ["authenticated", self.kind]
 
     @property
     def is_authenticated(self) -> bool:
-        """True for a signed-in user, by session or JWT (Starlette's ``BaseUser`` API).
+        """True for a signed-in user (session, JWT, or a user kind of the app's own).
 
-        False for guests and for API keys, which are no user: the same answer as
-        ``"authenticated" in request.auth.scopes``.
+        False for guests and for API keys, which are no user (Starlette's ``BaseUser`` API): the
+        same answer as ``"authenticated" in request.auth.scopes``.
         """
-        return self.kind == "session" or self.kind == "jwt"
+        return self.user_id is not None
 
     @property
     def display_name(self) -> str:

@@ -1,8 +1,9 @@
 """Redis work as data: sans-IO steps that yield operations, and the async and sync drivers.
 
 A store method is a generator that yields :class:`Call`, :class:`Script`, :class:`Batch`,
-:class:`Compute` or :class:`StoreCall` and receives each result, so its logic exists once;
-:class:`AsyncRunner` (redis.asyncio) and :class:`SyncRunner` (redis) carry the operations out.
+:class:`Compute` or :class:`Hook` (the app's own code) and receives each result, so its
+logic exists once; :class:`AsyncRunner` (redis.asyncio) and :class:`SyncRunner` (redis) carry
+the operations out.
 Any Redis failure becomes ``ServiceUnavailable`` (503).
 """
 
@@ -12,7 +13,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 import redis.asyncio
@@ -53,32 +54,19 @@ class Compute(NamedTuple):
     args: tuple[Any, ...]
 
 
-class AppStore(Protocol):
-    """A store of the app's own as the runners reach it (``bastion.users.StoreTwins``)."""
+class Hook(NamedTuple):
+    """The app's own code with an async and a sync form (a credential backend, a user store):
+    the async runner awaits ``fn(*args)``, the sync runner calls ``sync_fn(*args)``.
 
-    async def acall(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run ``method`` for async code."""
-        ...
+    The one way steps reach code of the app's: the app writes plain ``async def`` or ``def``
+    methods, and never sees a step."""
 
-    def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run ``method`` for sync code."""
-        ...
-
-
-class StoreCall(NamedTuple):
-    """A call into a store of the app's own: awaited by the async runner, called by the sync one.
-
-    The one way steps reach code of the app's (a user store on its own database): the app
-    writes plain ``async def`` or ``def`` methods, and never sees a step.
-    """
-
-    store: AppStore
-    method: str
+    fn: Callable[..., Any]
+    sync_fn: Callable[..., Any]
     args: tuple[Any, ...]
-    kwargs: dict[str, Any]
 
 
-Op = Call | Script | Batch | Compute | StoreCall
+Op = Call | Script | Batch | Compute | Hook
 Steps = Generator[Op, Any, T]
 
 
@@ -118,7 +106,7 @@ def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
     flat: list[Call | Script] = []
     spans: list[tuple[int, int] | None] = []
     for op in ops:
-        if isinstance(op, Compute | StoreCall):
+        if isinstance(op, (Compute, Hook)):
             spans.append(None)
             continue
         parts = list(op.ops) if isinstance(op, Batch) else [op]
@@ -137,8 +125,9 @@ def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
 
 
 def _failure(op: Op, exc: Exception) -> Exception:
-    """What the steps see when an operation fails: Redis trouble is a 503, the rest as raised."""
-    if isinstance(op, Compute | StoreCall):
+    """What the steps see when an operation fails: Redis trouble is a 503, CPU work's (and the
+    app's hooks') own error."""
+    if isinstance(op, (Compute, Hook)):
         return exc
     if isinstance(exc, RedisError):
         logger.error("Redis unavailable: %s: %s", type(exc).__name__, exc)
@@ -254,8 +243,8 @@ class AsyncRunner(_Runner):
                         result = await getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
                         result = await asyncio.to_thread(op.fn, *op.args)
-                    elif isinstance(op, StoreCall):
-                        result = await op.store.acall(op.method, op.args, op.kwargs)
+                    elif isinstance(op, Hook):
+                        result = await op.fn(*op.args)
                     elif isinstance(op, Batch):
                         result = await self._batch(op.ops)
                     elif isinstance(op, Script):
@@ -353,8 +342,8 @@ class SyncRunner(_Runner):
                         result = getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
                         result = op.fn(*op.args)
-                    elif isinstance(op, StoreCall):
-                        result = op.store.call(op.method, op.args, op.kwargs)
+                    elif isinstance(op, Hook):
+                        result = op.sync_fn(*op.args)
                     elif isinstance(op, Batch):
                         result = self._batch(op.ops)
                     elif isinstance(op, Script):

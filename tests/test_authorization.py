@@ -307,14 +307,14 @@ async def test_denials_are_logged_with_the_rule(
 
 
 async def test_users_grant_only_roles_they_hold(bastion: Bastion) -> None:
-    alice = Identity.for_session("alice", SID)
+    alice = Identity.for_user_id("session", "alice", SID)
     doc = NOTE.lstrip("/")
     await bastion.permissions.grant(doc, "user:alice", "update")  # she may change it (a row)
     assert await bastion.permissions.grant(doc, "user:alice", "read", by=alice)
     assert await bastion.permissions.grant(doc, "users", "read", by=alice)
     with pytest.raises(Forbidden, match="label:admin"):
         await bastion.permissions.grant(doc, "label:admin", "read", by=alice)
-    carol = Identity.for_session("carol", SID)  # t1 editor through a g line
+    carol = Identity.for_user_id("session", "carol", SID)  # t1 editor through a g line
     assert await bastion.permissions.grant(doc, "team:t1/editor", "update", by=carol)
     with pytest.raises(ValueError, match="not a role"):
         await bastion.permissions.grant(doc, "admin", "read")
@@ -328,7 +328,7 @@ async def test_granting_needs_update_on_the_resource(
     bastion = authz(backend, request, policy_file, admin_roles=["label:ops"])
     grant, revoke = bastion.permissions.grant, bastion.permissions.revoke
     notes = "databases/main/collections/notes/documents"
-    bob = Identity.for_session("bob", SID)  # holds "users", may update nothing
+    bob = Identity.for_user_id("session", "bob", SID)  # holds "users", may update nothing
     await grant(f"{notes}/n1", "users", "read")
     for change in (grant, revoke):
         with pytest.raises(Forbidden, match="may update"):
@@ -338,7 +338,7 @@ async def test_granting_needs_update_on_the_resource(
     assert await bastion.permissions.list(f"{notes}/n1") == [("users", "read")]
 
     # The policy gives carol (a t1 editor) update on every note: she may share and unshare.
-    carol = Identity.for_session("carol", SID)
+    carol = Identity.for_user_id("session", "carol", SID)
     assert await grant(f"{notes}/n1", "user:carol", "read", by=carol)
     assert await revoke(f"{notes}/n1", "users", "read", by=carol)
     with pytest.raises(Forbidden, match="hold"):  # update is not enough: she must hold the role
@@ -370,10 +370,10 @@ async def test_list_filter_without_a_lookup_per_document(bastion: Bastion) -> No
     notes = "databases/main/collections/notes"
     for doc, role in [("n1", "user:alice"), ("n2", "users"), ("n3", "user:bob")]:
         await bastion.permissions.grant(f"{notes}/documents/{doc}", role, "read")
-    alice = Identity.for_session("alice", SID)
+    alice = Identity.for_user_id("session", "alice", SID)
     seen = await bastion.permissions.filter(alice, "read", notes, "documents")
     assert not seen.all and seen.ids == {"n1", "n2"}
-    dave = Identity.for_session("dave", SID)
+    dave = Identity.for_user_id("session", "dave", SID)
     seen = await bastion.permissions.filter(dave, "read", notes, "documents")
     assert seen.ids == {"n2", "d17"}  # a row for users, and dave's own policy line
     shared = await bastion.permissions.filter(

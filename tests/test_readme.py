@@ -29,6 +29,9 @@ KINDs:
   namespaces are not allowed, the port is taken under a lock file, waiting for it to be free.
 - ``pip``: ``pip install 'bastion[EXTRAS]'`` lines; not run (tests download nothing), but every
   extra must exist in pyproject.toml.
+- ``tested``: run as printed by the test named ``by=tests/FILE.py::TEST``, which takes the block
+  from :func:`blocks_tested_by` and checks what it does (an app that needs a request signed
+  with a secret of the test's, say); that test must exist and call ``blocks_tested_by``.
 
 Any kind: ``name=N`` names a block; ``after=N1,N2`` runs those named blocks first, in the same
 directory and Redis state (a block that needs a user signed up by an app served above);
@@ -70,8 +73,8 @@ from tests.redis_server import RedisServer, free_port
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 VENV_BIN = Path(sys.executable).parent
-KINDS = {"file", "script", "shell", "serve", "pip"}
-KEYS = {"file", "name", "after", "during", "at", "cwd", "exit", "expect", "port", "probe"}
+KINDS = {"file", "script", "shell", "serve", "pip", "tested"}
+KEYS = {"file", "name", "after", "during", "at", "cwd", "exit", "expect", "port", "probe", "by"}
 MARKER = re.compile(r"^<!--\s*readme-test:\s*(.*?)\s*-->\s*$")
 SUITE = "./scripts/test"
 TIMEOUT = 90  # seconds a block may take; scripts take 1-3 s
@@ -171,9 +174,28 @@ def marker_problems(blocks: list[Block]) -> list[str]:
             problems.append(f"{where}: serve needs probe= one of {sorted(PROBES)}")
         if block.kind == "serve" and "port" not in block.options:
             problems.append(f"{where}: serve needs port=env or port=NUMBER")
+        if block.kind == "tested" and not is_a_readme_test(block.options.get("by", "")):
+            problems.append(f"{where}: by= names no test that calls blocks_tested_by")
         if block.kind == "script" and block.lang != "python":
             problems.append(f"{where}: script blocks are python")
     return problems
+
+
+def is_a_readme_test(test_id: str) -> bool:
+    """Whether ``tests/FILE.py::TEST`` is a test function that reads its blocks from here."""
+    path, _, name = test_id.partition("::")
+    source = ROOT / path
+    if not (name and path.startswith("tests/") and source.is_file()):
+        return False
+    body = source.read_text(encoding="utf-8").partition(f"\ndef {name}(")[2]
+    return bool(body) and "blocks_tested_by(" in body.split("\ndef ", 1)[0]
+
+
+def blocks_tested_by(test_id: str) -> list[str]:
+    """The text of the README blocks marked ``tested by=test_id``, in order (at least one)."""
+    found = [b.text for b in BLOCKS if b.kind == "tested" and b.options.get("by") == test_id]
+    assert found, f"no README block is marked tested by={test_id}"
+    return found
 
 
 def test_every_block_is_marked() -> None:
@@ -514,7 +536,9 @@ def main(line: int, cwd: str) -> int:
 
 
 @pytest.mark.redis_server
-@pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind != "file"], ids=lambda b: b.id)
+@pytest.mark.parametrize(
+    "block", [b for b in BLOCKS if b.kind not in ("file", "tested")], ids=lambda b: b.id
+)
 def test_block_runs_as_printed(block: Block, shared_redis: str, tmp_path: Path) -> None:
     """The block, with the files printed above it, does what the README says."""
     assert block.problem is None, block.problem

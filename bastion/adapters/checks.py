@@ -31,7 +31,7 @@ def user_refusal(identity: Identity, *, verified: bool = False) -> BastionError 
     of the caller (403). A guest gets 401 ``user_unauthorized``; an unverified user 403
     ``user_email_not_verified`` (logging in again would not help, verifying would).
     """
-    if identity.kind == "key":
+    if identity.is_scoped:
         return MissingScope(NO_KEY)
     if not identity.is_authenticated:
         return Unauthorized()

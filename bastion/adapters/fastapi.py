@@ -30,6 +30,7 @@ from bastion.users import User
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
+    from bastion.credentials import CredentialRegistry
 
 T = TypeVar("T")
 
@@ -200,8 +201,11 @@ def account_router(bastion: Bastion) -> APIRouter:
 
 
 # The credentials as OpenAPI security schemes, for the document only: the middleware has read
-# them already, so they never refuse anything here (auto_error=False). The names are the
-# default settings'; ``name_schemes`` puts an app's own in its document.
+# them already, so they never refuse anything here (auto_error=False). They mark which routes
+# take users only and which take scoped callers (API keys) too; ``document_credentials``, which
+# ``bastion.asgi(app)`` installs, replaces them with the schemes of the Bastion's registered
+# transports (its cookie and header names, the app's own kinds). Unreplaced, they show the
+# built-in kinds under the default settings' names.
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
 SESSION_COOKIE = APIKeyCookie(
     name=str(_DEFAULTS["cookie_name"]),
@@ -229,14 +233,65 @@ API_KEY = APIKeyHeader(
 )
 USER_SCHEMES: tuple[Callable[..., Any], ...] = (SESSION_COOKIE, SESSION_HEADER, BEARER_JWT)
 ALL_SCHEMES: tuple[Callable[..., Any], ...] = (*USER_SCHEMES, API_KEY)
+_USER_MARKS = frozenset(cast(Any, s).scheme_name for s in USER_SCHEMES)
+_SCOPED_MARK = API_KEY.scheme_name
 
 
-def name_schemes(app: FastAPI, settings: Settings) -> None:
-    """Name the session cookie and header in ``app``'s OpenAPI document as ``settings`` do.
+def document_credentials(app: FastAPI, bastion: Bastion) -> None:
+    """Show ``bastion``'s registered credential kinds in ``app``'s OpenAPI document.
 
-    ``bastion.asgi(app)`` calls it; an app that adds ``BastionMiddleware`` with
-    ``app.add_middleware`` and renames them calls it itself.
+    Every route guarded by Bastion's dependencies lists, as alternatives, the schemes of the
+    user kinds' transports (session cookie and header, JWT, the app's own user kinds) and, where
+    it takes scoped callers, the scoped kinds' (API keys, ...). ``bastion.asgi(app)`` calls it;
+    an app that adds ``BastionMiddleware`` with ``app.add_middleware`` calls it itself.
     """
+    original = app.openapi
+    registry = bastion.credentials
+
+    def openapi() -> dict[str, Any]:
+        schema = original()
+        marked = False
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                if isinstance(operation, dict) and "security" in operation:
+                    marked = _derive(operation, registry) or marked
+        if marked:
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            for name in (*_USER_MARKS, _SCOPED_MARK):
+                schemes.pop(name, None)
+            schemes.update(registry.openapi_schemes())
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
+
+
+def _derive(operation: dict[str, Any], registry: CredentialRegistry) -> bool:
+    """Replace the marks in an operation's ``security`` with the registry's schemes."""
+    names = {name for requirement in operation["security"] for name in requirement}
+    if not names & (_USER_MARKS | {_SCOPED_MARK}):
+        return False
+    kept = [
+        requirement
+        for requirement in operation["security"]
+        if not set(requirement) & (_USER_MARKS | {_SCOPED_MARK})
+    ]
+    derived = registry.scheme_names(scoped=False) if names & _USER_MARKS else []
+    if _SCOPED_MARK in names:
+        derived += registry.scheme_names(scoped=True)
+    operation["security"] = kept + [{name: []} for name in derived]
+    return True
+
+
+def name_schemes(app: FastAPI, bastion: Bastion | Settings) -> None:
+    """The earlier name of :func:`document_credentials`.
+
+    Given the settings (its first form), it only renames the session cookie and header in the
+    built-in schemes; given the Bastion, it shows every registered kind.
+    """
+    if not isinstance(bastion, Settings):
+        document_credentials(app, bastion)
+        return
+    settings = bastion
     original = app.openapi
     names = {
         SESSION_COOKIE.scheme_name: settings.cookie_name,
@@ -285,7 +340,7 @@ def _identity_dependency(optional: bool, verified: bool) -> Callable[..., Awaita
         if verified:
             refusal = user_refusal(identity, verified=True)
         else:
-            refusal = Unauthorized() if identity.kind == "guest" else None
+            refusal = Unauthorized() if identity.is_guest else None
         if refusal is None:
             return identity
         if optional:

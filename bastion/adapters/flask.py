@@ -183,7 +183,7 @@ def _guard(view: F, check: Callable[[RequestState], None]) -> F:
             try:
                 check(state)
             except Unauthorized:
-                if state.identity.kind == "guest":  # logging in would help: show the way
+                if state.identity.is_guest:  # logging in would help: show the way
                     page = _login_redirect()
                     if page is not None:
                         return page

@@ -35,17 +35,19 @@ def scope_publisher() -> Publish:
         from starlette.authentication import AuthCredentials
     except ImportError:
         return _publish_user
-    # Users, JWT holders and guests share a handful of scope lists; only API keys have their own.
-    shared = {
-        kind: AuthCredentials(Identity(kind).auth_scopes) for kind in ("guest", "session", "jwt")
-    }
+    # Users and guests of one kind share one scope list (theirs depend on the kind alone);
+    # only scoped callers (API keys) have their own.
+    shared: dict[str, AuthCredentials] = {}
 
     def publish(scope: Scope, identity: Identity) -> None:
         scope["user"] = identity
+        if identity.key_id is not None:
+            scope["auth"] = AuthCredentials(identity.auth_scopes)
+            return
         credentials = shared.get(identity.kind)
-        scope["auth"] = (
-            credentials if credentials is not None else AuthCredentials(identity.auth_scopes)
-        )
+        if credentials is None:
+            credentials = shared[identity.kind] = AuthCredentials(identity.auth_scopes)
+        scope["auth"] = credentials
 
     return publish
 
@@ -75,10 +77,10 @@ class BastionMiddleware:
 
             install(app)
         if hasattr(app, "openapi_schema"):
-            # FastAPI: its OpenAPI document names the cookie and header as the settings do.
-            from bastion.adapters.fastapi import name_schemes
+            # FastAPI: its OpenAPI document shows the registered credential kinds.
+            from bastion.adapters.fastapi import document_credentials
 
-            name_schemes(cast(Any, app), self.bastion.settings)
+            document_credentials(cast(Any, app), self.bastion)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from bastion.clientip import wsgi_peer
 from bastion.core import Bastion, RequestState
-from bastion.errors import BastionError
+from bastion.errors import BastionError, ConfigError
 from bastion.identity import Identity
 from bastion.requestpath import wsgi_path
 from bastion.responses import merge_headers
@@ -75,6 +75,14 @@ class BastionWSGIMiddleware:
         self.bastion = bastion if bastion is not None else Bastion(settings)
         self._watching = False
         self._guarding = self.bastion.authorizer.active
+        for backend in self.bastion.credentials:
+            if not backend._has_sync:
+                raise ConfigError(
+                    "credentials",
+                    backend.name,
+                    f"a backend with authenticate_sync: {backend!r} has only the async "
+                    "authenticate, and a WSGI app checks credentials without an event loop",
+                )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self._watching:

@@ -83,7 +83,7 @@ class Authorizer:
         self, identity: Identity, target: Target | None, rows: Sequence[tuple[str, str]] = ()
     ) -> None:
         """Return if allowed, else raise the error the caller should see (unless report-only)."""
-        if target is not None and identity.kind != "key":  # the usual case, kept short
+        if target is not None and identity.key_id is None:  # the usual case, kept short
             decision = self._engine().decide_valid(
                 identity.roles, target.route.action, target.resource, rows
             )
@@ -125,7 +125,7 @@ class Authorizer:
             rule = self.settings.unmatched_routes
             if rule == "allow" or (rule == "authenticated" and identity.is_authenticated):
                 return True, f"no route matched; unmatched_routes = {rule}"
-            if identity.kind == "key":  # no route, so no scope: like a route without one
+            if identity.is_scoped:  # no route, so no scope: like a route without one
                 raise MissingScope("(none: this route accepts no API key)")
             if not identity.is_authenticated:
                 raise Unauthorized()

@@ -138,7 +138,7 @@ class GrantCore:
         rows where its container's child security is on: one read, the rows), and to hold the
         role, so nobody hands out more than they have.
         """
-        if by is None or by.kind == "key":
+        if by is None or by.is_scoped:
             return
         engine = self._engine()
         held = engine.expand_roles(by.roles)
@@ -260,7 +260,7 @@ class GrantCore:
         lines naming single children and, where child security is on, the children's own rows
         (from an index kept beside them) add or remove single ids.
         """
-        if identity.kind == "key":
+        if identity.is_scoped:
             return ChildFilter(True)  # keys skip resource permissions
         engine = self._engine()
         roles = engine.expand_roles(identity.roles)

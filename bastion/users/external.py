@@ -2,7 +2,7 @@
 
 The account service and ``bastion.users`` run steps (:mod:`bastion.redisio`); an app's store
 has plain async or sync methods (:mod:`bastion.users.protocol`). :class:`StoreSteps` joins
-them: each store method is one :class:`~bastion.redisio.StoreCall` operation, which the async
+them: each store method is one :class:`~bastion.redisio.Hook` operation, which the async
 runner awaits and the sync runner calls, the one place where Bastion's steps meet the app's
 code. Around those calls it keeps what stays in Redis whatever the store: the ``disabled`` and
 ``deleted`` marks (read beside each record it returns) and the copy of the role fields that
@@ -16,7 +16,7 @@ from typing import Any
 
 from bastion.emails import normalize_email
 from bastion.identity import is_valid_id
-from bastion.redisio import Call, Script, Steps, StoreCall
+from bastion.redisio import Call, Hook, Script, Steps
 from bastion.sessions import keys
 from bastion.users.protocol import StoreTwins
 from bastion.users.record import User, new_id
@@ -36,7 +36,7 @@ class StoreSteps:
         return new_id()
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Steps[Any]:
-        result = yield StoreCall(self.stores, method, args, kwargs)
+        result = yield Hook(self.stores.acall, self.stores.call, (method, args, kwargs))
         return result
 
     def _user(self, found: Any, method: str) -> User | None:

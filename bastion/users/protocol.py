@@ -157,7 +157,7 @@ _SHAPE = (
 class StoreTwins:
     """The app's store as the runners call it: its async side, its sync side (either may be None).
 
-    The one place Bastion calls an app's store: the ``StoreCall`` operation of the steps
+    The one place Bastion calls an app's store: the ``Hook`` operation of the steps
     (:mod:`bastion.redisio`) names a method, and the async runner awaits :meth:`acall`, the
     sync runner calls :meth:`call`.
     """
