@@ -11,6 +11,7 @@ from bastion.errors import BastionError
 from bastion.identity import Identity
 from bastion.responses import merge_headers
 from bastion.settings import Settings
+from bastion.telemetry import telemetry
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -94,12 +95,16 @@ class BastionMiddleware:
         headers = scope["headers"]
         try:
             identity, credentials = await bastion._runner.run(
-                bastion._admit(
-                    scope.get("method", "GET"),
-                    scope.get("scheme", "http"),
-                    scope.get("path", "/") if self._guarding else "",
+                telemetry.admission(
+                    bastion._admit(
+                        scope.get("method", "GET"),
+                        scope.get("scheme", "http"),
+                        scope.get("path", "/") if self._guarding else "",
+                        headers,
+                        kind == "websocket",
+                    ),
+                    bastion._sent_credential,
                     headers,
-                    kind == "websocket",
                 )
             )
         except BastionError as exc:

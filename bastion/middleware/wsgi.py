@@ -15,6 +15,7 @@ from bastion.identity import Identity
 from bastion.requestpath import wsgi_path
 from bastion.responses import merge_headers
 from bastion.settings import Settings
+from bastion.telemetry import telemetry
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -84,14 +85,18 @@ class BastionWSGIMiddleware:
         headers = headers_of(environ)
         try:
             identity, credentials = self.bastion._sync_runner.run(
-                self.bastion._admit(
-                    str(environ.get("REQUEST_METHOD", "GET")),
-                    str(environ.get("wsgi.url_scheme", "http")),
-                    wsgi_path(
-                        str(environ.get("SCRIPT_NAME", "")), str(environ.get("PATH_INFO", "/"))
-                    )
-                    if self._guarding
-                    else "",
+                telemetry.admission(
+                    self.bastion._admit(
+                        str(environ.get("REQUEST_METHOD", "GET")),
+                        str(environ.get("wsgi.url_scheme", "http")),
+                        wsgi_path(
+                            str(environ.get("SCRIPT_NAME", "")), str(environ.get("PATH_INFO", "/"))
+                        )
+                        if self._guarding
+                        else "",
+                        headers,
+                    ),
+                    self.bastion._sent_credential,
                     headers,
                 )
             )
