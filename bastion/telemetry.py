@@ -62,8 +62,10 @@ class Telemetry:
     """Bastion's hooks into OpenTelemetry, idle until the app configures an SDK provider."""
 
     def __init__(self) -> None:
-        self._trace: Any = _UNLOADED  # the opentelemetry.trace module; None without the package
-        self._globals: Any = None  # where the API keeps the providers an app set
+        # opentelemetry.trace, None without the package; it and the metrics globals module
+        # hold the providers an app set (see _load).
+        self._trace: Any = _UNLOADED
+        self._metrics: Any = None
         self._tracer_provider: object = None
         self._meter_provider: object = None
         self._instruments: Instruments | None = None
@@ -71,12 +73,14 @@ class Telemetry:
 
     def current(self) -> Instruments | None:
         """The instruments to use now, or None when nothing would record (the usual case)."""
-        if self._trace is None:
+        trace = self._trace
+        if trace is None:
             return None
-        if self._trace is _UNLOADED and not self._load():
-            return None
-        found = self._globals
-        tracer_provider, meter_provider = found.tracer_provider, found.meter_provider
+        if trace is _UNLOADED:
+            if not self._load():
+                return None
+            trace = self._trace
+        tracer_provider, meter_provider = trace._TRACER_PROVIDER, self._metrics._METER_PROVIDER
         if tracer_provider is self._tracer_provider and meter_provider is self._meter_provider:
             return self._instruments
         return self._rebuild(tracer_provider, meter_provider)
@@ -91,7 +95,7 @@ class Telemetry:
         """
         instruments = self.current()
         if instruments is None or instruments.tracer is None:
-            return steps
+            return steps  # the usual case: the steps themselves, nothing around them
         return _traced_admission(
             self._trace, instruments.tracer, steps, lambda: credential(headers)
         )
@@ -209,10 +213,12 @@ class Telemetry:
         if os.environ.get("OTEL_PYTHON_METER_PROVIDER"):
             metrics.get_meter_provider()
         if hasattr(trace, "_TRACER_PROVIDER") and hasattr(metrics_globals, "_METER_PROVIDER"):
-            self._globals = _Globals(trace, metrics_globals)
+            # get_tracer_provider() looks at os.environ on every call until a provider is set:
+            # 0.8 µs, on every request of an app without an SDK. The module globals it returns
+            # say the same in a few ns (tests/test_telemetry.py pins them).
+            self._trace, self._metrics = trace, metrics_globals
         else:  # pragma: no cover - an API that keeps them elsewhere: its public calls, slower
-            self._globals = _PublicGlobals(trace, metrics)
-        self._trace = trace
+            self._trace, self._metrics = _Public(trace, metrics), _Public(trace, metrics)
         return True
 
     def _rebuild(self, tracer_provider: Any, meter_provider: Any) -> Instruments | None:
@@ -255,41 +261,22 @@ class Telemetry:
             return instruments
 
 
-class _Globals:
-    """The providers an app set, read from the API's module globals (None until one is set).
-
-    ``get_tracer_provider()`` looks at ``os.environ`` on every call until a provider is set:
-    0.8 µs, on every request of an app without an SDK. These globals say the same in a few ns
-    (``tests/test_telemetry.py`` pins them, so an API that moves them is noticed).
-    """
-
-    __slots__ = ("_metrics", "_trace")
-
-    def __init__(self, trace: Any, metrics_globals: Any) -> None:
-        self._trace, self._metrics = trace, metrics_globals
-
-    @property
-    def tracer_provider(self) -> object:
-        return self._trace._TRACER_PROVIDER
-
-    @property
-    def meter_provider(self) -> object:
-        return self._metrics._METER_PROVIDER
-
-
-class _PublicGlobals:  # pragma: no cover - see _Globals
-    __slots__ = ("_metrics", "_trace")
+class _Public:  # pragma: no cover - see Telemetry._load
+    """The providers through the API's public getters, under the names of its globals."""
 
     def __init__(self, trace: Any, metrics: Any) -> None:
-        self._trace, self._metrics = trace, metrics
+        self._trace_module, self._metrics_module = trace, metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trace_module, name)
 
     @property
-    def tracer_provider(self) -> object:
-        return self._trace.get_tracer_provider()
+    def _TRACER_PROVIDER(self) -> object:
+        return self._trace_module.get_tracer_provider()
 
     @property
-    def meter_provider(self) -> object:
-        return self._metrics.get_meter_provider()
+    def _METER_PROVIDER(self) -> object:
+        return self._metrics_module.get_meter_provider()
 
 
 def _version() -> str:

@@ -69,6 +69,9 @@ class BastionMiddleware:
         self._watching = False
         self._guarding = self.bastion.authorizer.active
         self._publish = scope_publisher()
+        # Bound once: per request, the telemetry hook costs a call and a check of two globals.
+        self._observe = telemetry.admission
+        self._sent_credential = self.bastion._sent_credential
         if hasattr(app, "add_exception_handler"):
             # A Starlette or FastAPI app (so Starlette is installed): errors Bastion's calls
             # raise inside it render as their JSON, with no handler to register by hand.
@@ -95,7 +98,7 @@ class BastionMiddleware:
         headers = scope["headers"]
         try:
             identity, credentials = await bastion._runner.run(
-                telemetry.admission(
+                self._observe(
                     bastion._admit(
                         scope.get("method", "GET"),
                         scope.get("scheme", "http"),
@@ -103,7 +106,7 @@ class BastionMiddleware:
                         headers,
                         kind == "websocket",
                     ),
-                    bastion._sent_credential,
+                    self._sent_credential,
                     headers,
                 )
             )

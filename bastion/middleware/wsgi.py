@@ -76,6 +76,9 @@ class BastionWSGIMiddleware:
         self.bastion = bastion if bastion is not None else Bastion(settings)
         self._watching = False
         self._guarding = self.bastion.authorizer.active
+        # Bound once: per request, the telemetry hook costs a call and a check of two globals.
+        self._observe = telemetry.admission
+        self._sent_credential = self.bastion._sent_credential
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self._watching:
@@ -85,7 +88,7 @@ class BastionWSGIMiddleware:
         headers = headers_of(environ)
         try:
             identity, credentials = self.bastion._sync_runner.run(
-                telemetry.admission(
+                self._observe(
                     self.bastion._admit(
                         str(environ.get("REQUEST_METHOD", "GET")),
                         str(environ.get("wsgi.url_scheme", "http")),
@@ -96,7 +99,7 @@ class BastionWSGIMiddleware:
                         else "",
                         headers,
                     ),
-                    self.bastion._sent_credential,
+                    self._sent_credential,
                     headers,
                 )
             )
