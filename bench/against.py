@@ -3,10 +3,12 @@
 REV's tree is exported (``git archive``) to a temporary folder; one worker process per side
 (:mod:`bench.against_worker`, the same measuring code) imports ``bastion`` from its own tree
 through ``PYTHONPATH``. The parent starts one redis-server for all of them (used only to make the
-credentials and record Redis's replies, never in the timed loops), then runs rounds: each round
-asks every worker, in a rotating order, for one timed pass over its rows. Ratios are taken within
-each round (this side / REV's side) and the median over rounds is reported, so the VM's drift
-cancels out as in the session benchmark.
+credentials and record Redis's replies, never in the timed loops), then runs rounds: in each
+round, row by row, every worker in turn (in a rotating order) times the same requests. Times are
+the worker thread's CPU time (the timed loops do no I/O), so time the scheduler gives to other
+processes does not count. Bastion's own work is a row minus the bare app of the same round;
+ratios are taken within each round (this side / REV's side) and the median over rounds is
+reported, so the VM's drift cancels out as in the session benchmark.
 
 Sides: REV as it is; this tree with its defaults (redis-py's command path); this tree with
 ``redis_lean_reads = true``.
@@ -32,7 +34,7 @@ LIMIT = 1.10
 
 
 class Side:
-    """One worker process: a tree, settings, and its answers per round."""
+    """One worker process: a tree, settings, and its timings per row, one entry per round."""
 
     def __init__(self, name: str, tree: Path, settings: dict[str, Any], url: str) -> None:
         self.name = name
@@ -46,25 +48,35 @@ class Side:
             env=env,
             cwd=tempfile.gettempdir(),  # not this tree: its bastion must not shadow PYTHONPATH's
         )
-        ready = json.loads(self._line())
-        self.imported = ready["ready"]
+        ready = self._ask(None)
+        self.imported: str = ready["ready"]
         if not self.imported.startswith(str(tree)):
             raise SystemExit(f"{name}: imported {self.imported}, not from {tree}")
-        self.rounds: list[dict[str, float]] = []
+        self.rows: list[str] = ready["rows"]
+        self.cpu: dict[str, list[float]] = {row: [] for row in self.rows}
+        self.wall: dict[str, list[float]] = {row: [] for row in self.rows}
 
-    def _line(self) -> str:
+    def _ask(self, line: str | None) -> dict[str, Any]:
+        if line is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
         out: IO[str] | None = self.proc.stdout
         assert out is not None
-        line = out.readline()
-        if not line:
+        answer = out.readline()
+        if not answer:
             raise SystemExit(f"{self.name}: the worker stopped (exit {self.proc.wait()})")
-        return line
+        return json.loads(answer)  # type: ignore[no-any-return]
 
-    def run(self, requests: int) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{requests}\n")
-        self.proc.stdin.flush()
-        self.rounds.append(json.loads(self._line()))
+    def record(self) -> None:
+        """Record Redis's replies again (fresh "last seen": no request takes the touch path)."""
+        self._ask("record 0")
+
+    def run(self, row: str, requests: int, keep: bool = True) -> None:
+        timing = self._ask(f"{row} {requests}")
+        if keep:
+            self.cpu[row].append(timing["cpu_us"])
+            self.wall[row].append(timing["wall_us"])
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -72,9 +84,8 @@ class Side:
         self.proc.wait(timeout=30)
 
     def own(self, row: str, index: int) -> float:
-        """Bastion's own work in one round: the row minus the bare app of the same round."""
-        answers = self.rounds[index]
-        return answers[row] - answers["bare"]
+        """Bastion's own work in one round (CPU µs): the row minus the bare app of that round."""
+        return self.cpu[row][index] - self.cpu["bare"][index]
 
 
 def export(rev: str, into: Path) -> str:
@@ -109,13 +120,20 @@ def compare(rev: str, *, rounds: int, requests: int, warmup: int) -> dict[str, A
             Side("this tree (default)", ROOT, {}, server.url),
             Side("this tree, redis_lean_reads", ROOT, {"redis_lean_reads": True}, server.url),
         ]
+        rows = sides[0].rows
         for side in sides:
-            side.run(warmup)
-            side.rounds.clear()
+            side.record()
+            for row in rows:
+                side.run(row, warmup, keep=False)
         for index in range(rounds):
-            shift = index % len(sides)
-            for side in sides[shift:] + sides[:shift]:
-                side.run(requests)
+            for side in sides:
+                side.record()
+            # Row by row, every side in turn (the order rotating), so the two figures a ratio
+            # compares are taken moments apart.
+            for row in rows:
+                shift = index % len(sides)
+                for side in sides[shift:] + sides[:shift]:
+                    side.run(row, requests)
     finally:
         for side in sides:
             side.close()
@@ -160,7 +178,7 @@ def summarize(
 def render(summary: dict[str, Any]) -> str:
     sides = list(summary["sides"])
     lines = [
-        f"Bastion's own work (µs per request over the bare app, median over rounds), this tree"
+        f"Bastion's own work (CPU µs per request over the bare app, median over rounds), this tree"
         f" against {summary['against']} ({summary['commit']}); {summary['rounds']} interleaved"
         f" rounds x {summary['requests_per_round']} requests per row, one process per side",
         "",

@@ -5,8 +5,10 @@ Run as a script by :mod:`bench.against`, with ``PYTHONPATH`` naming the source t
 nothing else of Bastion's beyond the API every revision has (``Bastion``, ``Settings``, the
 stores' ``create``, ``jwt.mint``), so the same measuring code runs against both.
 
-Protocol: one JSON line of settings as ``argv[1]``; then each line ``N`` on stdin runs one round
-of ``N`` requests per row and answers one JSON line ``{row: µs per request}``; EOF ends it.
+Protocol: the settings as JSON in ``argv[1]``; the worker answers ``{"ready": path of the bastion
+it imported, "rows": [...]}``, then each line ``ROW N`` on stdin times ``N`` requests of ``ROW``
+and answers ``{"cpu_us": ..., "wall_us": ...}`` per request; ``record N`` records the replies
+again; EOF ends it.
 
 Rows, all with Redis stubbed (no socket, no server in the timed loop):
 
@@ -209,7 +211,7 @@ async def main(config: dict[str, Any]) -> None:
         status, body = await call(row_app, scope)
         if status != 200 or (want and body != want.encode()):
             raise SystemExit(f"{bastion.__file__}: {name}: {status} {body!r}")
-    print(json.dumps({"ready": bastion.__file__}), flush=True)
+    print(json.dumps({"ready": bastion.__file__, "rows": list(rows)}), flush=True)
 
     counts = [0, 0]
 
@@ -217,20 +219,24 @@ async def main(config: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             counts[0 if message["status"] == 200 else 1] += 1
 
-    for line in sys.stdin:
-        n = int(line)
-        await record()
-        out = {}
-        for name, (row_app, scope, _) in rows.items():
-            gc.collect()
-            start = time.perf_counter_ns()
-            for _ in range(n):
-                await row_app(dict(scope), receive, send)
-            out[name] = (time.perf_counter_ns() - start) / n / 1000
-        if counts != [n * len(rows), 0]:
-            raise SystemExit(f"{counts[1]} requests did not answer 200")
+    for line in sys.stdin:  # "ROW N": time N requests of ROW
+        name, n = line.split()[0], int(line.split()[1])
+        if name == "record":
+            await record()
+            print("{}", flush=True)
+            continue
+        row_app, scope, _ = rows[name]
+        gc.collect()
+        # CPU time of this thread: the loop does no I/O, so this is the work itself, and time
+        # the scheduler gives to other processes (2 shared cores here) does not count.
+        cpu, wall = time.thread_time_ns(), time.perf_counter_ns()
+        for _ in range(int(n)):
+            await row_app(dict(scope), receive, send)
+        cpu, wall = time.thread_time_ns() - cpu, time.perf_counter_ns() - wall
+        if counts != [n, 0]:
+            raise SystemExit(f"{name}: {counts[1]} of {n} requests did not answer 200")
         counts[:] = [0, 0]
-        print(json.dumps(out), flush=True)
+        print(json.dumps({"cpu_us": cpu / n / 1000, "wall_us": wall / n / 1000}), flush=True)
     closing = getattr(real, "aclose", None)  # older revisions had no lifecycle
     if closing is not None:
         await closing()
