@@ -279,10 +279,15 @@ class _Public:  # pragma: no cover - see Telemetry._load
         return self._metrics_module.get_meter_provider()
 
 
-def _version() -> str:
-    from bastion import __version__
+def _version() -> str | None:
+    """Bastion's version for the instrumentation scope (read from the installed metadata: the
+    package itself imports this module)."""
+    from importlib import metadata
 
-    return __version__
+    try:
+        return metadata.version("bastion")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _traced_admission(
