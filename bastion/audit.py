@@ -3,7 +3,8 @@
 Each account action produces one :class:`AuditEvent`, which :class:`AuditLog` sends to three
 places: the ``bastion.audit`` logger (INFO for successes, WARNING for failures and refusals, the
 event as ``record.bastion_audit``), the app's ``audit_hook`` if it gave one, and the current
-OpenTelemetry span when ``opentelemetry-api`` is installed and the span is recording.
+OpenTelemetry span when ``opentelemetry-api`` is installed and the span is recording
+(:mod:`bastion.telemetry`).
 
 An event never holds a secret: no password, token, JWT, API key, hash or cookie reaches it,
 because the callers pass only ids, counts and error types. Emails are left out too, even of failed
@@ -26,6 +27,7 @@ from typing import Any, Literal
 from bastion.errors import BastionError
 from bastion.identity import is_valid_id
 from bastion.sessions.token import is_session_id
+from bastion.telemetry import telemetry
 
 logger = logging.getLogger("bastion.audit")
 
@@ -52,7 +54,6 @@ AuditHook = Callable[["AuditEvent"], object]
 
 MAX_USER_AGENT = 512  # the length a session keeps; the header is the client's to make long
 _REPORTED = "_bastion_audit_reported"
-_ABSENT = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,6 @@ class AuditLog:
 
     def __init__(self, hook: AuditHook | None = None) -> None:
         self.hook = hook
-        self._trace: Any = _ABSENT  # opentelemetry.trace, None without it; imported at first use
 
     def emit(self, event: AuditEvent) -> None:
         """Log the event, hand it to the hook and add it to the recording span."""
@@ -203,23 +203,12 @@ class AuditLog:
             logger.error("audit hook returned an awaitable: it must be a plain function")
 
     def _add_to_span(self, event: AuditEvent) -> None:
-        trace = self._trace
-        if trace is _ABSENT:
-            try:
-                from opentelemetry import trace
-            except ImportError:
-                trace = None
-            self._trace = trace
-        if trace is None:
-            return
         try:
-            span = trace.get_current_span()
-            if span.is_recording():
-                span.add_event(
-                    "bastion." + event.event,
-                    event.attributes(),
-                    timestamp=int(event.timestamp.timestamp() * 1_000_000_000),
-                )
+            telemetry.add_event(
+                "bastion." + event.event,
+                event.attributes(),
+                int(event.timestamp.timestamp() * 1_000_000_000),
+            )
         except Exception:
             # Tracing is an observer: its failure must not fail the request it observes.
             logger.exception("could not add a %s event to the current span", event.event)

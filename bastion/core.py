@@ -55,6 +55,7 @@ from bastion.sessions import AsyncSessionStore, NewSession, SessionCore, SyncSes
 from bastion.sessions import scripts as session_scripts
 from bastion.sessions.store import MAX_USER_AGENT
 from bastion.settings import Settings
+from bastion.telemetry import telemetry
 from bastion.tokens import apikeys
 from bastion.tokens.jwt import JWTService
 from bastion.user_admin import AsyncUsers, SyncUsers, UserAdmin
@@ -359,8 +360,9 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             **grants.SCRIPTS,
             **ratelimit.SCRIPTS,
         }
-        self._runner = AsyncRunner(redis, scripts)
-        self._sync_runner = SyncRunner(sync_redis, scripts)
+        lean = self.settings.redis_lean_reads
+        self._runner = AsyncRunner(redis, scripts, lean_reads=lean)
+        self._sync_runner = SyncRunner(sync_redis, scripts, lean_reads=lean)
         self.redis: Any = redis
         """The ``redis.asyncio`` client Bastion uses (``bastion.sync.redis``: the blocking one)."""
 
@@ -651,7 +653,12 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         ):
             out.append((b"set-cookie", clear_cookie(self.settings).encode()))
         logger.info("refused: %s (%d)", exc.type, exc.status)
+        telemetry.refused(exc.type, exc.status)
         return exc.status, out, body
+
+    def _sent_credential(self, headers: list[tuple[bytes, bytes]]) -> str:
+        """What a request sent (``guest`` for nothing): for the span of a refused one."""
+        return self.credentials.read(headers).kind or "guest"
 
     @staticmethod
     def identity(conn: Any) -> Identity:
@@ -666,14 +673,15 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         For checks inside views (per-document rows are not read here: pass them through the
         route map for that). API keys need ``scope``; users and guests the policy.
         """
-        if identity.is_scoped:
-            if scope is None:
-                raise MissingScope("(none: this route accepts no API key)")
-            identity.require_scope(scope)
+        if telemetry.current() is None:  # no SDK: the decision alone
+            _require(self.policy.engine, identity, action, resource, scope)
             return
-        decision = self.policy.engine.decide(identity.roles, action, resource)
-        if not decision.allowed:
-            raise Forbidden() if identity.is_authenticated else Unauthorized()
+        telemetry.decide(
+            lambda: _require(self.policy.engine, identity, action, resource, scope),
+            identity.kind,
+            action,
+            resource,
+        )
 
     def create_jwt(self, conn: Any) -> str:
         """A JWT for the request's session; only a session can mint one (not a JWT, not a key).
@@ -734,6 +742,20 @@ class SyncBastion(_RequestSteps, SyncFront[LoginCore]):
         self.security = SyncSecurity(bastion._security_core, runner)
 
 
+def _require(
+    engine: Any, identity: Identity, action: str, resource: str, scope: str | None
+) -> bool:
+    """The decision of :meth:`Bastion.require`: True, or the refusal raised."""
+    if identity.is_scoped:
+        if scope is None:
+            raise MissingScope("(none: this route accepts no API key)")
+        identity.require_scope(scope)
+        return True
+    if not engine.decide(identity.roles, action, resource).allowed:
+        raise Forbidden() if identity.is_authenticated else Unauthorized()
+    return True
+
+
 @contextlib.asynccontextmanager
 async def _closed_after(bastion: Bastion) -> AsyncIterator[None]:
     """The body of :meth:`Bastion.lifespan`: nothing to start (all is lazy), close at the end."""
@@ -744,11 +766,15 @@ async def _closed_after(bastion: Bastion) -> AsyncIterator[None]:
 
 
 def _connections(client: Any) -> int:
-    """How many connections a redis-py client's pool holds (0 if it cannot tell)."""
+    """How many open connections a redis-py client's pool holds (0 if it cannot tell).
+
+    A pool keeps the connection objects it made even after they disconnect (a failed connect,
+    a server that went away): only those still connected need closing.
+    """
     pool = getattr(client, "connection_pool", None)
     free = getattr(pool, "_available_connections", ())
     used = getattr(pool, "_in_use_connections", ())
-    return len(free) + len(used)
+    return sum(1 for conn in (*free, *used) if getattr(conn, "is_connected", True))
 
 
 async def _aclose(client: Any) -> None:

@@ -137,11 +137,13 @@ def _failure(op: Op, exc: Exception) -> Exception:
     return exc
 
 
-# The reads every request makes (the session hash, a resource's rows), sent through the
-# client's own connection API: redis-py's command methods and Pipeline add bookkeeping
-# (observability hooks, a command stack, response callbacks) that costs more per request than
-# Bastion's whole decision, and these two commands need none of it (their raw replies are what
-# the methods return). Pool, packing, timeouts, retry and parser stay redis-py's own.
+# The reads every request makes (the session hash, a resource's rows) can be sent through the
+# client's own connection API when ``redis_lean_reads`` is on: redis-py's command methods and
+# Pipeline add bookkeeping (observability hooks such as OpenTelemetry's redis instrumentation,
+# a command stack, response callbacks) that costs more per request than Bastion's whole
+# decision, and these two commands need none of it (their raw replies are what the methods
+# return). Pool, packing, timeouts, retry and parser stay redis-py's own. Off by default: the
+# hooks then see every command, as they expect (bench/README.md measures what that costs).
 _LEAN_COMMANDS = {"hmget": "HMGET", "smembers": "SMEMBERS"}
 
 
@@ -220,8 +222,10 @@ class _Runner:
 class AsyncRunner(_Runner):
     """Runs steps on a ``redis.asyncio`` client."""
 
-    def __init__(self, client: Any, scripts: Mapping[str, str]) -> None:
-        super().__init__(client, scripts, _lean_capable(client, redis.asyncio.Redis))
+    def __init__(
+        self, client: Any, scripts: Mapping[str, str], *, lean_reads: bool = False
+    ) -> None:
+        super().__init__(client, scripts, lean_reads and _lean_capable(client, redis.asyncio.Redis))
 
     async def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
@@ -319,8 +323,10 @@ def _replies(replies: list[Any]) -> list[Any]:
 class SyncRunner(_Runner):
     """Runs steps on a ``redis`` (blocking) client."""
 
-    def __init__(self, client: Any, scripts: Mapping[str, str]) -> None:
-        super().__init__(client, scripts, _lean_capable(client, redis.Redis))
+    def __init__(
+        self, client: Any, scripts: Mapping[str, str], *, lean_reads: bool = False
+    ) -> None:
+        super().__init__(client, scripts, lean_reads and _lean_capable(client, redis.Redis))
 
     def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""

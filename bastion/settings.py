@@ -107,6 +107,10 @@ class Settings:
     redis_timeout: float = 2.0
     """Seconds a request waits at most for a Redis that does not answer (retries included)
     before it fails closed with 503."""
+    redis_lean_reads: bool = False
+    """Send the request path's reads (the session's HMGET, a document's SMEMBERS) straight on a
+    pooled connection, past redis-py's command methods: faster, but hooks on those methods
+    (OpenTelemetry's redis instrumentation, ...) no longer see them."""
     key_prefix: str = "bastion"
     """Prefix of every Redis key Bastion writes, so several apps can share one Redis."""
 
@@ -209,6 +213,8 @@ class Settings:
         object.__setattr__(self, "jwt_secret", _secret("jwt_secret", self.jwt_secret))
         _in_range("redis_timeout", self.redis_timeout, 0.05, 60.0)
         _check_topology(self)
+        if not isinstance(self.redis_lean_reads, bool):
+            raise ConfigError("redis_lean_reads", self.redis_lean_reads, "true or false")
         if not _KEY_PREFIX.fullmatch(self.key_prefix):
             raise ConfigError(
                 "key_prefix", self.key_prefix, "1-32 characters of letters, digits, _ . : -"

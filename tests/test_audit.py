@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bastion import Bastion, Settings
 from bastion.adapters import flask as flask_adapter
 from bastion.audit import EVENTS, AuditEvent, AuditLog
+from bastion.telemetry import Telemetry
 from tests.conftest import demo_app
 from tests.test_account_contract import COOKIE, PASSWORD, Client, clients, log_in, sign_up
 
@@ -709,9 +710,10 @@ def test_without_a_recording_span_or_without_opentelemetry(
     caplog.set_level(logging.INFO, logger="bastion.audit")
     AuditLog().record("sign_up", None, user_id="u1")  # no span is current: nothing to add to
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if not installed
-    log = AuditLog()
-    log.record("sign_up", None, user_id="u2")
-    assert log._trace is None
+    absent = Telemetry()
+    monkeypatch.setattr("bastion.audit.telemetry", absent)
+    AuditLog().record("sign_up", None, user_id="u2")
+    assert absent._trace is None
     assert [r.levelname for r in caplog.records] == ["INFO", "INFO"]
 
 
@@ -745,13 +747,16 @@ print(len(got), len(attempts) - before)
     assert out.stdout.split() == ["3", "1"]  # three events, one look for the package
 
 
-def test_bastion_audit_imports_opentelemetry_only_at_the_first_event() -> None:
-    log = AuditLog()
-    assert log._trace is not None and not hasattr(log._trace, "get_current_span")
-    log.record("sign_up", None, user_id="u1")
-    assert hasattr(log._trace, "get_current_span")
+def test_opentelemetry_is_imported_at_the_first_event_by_bastion_telemetry_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fresh = Telemetry()
+    monkeypatch.setattr("bastion.audit.telemetry", fresh)
+    assert not hasattr(fresh._trace, "get_current_span")
+    AuditLog().record("sign_up", None, user_id="u1")
+    assert hasattr(fresh._trace, "get_current_span")
     source = (Path(__file__).parent.parent / "bastion" / "audit.py").read_text()
-    assert "\nfrom opentelemetry" not in source and "\nimport opentelemetry" not in source
+    assert "opentelemetry" not in source.split('"""', 2)[2]
 
 
 # -- the event itself ----------------------------------------------------------------------------
@@ -801,6 +806,7 @@ def test_readme_lists_every_event() -> None:
 def test_readme_audit_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     section = readme.split("## Audit log", 1)[1].split("\n## ", 1)[0]
+    section = section.split("\n### Observability\n", 1)[0]  # tests/test_telemetry.py runs it
     blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
     assert len(blocks) == 2
     monkeypatch.chdir(tmp_path)

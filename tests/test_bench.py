@@ -34,6 +34,8 @@ def test_quick_benchmark_runs(redis_server: RedisServer) -> None:
         "starlette_auth_jwt",
     } <= set(rows)
     assert rows["bastion_session"]["redis_commands_per_request"] == 1.0  # one round trip
+    assert rows["bastion_session_lean"]["redis_commands_per_request"] == 1.0  # the same HMGET
+    assert isinstance(summary["lean_reads_gain_us"], float)
     assert rows["bastion_jwt"]["redis_commands_per_request"] == 1.0  # is the session alive
     assert rows["bastion_api_key"]["redis_commands_per_request"] == 1.0  # the key's record
     assert rows["bastion_guest"]["redis_commands_per_request"] == 0.0  # guests cost none

@@ -174,3 +174,26 @@ def test_without_starlette_the_asgi_middleware_sets_only_the_user(
     scope.clear()
     publish(scope, Identity.guest())
     assert scope == {"user": Identity.guest()}
+
+
+def test_import_bastion_imports_no_opentelemetry() -> None:
+    """``import bastion`` makes no OpenTelemetry import of its own (redis-py may: not ours)."""
+    code = """
+import builtins, sys
+
+importers = set()
+real_import = builtins.__import__
+
+def recording(name, globals=None, locals=None, fromlist=(), level=0):
+    if name.split(".")[0] == "opentelemetry":
+        importers.add((globals or {}).get("__name__", "?"))
+    return real_import(name, globals, locals, fromlist, level)
+
+builtins.__import__ = recording
+import bastion, bastion.core, bastion.middleware.wsgi, bastion.audit, bastion.telemetry
+print(sorted(m for m in importers if m.split(".")[0] == "bastion"))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -26,6 +26,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bastion import Bastion, Settings
+from bastion.errors import ServiceUnavailable
 from bastion.policies import watch
 from bastion.policies.watch import announce
 from tests.redis_server import RedisServer, free_port
@@ -333,3 +334,32 @@ async def test_readme_lifecycle_examples_run(
     fields = await asyncio.to_thread(admin.hkeys, "bastion:{alice}:s")
     assert len([f for f in fields if b":" not in f]) == 2  # two sessions in alice's hash
     await asyncio.to_thread(_until, lambda: _clients(admin) == base, "connections to close")
+
+
+def test_close_warns_of_asyncio_connections_only_when_one_is_open(
+    real_redis: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a WSGI Bastion says at exit: only connections still open need ``aclose``."""
+    warning = "cannot close the asyncio client's connections"
+    caplog.set_level("WARNING", logger="bastion.middleware")
+    # Redis down when the async client was tried: its pool keeps the connection object it
+    # made, disconnected. Nothing is open, so nothing to warn about.
+    down = Bastion(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2))
+    down.wsgi(_wsgi_note)
+    with pytest.raises(ServiceUnavailable):
+        asyncio.run(down.sessions.list("alice"))
+    pool: Any = down.redis.connection_pool
+    assert len(pool._available_connections) == 1 and not pool._available_connections[0].is_connected
+    down.close()
+    assert warning not in caplog.text
+    # A connection the asyncio client really holds open: the warning says what to do.
+    up = Bastion(Settings(redis_url=real_redis))
+    up.wsgi(_wsgi_note)
+    loop = asyncio.Runner()
+    try:
+        assert loop.run(up.sessions.list("alice")) == []
+        up.close()
+        assert warning in caplog.text
+    finally:
+        loop.run(up.redis.aclose())
+        loop.close()

@@ -1,7 +1,9 @@
 """The request-path reads (HMGET, SMEMBERS) sent through redis-py's connection API.
 
-They must answer exactly what the client's own methods answer, leave the connection in step
-after an error reply, and be used only for plain pooled clients.
+Opt-in (``redis_lean_reads``): they must answer exactly what the client's own methods answer,
+leave the connection in step after an error reply, and be used only for plain pooled clients.
+By default every read goes through the client's command methods (``tests/test_telemetry.py``
+shows a command hook seeing them).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def normal(op: Call, reply: object) -> object:
 async def test_async_reads_answer_like_the_client(real_redis: str) -> None:
     seed(real_redis)
     client = redis.asyncio.Redis.from_url(real_redis)
-    runner = AsyncRunner(client, {})
+    runner = AsyncRunner(client, {}, lean_reads=True)
     assert runner._lean
     try:
         for ops in CASES:
@@ -73,7 +75,7 @@ async def test_async_reads_answer_like_the_client(real_redis: str) -> None:
 def test_sync_reads_answer_like_the_client(real_redis: str) -> None:
     seed(real_redis)
     client = redis.Redis.from_url(real_redis)
-    runner = SyncRunner(client, {})
+    runner = SyncRunner(client, {}, lean_reads=True)
     assert runner._lean
     try:
         for ops in CASES:
@@ -89,7 +91,7 @@ def test_sync_reads_answer_like_the_client(real_redis: str) -> None:
 async def test_an_error_reply_is_a_503_and_the_connection_stays_in_step(real_redis: str) -> None:
     seed(real_redis)
     client = redis.asyncio.Redis.from_url(real_redis, max_connections=1)
-    runner = AsyncRunner(client, {})
+    runner = AsyncRunner(client, {}, lean_reads=True)
     try:
         for _ in range(3):
             # HMGET on a set: WRONGTYPE. The SMEMBERS reply after it must still be read.
@@ -107,7 +109,7 @@ async def test_an_error_reply_is_a_503_and_the_connection_stays_in_step(real_red
 def test_sync_error_reply_keeps_the_connection_in_step(real_redis: str) -> None:
     seed(real_redis)
     client = redis.Redis.from_url(real_redis, max_connections=1)
-    runner = SyncRunner(client, {})
+    runner = SyncRunner(client, {}, lean_reads=True)
     try:
         for _ in range(3):
             wrong = runner.run(caught(read(Call("hmget", ("s", "a")), Call("smembers", ("s",)))))
@@ -121,7 +123,7 @@ async def test_a_server_that_is_gone_is_a_503() -> None:
     client = redis.asyncio.Redis.from_url(
         "redis://127.0.0.1:1/0", socket_connect_timeout=0.2, socket_timeout=0.2
     )
-    runner = AsyncRunner(client, {})
+    runner = AsyncRunner(client, {}, lean_reads=True)
     assert runner._lean
     try:
         assert isinstance(
@@ -134,7 +136,7 @@ async def test_a_server_that_is_gone_is_a_503() -> None:
 async def test_together_batches_two_reads_into_one_exchange(real_redis: str) -> None:
     seed(real_redis)
     client = redis.asyncio.Redis.from_url(real_redis)
-    runner = AsyncRunner(client, {})
+    runner = AsyncRunner(client, {}, lean_reads=True)
 
     def one(op: Call) -> Steps[object]:
         return (yield op)
@@ -158,15 +160,21 @@ async def test_together_batches_two_reads_into_one_exchange(real_redis: str) -> 
     ids=["fakeredis", "single-connection", "subclass"],
 )
 def test_other_clients_keep_the_command_methods(client: object) -> None:
-    assert not AsyncRunner(client, {})._lean
+    assert not AsyncRunner(client, {}, lean_reads=True)._lean
 
 
 def test_a_client_side_cache_keeps_the_command_methods() -> None:
     from redis.cache import CacheConfig
 
     client = redis.Redis(protocol=3, cache_config=CacheConfig())
-    assert not SyncRunner(client, {})._lean
-    assert SyncRunner(redis.Redis(), {})._lean
+    assert not SyncRunner(client, {}, lean_reads=True)._lean
+    assert SyncRunner(redis.Redis(), {}, lean_reads=True)._lean
+
+
+def test_the_client_methods_are_the_default() -> None:
+    assert not AsyncRunner(redis.asyncio.Redis(), {})._lean
+    assert not SyncRunner(redis.Redis(), {})._lean
+    assert AsyncRunner(redis.asyncio.Redis(), {}, lean_reads=True)._lean
 
 
 ECHO = "return redis.call('INCRBY', KEYS[1], ARGV[1])"

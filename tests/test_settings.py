@@ -49,6 +49,8 @@ def test_defaults_are_the_secure_ones() -> None:
         ({"allowed_origins": ["https://ok.example/path"]}, "allowed_origins", "scheme and host"),
         ({"allowed_origins": "ftp://x"}, "allowed_origins", "scheme and host"),
         ({"redis_timeout": 0}, "redis_timeout", "0.05..60"),
+        ({"redis_lean_reads": "maybe"}, "redis_lean_reads", "true or false"),
+        ({"redis_lean_reads": 1}, "redis_lean_reads", "true or false"),
         ({"key_prefix": "bad prefix"}, "key_prefix", "1-32"),
         ({"sesion_limit": 5}, "sesion_limit", "known setting"),
         ({"password_context_words": [1]}, "password_context_words", "a list of strings"),
@@ -71,6 +73,17 @@ def test_bad_values_name_the_setting_and_range(
         Settings.from_mapping(values)
     assert info.value.name == name
     assert name in str(info.value) and allowed in str(info.value)
+
+
+def test_redis_lean_reads_is_off_unless_asked_for(tmp_path: Path) -> None:
+    assert Settings().redis_lean_reads is False
+    assert Settings.load(env={"BASTION_REDIS_LEAN_READS": "true"}).redis_lean_reads is True
+    assert Settings.load(env={"BASTION_REDIS_LEAN_READS": "false"}).redis_lean_reads is False
+    config = tmp_path / "bastion.toml"
+    config.write_text("redis_lean_reads = true\n")
+    assert Settings.load(config, env={}).redis_lean_reads is True
+    with pytest.raises(ConfigError, match="redis_lean_reads"):
+        Settings(redis_lean_reads="false")  # type: ignore[arg-type]
 
 
 def test_env_overrides_toml_and_code_overrides_env(tmp_path: Path) -> None:

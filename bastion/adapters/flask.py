@@ -20,6 +20,7 @@ from bastion.errors import BastionError, PayloadTooLarge, Unauthorized
 from bastion.identity import Identity
 from bastion.requestbody import read_wsgi
 from bastion.responses import MEDIA_TYPE, OWN_HEADERS, encode
+from bastion.telemetry import telemetry
 from bastion.users import User
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
 
 
 def _error(exc: BastionError) -> Response:
+    telemetry.refused(exc.type, exc.status)
     return _json(exc.to_dict(), exc.status, dict(exc.headers))
 
 
@@ -244,13 +246,16 @@ def _view(bastion: Bastion, name: str) -> Callable[..., Response]:
     def view(**params: str) -> Response:
         state = state_of(request.environ)
         reply: Reply
-        try:
-            body = b""
-            if request.method not in ("GET", "HEAD"):
-                body = _body(bastion.settings.max_body_size)
-            reply = bastion._sync_runner.run(bastion._account.handle(name, state, body, params))
-        except Exception as exc:
-            reply = bastion._account.failure(name, state, params, exc)
+        with telemetry.account_route(name) as answered:
+            try:
+                body = b""
+                if request.method not in ("GET", "HEAD"):
+                    body = _body(bastion.settings.max_body_size)
+                steps = bastion._account.handle(name, state, body, params)
+                reply = bastion._sync_runner.run(steps)
+            except Exception as exc:
+                reply = bastion._account.failure(name, state, params, exc)
+            answered(reply.status, reply.body)
         return _json(reply.body, reply.status, reply.headers)
 
     view.__name__ = name

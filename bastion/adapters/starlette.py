@@ -19,6 +19,7 @@ from bastion.core import state_of
 from bastion.errors import BadRequest, BastionError
 from bastion.requestbody import read_asgi
 from bastion.responses import MEDIA_TYPE, OWN_HEADERS, encode
+from bastion.telemetry import telemetry
 
 if TYPE_CHECKING:
     from bastion.core import Bastion
@@ -56,6 +57,7 @@ async def handle_error(conn: HTTPConnection, exc: Exception) -> Response | None:
     """Starlette exception handler for :class:`BastionError`: its JSON, or a WebSocket refusal."""
     if not isinstance(exc, BastionError):  # pragma: no cover - registered for BastionError only
         raise exc
+    telemetry.refused(exc.type, exc.status)
     if isinstance(conn, WebSocket):
         await refuse_websocket(conn, exc)
         return None
@@ -95,17 +97,20 @@ async def serve_account(bastion: Bastion, name: str, request: Request) -> Respon
     """Answer one account route: read the body within ``max_body_size``, then run the route."""
     state = state_of(request)
     params = dict(request.path_params)
-    try:
-        body = b""
-        if request.method not in ("GET", "HEAD"):
-            limit = bastion.settings.max_body_size
-            body = await read_asgi(state.headers, request.stream(), limit)
-        reply = await bastion._runner.run(bastion._account.handle(name, state, body, params))
-    except ClientDisconnect:
-        # No one is left to read the answer; a 400 rather than a 500 in the log.
-        reply = bastion._account.failure(name, state, params, BadRequest("Client disconnected."))
-    except Exception as exc:
-        reply = bastion._account.failure(name, state, params, exc)
+    with telemetry.account_route(name) as answered:
+        try:
+            body = b""
+            if request.method not in ("GET", "HEAD"):
+                limit = bastion.settings.max_body_size
+                body = await read_asgi(state.headers, request.stream(), limit)
+            reply = await bastion._runner.run(bastion._account.handle(name, state, body, params))
+        except ClientDisconnect:
+            # No one is left to read the answer; a 400 rather than a 500 in the log.
+            disconnected = BadRequest("Client disconnected.")
+            reply = bastion._account.failure(name, state, params, disconnected)
+        except Exception as exc:
+            reply = bastion._account.failure(name, state, params, exc)
+        answered(reply.status, reply.body)
     return to_response(reply)
 
 

@@ -11,6 +11,7 @@ from bastion.errors import BastionError
 from bastion.identity import Identity
 from bastion.responses import merge_headers
 from bastion.settings import Settings
+from bastion.telemetry import telemetry
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,6 +71,9 @@ class BastionMiddleware:
         self._watching = False
         self._guarding = self.bastion.authorizer.active
         self._publish = scope_publisher()
+        # Bound once: per request, the telemetry hook costs a call and a check of two globals.
+        self._observe = telemetry.admission
+        self._sent_credential = self.bastion._sent_credential
         if hasattr(app, "add_exception_handler"):
             # A Starlette or FastAPI app (so Starlette is installed): errors Bastion's calls
             # raise inside it render as their JSON, with no handler to register by hand.
@@ -96,12 +100,16 @@ class BastionMiddleware:
         headers = scope["headers"]
         try:
             identity, credentials = await bastion._runner.run(
-                bastion._admit(
-                    scope.get("method", "GET"),
-                    scope.get("scheme", "http"),
-                    scope.get("path", "/") if self._guarding else "",
+                self._observe(
+                    bastion._admit(
+                        scope.get("method", "GET"),
+                        scope.get("scheme", "http"),
+                        scope.get("path", "/") if self._guarding else "",
+                        headers,
+                        kind == "websocket",
+                    ),
+                    self._sent_credential,
                     headers,
-                    kind == "websocket",
                 )
             )
         except BastionError as exc:

@@ -15,6 +15,7 @@ from bastion.identity import Identity
 from bastion.requestpath import wsgi_path
 from bastion.responses import merge_headers
 from bastion.settings import Settings
+from bastion.telemetry import telemetry
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -83,6 +84,9 @@ class BastionWSGIMiddleware:
                     f"a backend with authenticate_sync: {backend!r} has only the async "
                     "authenticate, and a WSGI app checks credentials without an event loop",
                 )
+        # Bound once: per request, the telemetry hook costs a call and a check of two globals.
+        self._observe = telemetry.admission
+        self._sent_credential = self.bastion._sent_credential
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self._watching:
@@ -92,14 +96,18 @@ class BastionWSGIMiddleware:
         headers = headers_of(environ)
         try:
             identity, credentials = self.bastion._sync_runner.run(
-                self.bastion._admit(
-                    str(environ.get("REQUEST_METHOD", "GET")),
-                    str(environ.get("wsgi.url_scheme", "http")),
-                    wsgi_path(
-                        str(environ.get("SCRIPT_NAME", "")), str(environ.get("PATH_INFO", "/"))
-                    )
-                    if self._guarding
-                    else "",
+                self._observe(
+                    self.bastion._admit(
+                        str(environ.get("REQUEST_METHOD", "GET")),
+                        str(environ.get("wsgi.url_scheme", "http")),
+                        wsgi_path(
+                            str(environ.get("SCRIPT_NAME", "")), str(environ.get("PATH_INFO", "/"))
+                        )
+                        if self._guarding
+                        else "",
+                        headers,
+                    ),
+                    self._sent_credential,
                     headers,
                 )
             )

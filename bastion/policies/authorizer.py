@@ -16,6 +16,7 @@ from bastion.errors import BastionError, Forbidden, MissingScope, NotFound, Unau
 from bastion.identity import Identity
 from bastion.routes import RouteMap, Target
 from bastion.settings import Settings
+from bastion.telemetry import telemetry
 
 if TYPE_CHECKING:  # the engine (and pycasbin) loads when a policy is built, not with this module
     from bastion.policies.engine import Decision, PolicyEngine
@@ -83,6 +84,20 @@ class Authorizer:
         self, identity: Identity, target: Target | None, rows: Sequence[tuple[str, str]] = ()
     ) -> None:
         """Return if allowed, else raise the error the caller should see (unless report-only)."""
+        if telemetry.current() is None:  # no SDK: the decision alone
+            self._decide(identity, target, rows)
+            return
+        telemetry.decide(
+            lambda: self._decide(identity, target, rows),
+            identity.kind,
+            target.route.action if target else None,
+            target.resource if target else None,
+        )
+
+    def _decide(
+        self, identity: Identity, target: Target | None, rows: Sequence[tuple[str, str]]
+    ) -> bool:
+        """True if allowed; False if denied in report-only mode; else raise the refusal."""
         if target is not None and identity.key_id is None:  # the usual case, kept short
             decision = self._engine().decide_valid(
                 identity.roles, target.route.action, target.resource, rows
@@ -90,21 +105,22 @@ class Authorizer:
             if decision.allowed:
                 if self._log_allows or logger.isEnabledFor(logging.DEBUG):
                     self._log(identity, target, True, decision.reason, decision)
-                return
+                return True
             self._deny(identity, target, decision.reason, decision, rows)
-            return
+            return False
         try:
             allowed, reason = self._judge_other(identity, target)
         except BastionError as refusal:
             self._log(identity, target, False, f"{refusal.type}: {refusal.message}", None)
             if not self.settings.report_only:
                 raise
-            return
+            return False
         if allowed:
             if self._log_allows or logger.isEnabledFor(logging.DEBUG):
                 self._log(identity, target, True, reason, None)
-            return
+            return True
         self._deny(identity, target, reason, None)
+        return False
 
     def _deny(
         self,

@@ -32,6 +32,7 @@ from bastion.sessions.token import (
     parse_token,
 )
 from bastion.settings import Settings
+from bastion.telemetry import telemetry
 
 if TYPE_CHECKING:  # audit reads session ids through this package: no import at run time
     from bastion.audit import AuditLog
@@ -181,6 +182,7 @@ class SessionCore:
         )
         evicted_ids = tuple(_text(e) for e in evicted)
         if evicted_ids:
+            telemetry.evicted(len(evicted_ids))
             logger.info(
                 "session cap reached: user=%s new=%s evicted=%s",
                 user_id,

@@ -1,0 +1,206 @@
+"""``./scripts/bench sessions --against REV``: Bastion's own work here beside revision REV's.
+
+REV's tree is exported (``git archive``) to a temporary folder; one worker process per side
+(:mod:`bench.against_worker`, the same measuring code) imports ``bastion`` from its own tree
+through ``PYTHONPATH``. The parent starts one redis-server for all of them (used only to make the
+credentials and record Redis's replies, never in the timed loops), then runs rounds: in each
+round, row by row, every worker in turn (in a rotating order) times the same requests. Times are
+the worker thread's CPU time (the timed loops do no I/O), so time the scheduler gives to other
+processes does not count. Bastion's own work is a row minus the bare app of the same round;
+ratios are taken within each round (this side / REV's side) and the median over rounds is
+reported, so the VM's drift cancels out as in the session benchmark.
+
+Sides: REV as it is; this tree with its defaults (redis-py's command path); this tree with
+``redis_lean_reads = true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "against_worker.py"
+CREDENTIALS = {"session": "session cookie", "jwt": "JWT", "api_key": "API key"}
+LIMIT = 1.10
+"""Issue 10's bound: Bastion's own work (Redis stubbed) grows by no more than 10 %."""
+
+
+class Side:
+    """One worker process: a tree, settings, and its timings per row, one entry per round."""
+
+    def __init__(self, name: str, tree: Path, settings: dict[str, Any], url: str) -> None:
+        self.name = name
+        env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+        config = json.dumps({"redis_url": url, "settings": settings})
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER), config],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tempfile.gettempdir(),  # not this tree: its bastion must not shadow PYTHONPATH's
+        )
+        ready = self._ask(None)
+        self.imported: str = ready["ready"]
+        if not self.imported.startswith(str(tree)):
+            raise SystemExit(f"{name}: imported {self.imported}, not from {tree}")
+        self.rows: list[str] = ready["rows"]
+        self.cpu: dict[str, list[float]] = {row: [] for row in self.rows}
+        self.wall: dict[str, list[float]] = {row: [] for row in self.rows}
+
+    def _ask(self, line: str | None) -> dict[str, Any]:
+        if line is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        out: IO[str] | None = self.proc.stdout
+        assert out is not None
+        answer = out.readline()
+        if not answer:
+            raise SystemExit(f"{self.name}: the worker stopped (exit {self.proc.wait()})")
+        return json.loads(answer)  # type: ignore[no-any-return]
+
+    def record(self) -> None:
+        """Record Redis's replies again (fresh "last seen": no request takes the touch path)."""
+        self._ask("record 0")
+
+    def run(self, row: str, requests: int, keep: bool = True) -> None:
+        timing = self._ask(f"{row} {requests}")
+        if keep:
+            self.cpu[row].append(timing["cpu_us"])
+            self.wall[row].append(timing["wall_us"])
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+    def own(self, row: str, index: int) -> float:
+        """Bastion's own work in one round (CPU µs): the row minus the bare app of that round."""
+        return self.cpu[row][index] - self.cpu["bare"][index]
+
+
+def export(rev: str, into: Path) -> str:
+    """REV's tree in ``into`` (nothing else of the repository changes); its short hash."""
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", commit], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise SystemExit(f"git archive {rev} failed")
+    return commit
+
+
+def compare(rev: str, *, rounds: int, requests: int, warmup: int) -> dict[str, Any]:
+    """Run the sides interleaved and summarize the ratios."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.redis_server import RedisServer
+
+    folder = Path(tempfile.mkdtemp(prefix="bastion-against-"))
+    server = RedisServer()
+    sides: list[Side] = []
+    try:
+        commit = export(rev, folder)
+        server.start()
+        sides = [
+            Side(f"{commit} (REV)", folder, {}, server.url),
+            Side("this tree (default)", ROOT, {}, server.url),
+            Side("this tree, redis_lean_reads", ROOT, {"redis_lean_reads": True}, server.url),
+        ]
+        rows = sides[0].rows
+        for side in sides:
+            side.record()
+            for row in rows:
+                side.run(row, warmup, keep=False)
+        for index in range(rounds):
+            for side in sides:
+                side.record()
+            # Row by row, every side in turn (the order rotating), so the two figures a ratio
+            # compares are taken moments apart.
+            for row in rows:
+                shift = index % len(sides)
+                for side in sides[shift:] + sides[:shift]:
+                    side.run(row, requests)
+    finally:
+        for side in sides:
+            side.close()
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+    return summarize(rev, commit, sides, rounds=rounds, requests=requests, warmup=warmup)
+
+
+def summarize(
+    rev: str, commit: str, sides: list[Side], *, rounds: int, requests: int, warmup: int
+) -> dict[str, Any]:
+    old, *new = sides
+    rows: dict[str, Any] = {}
+    for kind in CREDENTIALS:
+        for stub in ("stubbed", "client"):
+            row = f"{stub}_{kind}"
+            entry: dict[str, Any] = {
+                side.name: round(statistics.median(side.own(row, i) for i in range(rounds)), 2)
+                for side in sides
+            }
+            for side in new:
+                ratio = statistics.median(side.own(row, i) / old.own(row, i) for i in range(rounds))
+                entry[f"ratio {side.name} / REV"] = round(ratio, 3)
+            rows[row] = entry
+    default = new[0].name
+    worst = max(rows[f"stubbed_{kind}"][f"ratio {default} / REV"] for kind in CREDENTIALS)
+    return {
+        "against": rev,
+        "commit": commit,
+        "python": sys.version.split()[0],
+        "rounds": rounds,
+        "requests_per_round": requests,
+        "warmup": warmup,
+        "sides": {side.name: side.imported for side in sides},
+        "own_work_us": rows,
+        "limit": LIMIT,
+        "worst_stubbed_ratio": worst,
+        "within_limit": worst <= LIMIT,
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    sides = list(summary["sides"])
+    lines = [
+        f"Bastion's own work (CPU µs per request over the bare app, median over rounds), this tree"
+        f" against {summary['against']} ({summary['commit']}); {summary['rounds']} interleaved"
+        f" rounds x {summary['requests_per_round']} requests per row, one process per side",
+        "",
+        f"{'row':<34}" + "".join(f"{name[:28]:>30}" for name in sides),
+    ]
+    for row, entry in summary["own_work_us"].items():
+        stub, kind = row.split("_", 1)
+        label = (
+            f"{CREDENTIALS[kind]}, Redis stubbed"
+            if stub == "stubbed"
+            else f"{CREDENTIALS[kind]}, redis-py, conn. stubbed"
+        )
+        cells = [f"{entry[sides[0]]:.2f}"]
+        for name in sides[1:]:
+            cells.append(f"{entry[name]:.2f} ({entry[f'ratio {name} / REV']:.3f}x)")
+        lines.append(f"{label:<34}" + "".join(f"{cell:>30}" for cell in cells))
+    verdict = "WITHIN" if summary["within_limit"] else "NOT within"
+    lines += [
+        "",
+        "ratio: this side / REV, taken within each round, median over rounds",
+        f"Redis stubbed (as ./scripts/bench measures Bastion's own work), this tree's default:"
+        f" worst ratio {summary['worst_stubbed_ratio']:.3f} -> {verdict} the"
+        f" +{(summary['limit'] - 1) * 100:.0f} % bound",
+    ]
+    return "\n".join(lines)
