@@ -8,12 +8,10 @@ middleware (ASGI: Starlette, FastAPI; WSGI: Flask) to a real redis-server.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -385,22 +383,3 @@ def test_redis_command_hooks_see_the_request_reads_unless_lean_reads(
         if s.parent is not None and s.parent.span_id == admission
     ]
     assert in_admission == ([] if lean else ["HMGET"])
-
-
-# -- the README ----------------------------------------------------------------------------------
-
-
-def test_readme_observability_example_runs_as_printed(real_redis: str) -> None:
-    """The block of README's "Observability", in a fresh interpreter (its providers are global)."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    part = readme.split("\n### Observability\n", 1)[1].split("\n## ", 1)[0]
-    [block] = [b.split("```", 1)[0] for b in part.split("```python\n")[1:]]
-    done = subprocess.run(
-        [sys.executable, "-c", block],
-        env={**os.environ, "BASTION_REDIS_URL": real_redis},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
