@@ -50,7 +50,7 @@ from bastion.policies import grants
 from bastion.policies.authorizer import Authorizer
 from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
-from bastion.redisio import CLOSED, AsyncRunner, Steps, SyncRunner, together
+from bastion.redisio import CLOSED, AsyncRunner, OutageLog, Steps, SyncRunner, together
 from bastion.renamed import RenamedNames
 from bastion.requestpath import canonical_path
 from bastion.responses import OWN_HEADERS_RAW
@@ -350,8 +350,10 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             **grants.SCRIPTS,
             **ratelimit.SCRIPTS,
         }
-        self._runner = AsyncRunner(redis, scripts)
-        self._sync_runner = SyncRunner(sync_redis, scripts)
+        # One budget per run of steps (redis_timeout), one outage log for both runners.
+        budget, outages = self.settings.redis_timeout, OutageLog()
+        self._runner = AsyncRunner(redis, scripts, budget=budget, outages=outages)
+        self._sync_runner = SyncRunner(sync_redis, scripts, budget=budget, outages=outages)
         self.redis: Any = redis
         """The ``redis.asyncio`` client Bastion uses (``bastion.sync.redis``: the blocking one)."""
 

@@ -99,6 +99,9 @@ class Settings:
     redis_timeout: float = 2.0
     """Seconds a request waits at most for a Redis that does not answer (retries included)
     before it fails closed with 503."""
+    redis_max_connections: int = 100
+    """Connections each process keeps to Redis at most (for the async and for the sync client
+    each). A request that finds them all busy waits for one, within ``redis_timeout``."""
     key_prefix: str = "bastion"
     """Prefix of every Redis key Bastion writes, so several apps can share one Redis."""
 
@@ -200,6 +203,7 @@ class Settings:
         object.__setattr__(self, "redis_url", _redis_url(self.redis_url))
         object.__setattr__(self, "jwt_secret", _secret("jwt_secret", self.jwt_secret))
         _in_range("redis_timeout", self.redis_timeout, 0.05, 60.0)
+        _in_range("redis_max_connections", self.redis_max_connections, 1, 10_000)
         if not _KEY_PREFIX.fullmatch(self.key_prefix):
             raise ConfigError(
                 "key_prefix", self.key_prefix, "1-32 characters of letters, digits, _ . : -"
