@@ -12,12 +12,16 @@ outside a runner (a user's own commands on Bastion's client) keeps the plain tim
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from collections import deque
 from contextvars import ContextVar, Token
 from typing import Any
 
 import redis
 import redis.asyncio
+import redis.exceptions
 
 __all__ = ["deadline_class", "left", "shift", "start", "stop"]
 
@@ -105,12 +109,103 @@ class _PoolTimeout:
         self._pool_limit = value
 
 
-class BlockingPool(_PoolTimeout, redis.BlockingConnectionPool):
-    """redis-py's blocking pool (waits for a free connection) within the budget."""
+class BlockingPool(_PoolTimeout, redis.ConnectionPool):
+    """A pool that waits (within the budget) for a free connection when all are in use.
+
+    redis-py's ``BlockingConnectionPool`` goes through a queue on every get and release, free
+    connections or not (8 µs more per session look-up than the plain pool, measured on
+    loopback); this one is the plain pool until every connection is in use.
+    """
+
+    def __init__(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout = timeout
+        self._freed = threading.Condition(threading.Lock())
+        self._waiting = 0
+
+    def _can_get(self) -> bool:
+        return bool(self._available_connections) or (
+            self._created_connections < self.max_connections
+        )
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        """A connected connection; waits (within the budget) while all are in use."""
+        give_up: float | None = None
+        while True:
+            try:
+                return super().get_connection()
+            except redis.exceptions.MaxConnectionsError:
+                if give_up is None:
+                    timeout = self.timeout
+                    give_up = time.monotonic() + (timeout if timeout is not None else 1e9)
+            with self._freed:
+                # Counted before looking: a release either sees this waiter or left a
+                # connection this look finds (no wake-up is lost).
+                self._waiting += 1
+                try:
+                    rest = give_up - time.monotonic()
+                    if not self._can_get() and (rest <= 0 or not self._freed.wait(rest)):
+                        if not self._can_get():
+                            raise redis.exceptions.ConnectionError("No connection available.")
+                finally:
+                    self._waiting -= 1
+
+    def release(self, connection: Any) -> None:
+        """Put ``connection`` back and wake a waiter, if any."""
+        super().release(connection)
+        if self._waiting:
+            with self._freed:
+                self._freed.notify()
 
 
-class AsyncBlockingPool(_PoolTimeout, redis.asyncio.BlockingConnectionPool):
-    """:class:`BlockingPool` for ``redis.asyncio``."""
+class AsyncBlockingPool(_PoolTimeout, redis.asyncio.ConnectionPool):
+    """:class:`BlockingPool` for ``redis.asyncio``: waits for a free connection only when none is.
+
+    redis-py's asyncio ``BlockingConnectionPool`` takes a condition lock and starts a timer on
+    every get, free connections or not: 18 µs more per request than the plain pool, measured
+    with a session look-up on loopback. This one is the plain pool until every connection is
+    in use; then a request queues (first come, first served) until a release wakes it.
+    """
+
+    def __init__(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout = timeout
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def get_connection(self) -> Any:  # type: ignore[override]
+        """A connected connection; waits (within the budget) while all are in use."""
+        if not self.can_get_connection():
+            await self._wait()
+        return await super().get_connection()  # type: ignore[no-untyped-call]
+
+    async def _wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeout):
+                while not self.can_get_connection():
+                    waiter = loop.create_future()
+                    self._waiters.append(waiter)
+                    try:
+                        await waiter
+                    except BaseException:
+                        if waiter.done() and not waiter.cancelled():
+                            self._wake()  # woken, then timed out: the next one gets it
+                        raise
+        except TimeoutError:
+            raise redis.exceptions.ConnectionError("No connection available.") from None
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def release(self, connection: Any) -> None:
+        """Put ``connection`` back and wake the longest waiter."""
+        await super().release(connection)
+        if self._waiters:
+            self._wake()
 
 
 _CLASSES: dict[type, type] = {}
