@@ -144,9 +144,9 @@ class BlockingPool(_PoolTimeout, redis.ConnectionPool):
                 self._waiting += 1
                 try:
                     rest = give_up - time.monotonic()
-                    if not self._can_get() and (rest <= 0 or not self._freed.wait(rest)):
-                        if not self._can_get():
-                            raise redis.exceptions.ConnectionError("No connection available.")
+                    timed_out = not self._can_get() and (rest <= 0 or not self._freed.wait(rest))
+                    if timed_out and not self._can_get():
+                        raise redis.exceptions.ConnectionError("No connection available.")
                 finally:
                     self._waiting -= 1
 
