@@ -22,7 +22,7 @@ from bastion.grammar import (
 )
 from bastion.identity import is_valid_id
 from bastion.policies.diagnostics import Diagnostic, PolicyError, Severity, has_errors
-from bastion.policies.modeldef import ModelSpec, read_model
+from bastion.policies.modeldef import ModelSpec, parse_model, read_model
 from bastion.policies.rules import Policy, Rule
 
 __all__ = ["load_policy", "load_policy_strict", "parse_policy_text"]
@@ -260,6 +260,30 @@ def load_policy(
         links.extend(file_links)
         diagnostics.extend(found)
     return Policy(model, tuple(rules), tuple(links), tuple(files)), diagnostics
+
+
+def load_policy_texts(
+    model: tuple[str, str] | None, policies: Iterable[tuple[str, str]]
+) -> tuple[Policy | None, list[Diagnostic]]:
+    """:func:`load_policy` over texts already read: ``(name, text)`` of the model (None: the
+    shipped default) and of each policy file, named in diagnostics as given."""
+    if model is None:
+        spec, diagnostics = read_model(None)
+    else:
+        spec, diagnostics = parse_model(model[1], model[0])
+    if spec is None:
+        return None, diagnostics
+    rules: list[Rule] = []
+    links: list[Rule] = []
+    seen: Seen = {}
+    names = []
+    for name, text in policies:
+        names.append(name)
+        file_rules, file_links, found = parse_policy_text(text, name, spec, seen=seen)
+        rules.extend(file_rules)
+        links.extend(file_links)
+        diagnostics.extend(found)
+    return Policy(spec, tuple(rules), tuple(links), tuple(names)), diagnostics
 
 
 def load_policy_strict(

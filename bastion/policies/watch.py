@@ -1,14 +1,21 @@
-"""Policy reloads: changed files, or a reload announced over Redis by another worker or the CLI.
+"""Policy reloads: a published version, changed files, or a reload announced over Redis.
+
+Where the policy comes from: a version published to Redis (``bastion policy publish``,
+:mod:`bastion.policies.published`) wins over the local files whenever Redis holds one; the local
+files are the policy of a single host that publishes none (and of every worker until its first
+check reads Redis). While a published version is in force, a change to the local files is
+logged and ignored.
 
 A reload builds the new engine aside (parse, lint, self-check) and swaps it in with one
-assignment; a broken file is logged with its file:line and never replaces the policy in force.
-Announcements bump a version number in Redis that every worker polls, so a worker that was
-briefly disconnected still sees it (pub/sub would drop it).
+assignment; a broken file or version is logged (file:line) and never replaces the policy in
+force. Announcements bump a version number in Redis that every worker polls, so a worker that
+was briefly disconnected still sees it (pub/sub would drop it).
 
 Building a watcher does no Redis I/O (``Bastion(...)`` must not): the announced version is first
-read by the first check. That check cannot tell whether a version it finds was announced before
-or after the policy was loaded, so it reloads once if there is one: a spare rebuild, in the
-watcher's thread, rather than a worker that keeps a policy another worker was told to drop.
+read by the first check, made as soon as the watcher starts. That check cannot tell whether a
+version it finds was announced before or after the policy was loaded, so it reloads once if
+there is one: a spare rebuild, in the watcher's thread, rather than a worker that keeps a policy
+another worker was told to drop.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ import os
 import threading
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from bastion.policies.diagnostics import PolicyError
 from bastion.policies.holder import PolicyHolder
+from bastion.policies.published import PolicyVersions, announce_key
 from bastion.settings import Settings
 
 logger = logging.getLogger("bastion.policy")
@@ -49,8 +59,8 @@ def load_holder(settings: Settings) -> PolicyHolder:
 
 
 def version_key(settings: Settings) -> str:
-    """The Redis key whose value changes whenever a reload is announced."""
-    return f"{settings.key_prefix}:policy:version"
+    """The Redis key whose value changes whenever a reload is announced or a version published."""
+    return announce_key(settings.key_prefix)
 
 
 _UNREAD = b"\x00unread"  # no version is this: every one announced is a decimal number
@@ -63,6 +73,9 @@ class PolicyWatcher:
         self.holder = holder
         self.settings = settings
         self.client = client
+        self.versions = PolicyVersions(client, settings.key_prefix)
+        self.published: int | None = None
+        """The published version in force, or None while the local files are."""
         # The files' signature now, when the holder has just read them; Redis waits (see above).
         self._files = self._signature()
         self._version: bytes | None = _UNREAD
@@ -98,21 +111,65 @@ class PolicyWatcher:
         files, version = self._signature(), self._announced()
         previous, files_changed = self._version, files != self._files
         self._files, self._version = files, version
-        if files_changed:
+        announced = version is not _UNREAD and (
+            version is not None if previous is _UNREAD else version != previous
+        )
+        if announced:
             return self.reload()
-        if version is _UNREAD:  # never read, and Redis cannot be read now: files only
+        if not files_changed:
             return False
-        if previous is _UNREAD:
-            return version is not None and self.reload()
-        return version != previous and self.reload()
+        if self.published is not None:
+            logger.warning(
+                "the local policy files changed, but the published policy version %d stays in "
+                "force (publish the files to use them: bastion policy publish)",
+                self.published,
+            )
+            return False
+        return self.reload_files()
 
     def reload(self) -> bool:
-        """Build the policy aside and swap it in; on any error keep the current one."""
+        """Swap in the version published in Redis, or rebuild from the local files without one.
+
+        On any error (Redis, a broken file or version) the current policy stays.
+        """
+        try:
+            number = self.versions.current()
+            if number is None:
+                return self.reload_files()
+            if number == self.published:
+                return False
+            bundle = self.versions.bundle(number)
+        except RedisError as exc:
+            logger.warning("cannot read the published policy: %s", exc)
+            return False
+        if bundle is None:
+            logger.error(
+                "published policy version %d has no stored text; keeping the current", number
+            )
+            return False
+        try:
+            engine = bundle.engine()
+        except PolicyError as exc:
+            logger.error(
+                "published policy version %d refused, keeping the current policy: %s", number, exc
+            )
+            return False
+        self.holder.replace(engine)
+        self.published = number
+        logger.info(
+            "policy version %d in force: %d rules (sha256 %s)",
+            number, len(engine.rules), bundle.sha256[:12],
+        )  # fmt: skip
+        return True
+
+    def reload_files(self) -> bool:
+        """Build the local files' policy aside and swap it in; on any error keep the current one."""
         try:
             engine = self.holder.reload(suites=suites_beside(self.settings.policy_files))
         except PolicyError as exc:
             logger.error("policy reload refused, keeping the current policy: %s", exc)
             return False
+        self.published = None
         logger.info("policy reloaded: %d rules", len(engine.rules))
         return True
 
@@ -132,11 +189,14 @@ class PolicyWatcher:
         self._thread.start()
 
     def _loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+        # The first check at once: a published version replaces the local files within ms.
+        while not self._stop.is_set():
             try:
                 self.check_now()
             except Exception:  # the watcher must outlive any surprise; the old policy stays
                 logger.exception("policy watcher error")
+            if self._stop.wait(interval):
+                return
 
     def stop(self) -> None:
         """Stop polling for good, waiting (at most 5 s) for a check in progress to finish."""
