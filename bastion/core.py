@@ -392,7 +392,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         self.security = AsyncSecurity(self._security_core, self._runner)
         self.sync = SyncBastion(self)
 
-        self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis)
+        self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis, outages)
         self.trusted_proxies = parse_networks(self.settings.trusted_proxies)
         self._hidden_peer_seen = False
         self._closed = False

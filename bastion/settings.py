@@ -140,7 +140,7 @@ class Settings:
     """Casbin model file; None uses the shipped Appwrite-style model."""
     policy_files: tuple[str, ...] = ()
     """Casbin policy CSV files (``p`` and ``g`` lines) the teams edit."""
-    policy_reload_interval: float = 0.5
+    policy_reload_interval: float = 0.25
     """Seconds between checks for a published policy version, changed policy files and
     announced reloads (one GET and a few ``stat`` calls); 0 turns them off."""
     routes: tuple[RouteSpec, ...] = ()

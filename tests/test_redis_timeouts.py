@@ -314,3 +314,20 @@ def test_the_clients_pool_has_the_setting(server: RedisServer) -> None:
     for client in (bastion.redis, bastion.sync.redis):
         assert client.connection_pool.max_connections == 7
     bastion.close()
+
+
+def test_the_policy_watcher_shares_the_outage_log(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It polls Redis 4 times a second in every worker: one line per check was a flood too.
+    bastion = _bastion(server.url, policy_reload_interval=0)
+    token = bastion.sync.sessions.create("alice").token
+    with caplog.at_level(logging.WARNING):
+        server.stop()
+        for _ in range(20):
+            bastion.policy_watcher.check_now()
+        with pytest.raises(ServiceUnavailable):
+            bastion.sync.sessions.authenticate(token)
+    assert len(_lines(caplog, "Redis unavailable")) == 1, caplog.text
+    assert "policy" not in caplog.text
+    bastion.close()

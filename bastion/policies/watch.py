@@ -47,6 +47,7 @@ from bastion.policies.diagnostics import PolicyError
 from bastion.policies.holder import PolicyHolder
 from bastion.policies.pacing import paced
 from bastion.policies.published import PolicyVersions, announce_key
+from bastion.redisio import OutageLog
 from bastion.settings import Settings
 
 logger = logging.getLogger("bastion.policy")
@@ -117,8 +118,16 @@ _UNREAD = b"\x00unread"  # no version is this: every one announced is a decimal 
 class PolicyWatcher:
     """Polls the policy files and the announced version; reloads when either changes."""
 
-    def __init__(self, holder: PolicyHolder, settings: Settings, client: Any) -> None:
+    def __init__(
+        self,
+        holder: PolicyHolder,
+        settings: Settings,
+        client: Any,
+        outages: OutageLog | None = None,
+    ) -> None:
         self.holder = holder
+        # A Redis outage is logged with the requests' failures (a few lines, not one a check).
+        self.outages = outages if outages is not None else OutageLog()
         self.settings = settings
         self.client = client
         self.versions = PolicyVersions(client, settings.key_prefix)
@@ -148,9 +157,11 @@ class PolicyWatcher:
     def _announced(self) -> bytes | None:
         try:
             value = self.client.get(version_key(self.settings))
-        except Exception as exc:  # a Redis outage must not stop file reloads
-            logger.warning("cannot read the announced policy version: %s", exc)
+        except RedisError as exc:  # a Redis outage must not stop file reloads
+            self.outages.failed(exc)
             return self._version
+        if self.outages.failing:
+            self.outages.succeeded()
         return bytes(value) if value is not None else None
 
     def check_now(self) -> bool:
