@@ -133,8 +133,11 @@ class BlockingPool(_PoolTimeout, redis.ConnectionPool):
         give_up: float | None = None
         while True:
             try:
-                return super().get_connection()
-            except redis.exceptions.MaxConnectionsError:
+                # Arguments as given: redis-py before 5.3 passes the command name.
+                return super().get_connection(*args, **kwargs)
+            except redis.exceptions.ConnectionError:
+                if self._can_get():  # not "too many connections": Redis itself failed
+                    raise
                 if give_up is None:
                     timeout = self.timeout
                     give_up = time.monotonic() + (timeout if timeout is not None else 1e9)
@@ -172,17 +175,23 @@ class AsyncBlockingPool(_PoolTimeout, redis.asyncio.ConnectionPool):
         self.timeout = timeout
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def get_connection(self) -> Any:  # type: ignore[override]
+    def _can_get(self) -> bool:
+        return bool(self._available_connections) or (
+            len(self._in_use_connections) < self.max_connections
+        )
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         """A connected connection; waits (within the budget) while all are in use."""
-        if not self.can_get_connection():
+        if not self._can_get():
             await self._wait()
-        return await super().get_connection()  # type: ignore[no-untyped-call]
+        # Arguments as given: redis-py before 5.3 passes the command name.
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     async def _wait(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout):
-                while not self.can_get_connection():
+                while not self._can_get():
                     waiter = loop.create_future()
                     self._waiters.append(waiter)
                     try:
