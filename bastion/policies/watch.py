@@ -71,14 +71,16 @@ def build_aside(build: Callable[[], T], *, pace: bool = True) -> T:
             gc.collect(1)  # the young garbage now, so little is frozen below
             gc.disable()
         sys.setswitchinterval(min(interval, BUILD_SWITCH_INTERVAL))
-        built = False
+        freeze = False
         try:
             result = build()
-            built = True
+            # An engine Casbin's Enforcer serves (a model the index cannot) holds reference
+            # cycles: frozen, it would never be freed once replaced.
+            freeze = getattr(result, "is_indexed", True)
         finally:
             sys.setswitchinterval(interval)
             if collecting:
-                if built:
+                if freeze:
                     gc.freeze()
                 gc.enable()
         return result
