@@ -46,7 +46,7 @@ from bastion.policies import grants
 from bastion.policies.authorizer import Authorizer
 from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
-from bastion.redisio import CLOSED, AsyncRunner, Steps, SyncRunner, together
+from bastion.redisio import CLOSED, AsyncRunner, OutageLog, Steps, SyncRunner, together
 from bastion.renamed import RenamedNames
 from bastion.requestpath import canonical_path
 from bastion.responses import OWN_HEADERS_RAW
@@ -360,9 +360,13 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             **grants.SCRIPTS,
             **ratelimit.SCRIPTS,
         }
+        # One budget per run of steps (redis_timeout), one outage log for both runners.
+        budget, outages = self.settings.redis_timeout, OutageLog()
         lean = self.settings.redis_lean_reads
-        self._runner = AsyncRunner(redis, scripts, lean_reads=lean)
-        self._sync_runner = SyncRunner(sync_redis, scripts, lean_reads=lean)
+        self._runner = AsyncRunner(redis, scripts, lean_reads=lean, budget=budget, outages=outages)
+        self._sync_runner = SyncRunner(
+            sync_redis, scripts, lean_reads=lean, budget=budget, outages=outages
+        )
         self.redis: Any = redis
         """The ``redis.asyncio`` client Bastion uses (``bastion.sync.redis``: the blocking one)."""
 
@@ -421,7 +425,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         self.security = AsyncSecurity(self._security_core, self._runner)
         self.sync = SyncBastion(self)
 
-        self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis)
+        self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis, outages)
         self.trusted_proxies = parse_networks(self.settings.trusted_proxies)
         self._hidden_peer_seen = False
         self._closed = False

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
+import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -19,6 +21,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
+from bastion import redis_deadline
 from bastion.errors import ServiceUnavailable
 
 logger = logging.getLogger("bastion.redis")
@@ -124,13 +127,67 @@ def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
     return replies
 
 
-def _failure(op: Op, exc: Exception) -> Exception:
+class OutageLog:
+    """Redis failures on the log without flooding it: an outage can fail every request.
+
+    The first failure of a kind (the exception's type) is logged at once; then at most one line
+    per kind every ``interval`` seconds, counting the failures not logged since. The first
+    success after a failure logs one line: how long it lasted and how many operations failed.
+    """
+
+    def __init__(self, interval: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.failing = False
+        """Whether the last operation failed; read after every success, so kept a plain bool."""
+        self._lock = threading.Lock()
+        self._kinds: dict[str, list[float]] = {}  # kind -> [logged at, failures not logged]
+        self._since = 0.0
+        self._failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        """Count a failure; log it unless its kind was logged within ``interval``."""
+        kind = type(exc).__name__
+        now = self.clock()
+        with self._lock:
+            if not self.failing:
+                self.failing, self._since, self._failures = True, now, 0
+            self._failures += 1
+            seen = self._kinds.get(kind)
+            if seen is not None and now - seen[0] < self.interval:
+                seen[1] += 1
+                return
+            quiet = int(seen[1]) if seen is not None else 0
+            self._kinds[kind] = [now, 0]
+        if quiet:
+            logger.error(
+                "Redis unavailable: %s: %s (and %d more %s in the last %.0f s)",
+                kind, exc, quiet, kind, now - seen[0] if seen else 0.0,
+            )  # fmt: skip
+        else:
+            logger.error("Redis unavailable: %s: %s", kind, exc)
+
+    def succeeded(self) -> None:
+        """Log the end of an outage, once."""
+        with self._lock:
+            if not self.failing:
+                return
+            self.failing = False
+            lasted, failures = self.clock() - self._since, self._failures
+            self._kinds.clear()
+        logger.warning(
+            "Redis is back: %d operation(s) failed over %.1f s before this success",
+            failures, lasted,
+        )  # fmt: skip
+
+
+def _failure(op: Op, exc: Exception, outages: OutageLog) -> Exception:
     """What the steps see when an operation fails: Redis trouble is a 503, CPU work's (and the
     app's hooks') own error."""
     if isinstance(op, (Compute, Hook)):
         return exc
     if isinstance(exc, RedisError):
-        logger.error("Redis unavailable: %s: %s", type(exc).__name__, exc)
+        outages.failed(exc)
         unavailable = ServiceUnavailable()
         unavailable.__cause__ = exc
         return unavailable
@@ -200,8 +257,19 @@ CLOSED = "this Bastion is closed: build a new one (close() and aclose() are fina
 
 
 class _Runner:
-    def __init__(self, client: Any, scripts: Mapping[str, str], lean: bool) -> None:
+    def __init__(
+        self,
+        client: Any,
+        scripts: Mapping[str, str],
+        lean: bool,
+        budget: float | None,
+        outages: OutageLog | None,
+    ) -> None:
         self.client = client
+        # Seconds of Redis waits one run of steps may have in all (``redis_timeout``): see
+        # bastion.redis_deadline. CPU work in between does not count.
+        self.budget = budget
+        self.outages = outages if outages is not None else OutageLog()
         # Registering computes each script's SHA1 locally: nothing is sent to Redis here.
         self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
         self._lean = lean
@@ -223,15 +291,24 @@ class AsyncRunner(_Runner):
     """Runs steps on a ``redis.asyncio`` client."""
 
     def __init__(
-        self, client: Any, scripts: Mapping[str, str], *, lean_reads: bool = False
+        self,
+        client: Any,
+        scripts: Mapping[str, str],
+        *,
+        lean_reads: bool = False,
+        budget: float | None = None,
+        outages: OutageLog | None = None,
     ) -> None:
-        super().__init__(client, scripts, lean_reads and _lean_capable(client, redis.asyncio.Redis))
+        lean = lean_reads and _lean_capable(client, redis.asyncio.Redis)
+        super().__init__(client, scripts, lean, budget, outages)
 
     async def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
+        budget = redis_deadline.start(self.budget) if self.budget is not None else None
+        outages = self.outages
         try:
             op = next(steps)
             while True:
@@ -246,7 +323,9 @@ class AsyncRunner(_Runner):
                     elif type(op) is Call:
                         result = await getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
+                        started = time.monotonic()
                         result = await asyncio.to_thread(op.fn, *op.args)
+                        redis_deadline.shift(time.monotonic() - started)
                     elif isinstance(op, Hook):
                         result = await op.fn(*op.args)
                     elif isinstance(op, Batch):
@@ -255,12 +334,17 @@ class AsyncRunner(_Runner):
                         result = await self._scripts[op.name](keys=op.keys, args=op.args)
                     else:
                         result = await getattr(self.client, op.name)(*op.args)
+                    if outages.failing and type(op) is not Compute:
+                        outages.succeeded()
                 except Exception as exc:
-                    error = _failure(op, exc)
+                    error = _failure(op, exc, outages)
                 # Failures go back into the steps, so their own handlers see them.
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+        finally:
+            if budget is not None:
+                redis_deadline.stop(budget)
 
     async def _batch(self, ops: list[Call | Script]) -> list[Any]:
         """One pipeline; on a cluster, the scripts run concurrently beside it."""
@@ -324,15 +408,24 @@ class SyncRunner(_Runner):
     """Runs steps on a ``redis`` (blocking) client."""
 
     def __init__(
-        self, client: Any, scripts: Mapping[str, str], *, lean_reads: bool = False
+        self,
+        client: Any,
+        scripts: Mapping[str, str],
+        *,
+        lean_reads: bool = False,
+        budget: float | None = None,
+        outages: OutageLog | None = None,
     ) -> None:
-        super().__init__(client, scripts, lean_reads and _lean_capable(client, redis.Redis))
+        lean = lean_reads and _lean_capable(client, redis.Redis)
+        super().__init__(client, scripts, lean, budget, outages)
 
     def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
+        budget = redis_deadline.start(self.budget) if self.budget is not None else None
+        outages = self.outages
         try:
             op = next(steps)
             while True:
@@ -347,7 +440,9 @@ class SyncRunner(_Runner):
                     elif type(op) is Call:
                         result = getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
+                        started = time.monotonic()
                         result = op.fn(*op.args)
+                        redis_deadline.shift(time.monotonic() - started)
                     elif isinstance(op, Hook):
                         result = op.sync_fn(*op.args)
                     elif isinstance(op, Batch):
@@ -356,11 +451,16 @@ class SyncRunner(_Runner):
                         result = self._scripts[op.name](keys=op.keys, args=op.args)
                     else:
                         result = getattr(self.client, op.name)(*op.args)
+                    if outages.failing and type(op) is not Compute:
+                        outages.succeeded()
                 except Exception as exc:
-                    error = _failure(op, exc)
+                    error = _failure(op, exc, outages)
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+        finally:
+            if budget is not None:
+                redis_deadline.stop(budget)
 
     def _batch(self, ops: list[Call | Script]) -> list[Any]:
         """One pipeline; on a cluster, the scripts run one by one after it."""

@@ -111,6 +111,9 @@ class Settings:
     """Send the request path's reads (the session's HMGET, a document's SMEMBERS) straight on a
     pooled connection, past redis-py's command methods: faster, but hooks on those methods
     (OpenTelemetry's redis instrumentation, ...) no longer see them."""
+    redis_max_connections: int = 100
+    """Connections each process keeps to Redis at most (for the async and for the sync client
+    each). A request that finds them all busy waits for one, within ``redis_timeout``."""
     key_prefix: str = "bastion"
     """Prefix of every Redis key Bastion writes, so several apps can share one Redis."""
 
@@ -149,8 +152,9 @@ class Settings:
     """Casbin model file; None uses the shipped Appwrite-style model."""
     policy_files: tuple[str, ...] = ()
     """Casbin policy CSV files (``p`` and ``g`` lines) the teams edit."""
-    policy_reload_interval: float = 2.0
-    """Seconds between checks for changed policy files and announced reloads; 0 turns them off."""
+    policy_reload_interval: float = 0.25
+    """Seconds between checks for a published policy version, changed policy files and
+    announced reloads (one GET and a few ``stat`` calls); 0 turns them off."""
     routes: tuple[RouteSpec, ...] = ()
     """The route map (``[[routes]]``): authorization is on when it has entries or policy files."""
     resources: tuple[ResourceSpec, ...] = ()
@@ -215,6 +219,7 @@ class Settings:
         _check_topology(self)
         if not isinstance(self.redis_lean_reads, bool):
             raise ConfigError("redis_lean_reads", self.redis_lean_reads, "true or false")
+        _in_range("redis_max_connections", self.redis_max_connections, 1, 10_000)
         if not _KEY_PREFIX.fullmatch(self.key_prefix):
             raise ConfigError(
                 "key_prefix", self.key_prefix, "1-32 characters of letters, digits, _ . : -"
