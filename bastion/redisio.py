@@ -266,12 +266,20 @@ class AsyncRunner(_Runner):
         self, client: Any, scripts: Mapping[str, str], *, lean_reads: bool = False
     ) -> None:
         super().__init__(client, scripts, lean_reads and _lean_capable(client, redis.asyncio.Redis))
+        # redis-py's asyncio cluster client learns the slot map on its first command and then
+        # recycles the connections it had: commands sent meanwhile by other coroutines failed on
+        # connections closed under them (redis-py 8.1: an AttributeError, 4 in 60 at once).
+        # One coroutine warms it up first; the others wait for it (see _warm_up).
+        self._cold = self._scripts_apart and hasattr(client, "initialize")
+        self._warming: asyncio.Future[bool] | None = None
 
     async def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
+        if self._cold:
+            await self._warm_up()
         try:
             op = next(steps)
             while True:
@@ -303,6 +311,24 @@ class AsyncRunner(_Runner):
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    async def _warm_up(self) -> None:
+        """Wait for the cluster client's first use, made by one coroutine (once it succeeds)."""
+        task = self._warming
+        if task is None:
+            task = self._warming = asyncio.ensure_future(self._warm())
+        if await asyncio.shield(task):
+            self._cold = False
+        elif self._warming is task:
+            self._warming = None  # Redis is down: the next request tries again; this one goes on
+
+    async def _warm(self) -> bool:
+        try:
+            await self.client.initialize()
+            await self.client.ping()
+        except Exception:  # the request's own command fails the same way and is answered 503
+            return False
+        return True
 
     async def _batch(self, ops: list[Call | Script]) -> list[Any]:
         """One pipeline; on a cluster, the scripts run concurrently beside it."""
