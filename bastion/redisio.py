@@ -147,10 +147,15 @@ def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
 
 def _failure(op: Op, exc: Exception) -> Exception:
     """What the steps see when an operation fails: Redis trouble is a 503, CPU work's (and the
-    app's hooks') own error."""
+    app's hooks') own error.
+
+    Whatever the Redis client raises counts as trouble, not only ``RedisError``: redis-py's
+    cluster client, refreshing its slot map while a master fails over, closes connections other
+    requests are using, and they fail with an AttributeError (redis-py 8.1). Fail closed: 503.
+    """
     if isinstance(op, (Compute, Hook)):
         return exc
-    if isinstance(exc, RedisError):
+    if isinstance(exc, (RedisError, OSError, AttributeError)):
         logger.error("Redis unavailable: %s: %s", type(exc).__name__, exc)
         unavailable = ServiceUnavailable()
         unavailable.__cause__ = exc
