@@ -1,8 +1,8 @@
 """Redis work as data: sans-IO steps that yield operations, and the async and sync drivers.
 
 A store method is a generator that yields :class:`Call`, :class:`Script`, :class:`Batch`,
-:class:`Compute` or :class:`Hook` (the app's own code) and receives each result, so its
-logic exists once; :class:`AsyncRunner` (redis.asyncio) and :class:`SyncRunner` (redis) carry
+:class:`Scan`, :class:`Compute` or :class:`Hook` (the app's own code) and receives each result,
+so its logic exists once; :class:`AsyncRunner` (redis.asyncio) and :class:`SyncRunner` (redis) carry
 the operations out.
 Any Redis failure becomes ``ServiceUnavailable`` (503).
 """
@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import redis
 import redis.asyncio
+import redis.exceptions
 from redis.exceptions import RedisError, ResponseError
 
 from bastion import redis_deadline
@@ -50,6 +51,26 @@ class Batch(NamedTuple):
     ops: list[Call | Script]
 
 
+class Scan(NamedTuple):
+    """One round of a walk over every key matching ``match`` (SCAN), on every primary.
+
+    Replies ``(cursor, keys)``; the walk is over when the cursor is 0. On a Redis Cluster the
+    cursor is a dict of one cursor per primary, and a round asks each unfinished one.
+    """
+
+    cursor: Any
+    match: str
+    batch: int
+    """Keys a node looks at per round (SCAN's COUNT)."""
+
+
+def scan_done(cursor: Any) -> bool:
+    """Whether a :class:`Scan` cursor says the walk is over (on every node)."""
+    if isinstance(cursor, dict):
+        return not any(int(c) for c in cursor.values())
+    return int(cursor) == 0
+
+
 class Compute(NamedTuple):
     """CPU work (password hashing): off the event loop when async, inline when sync."""
 
@@ -69,7 +90,7 @@ class Hook(NamedTuple):
     args: tuple[Any, ...]
 
 
-Op = Call | Script | Batch | Compute | Hook
+Op = Call | Script | Batch | Scan | Compute | Hook
 Steps = Generator[Op, Any, T]
 
 
@@ -109,7 +130,7 @@ def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
     flat: list[Call | Script] = []
     spans: list[tuple[int, int] | None] = []
     for op in ops:
-        if isinstance(op, (Compute, Hook)):
+        if isinstance(op, (Compute, Hook, Scan)):
             spans.append(None)
             continue
         parts = list(op.ops) if isinstance(op, Batch) else [op]
@@ -183,10 +204,15 @@ class OutageLog:
 
 def _failure(op: Op, exc: Exception, outages: OutageLog) -> Exception:
     """What the steps see when an operation fails: Redis trouble is a 503, CPU work's (and the
-    app's hooks') own error."""
+    app's hooks') own error.
+
+    Whatever the Redis client raises counts as trouble, not only ``RedisError``: redis-py's
+    cluster client, refreshing its slot map while a master fails over, closes connections other
+    requests are using, and they fail with an AttributeError (redis-py 8.1). Fail closed: 503.
+    """
     if isinstance(op, (Compute, Hook)):
         return exc
-    if isinstance(exc, RedisError):
+    if isinstance(exc, (RedisError, OSError, AttributeError)):
         outages.failed(exc)
         unavailable = ServiceUnavailable()
         unavailable.__cause__ = exc
@@ -280,6 +306,25 @@ class _Runner:
         # Set by Bastion.close(): work after it is a bug, refused rather than reconnecting.
         self.closed = False
 
+    def _scan_nodes(self, cursor: Any) -> list[tuple[str, Any, int]]:
+        """The cluster nodes a :class:`Scan` round asks: (name, node, cursor) of each."""
+        if not isinstance(cursor, dict):  # the first round: every primary, from the start
+            primaries = self.client.get_primaries()
+            if not primaries:  # never "nothing to walk": the slot map is not known
+                raise redis.exceptions.ConnectionError("no cluster primary is known")
+            return [(node.name, node, 0) for node in primaries]
+        asked = []
+        for name, at in cursor.items():
+            if int(at) == 0:
+                continue
+            node = self.client.get_node(node_name=name)
+            if node is None:  # a node left the cluster: its cursor means nothing elsewhere
+                raise redis.exceptions.ConnectionError(
+                    f"cluster node {name} left during a SCAN walk; start the walk again"
+                )
+            asked.append((name, node, int(at)))
+        return asked
+
     def _queue(self, pipe: Any, op: Call | Script) -> None:
         if isinstance(op, Script):
             self._scripts[op.name](keys=op.keys, args=op.args, client=pipe)
@@ -301,6 +346,12 @@ class AsyncRunner(_Runner):
     ) -> None:
         lean = lean_reads and _lean_capable(client, redis.asyncio.Redis)
         super().__init__(client, scripts, lean, budget, outages)
+        # redis-py's asyncio cluster client learns the slot map on its first command and then
+        # recycles the connections it had: commands sent meanwhile by other coroutines failed on
+        # connections closed under them (redis-py 8.1: an AttributeError, 4 in 60 at once).
+        # One coroutine warms it up first; the others wait for it (see _warm_up).
+        self._cold = self._scripts_apart and hasattr(client, "initialize")
+        self._warming: asyncio.Future[bool] | None = None
 
     async def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
@@ -310,6 +361,8 @@ class AsyncRunner(_Runner):
         budget = redis_deadline.start(self.budget) if self.budget is not None else None
         outages = self.outages
         try:
+            if self._cold:  # within the request's budget
+                await self._warm_up()
             op = next(steps)
             while True:
                 result: Any = None
@@ -332,6 +385,8 @@ class AsyncRunner(_Runner):
                         result = await self._batch(op.ops)
                     elif isinstance(op, Script):
                         result = await self._scripts[op.name](keys=op.keys, args=op.args)
+                    elif isinstance(op, Scan):
+                        result = await self._scan(op)
                     else:
                         result = await getattr(self.client, op.name)(*op.args)
                     if outages.failing and type(op) is not Compute:
@@ -345,6 +400,24 @@ class AsyncRunner(_Runner):
         finally:
             if budget is not None:
                 redis_deadline.stop(budget)
+
+    async def _warm_up(self) -> None:
+        """Wait for the cluster client's first use, made by one coroutine (once it succeeds)."""
+        task = self._warming
+        if task is None:
+            task = self._warming = asyncio.ensure_future(self._warm())
+        if await asyncio.shield(task):
+            self._cold = False
+        elif self._warming is task:
+            self._warming = None  # Redis is down: the next request tries again; this one goes on
+
+    async def _warm(self) -> bool:
+        try:
+            await self.client.initialize()
+            await self.client.ping()
+        except Exception:  # the request's own command fails the same way and is answered 503
+            return False
+        return True
 
     async def _batch(self, ops: list[Call | Script]) -> list[Any]:
         """One pipeline; on a cluster, the scripts run concurrently beside it."""
@@ -363,6 +436,22 @@ class AsyncRunner(_Runner):
             work.append(pipe.execute())
         done = await asyncio.gather(*work)
         return _merge(ops, done[: len(scripts)], done[len(scripts)] if calls else [])
+
+    async def _scan(self, op: Scan) -> tuple[Any, list[Any]]:
+        """One SCAN round: the server's own, or each unfinished primary's on a cluster."""
+        if not self._scripts_apart:
+            return await self.client.scan(op.cursor, op.match, op.batch)  # type: ignore[no-any-return]
+        await self.client.initialize()  # the slot map, learnt on first use (once)
+        asked = self._scan_nodes(op.cursor)
+        replies = await asyncio.gather(
+            *(self.client.scan(at, op.match, op.batch, target_nodes=node) for _, node, at in asked)
+        )
+        cursors = dict(op.cursor) if isinstance(op.cursor, dict) else {}
+        found: list[Any] = []
+        for (name, _, _), (cursor, keys) in zip(asked, replies, strict=True):
+            cursors[name] = next(iter(cursor.values()))
+            found.extend(keys)
+        return cursors, found
 
     async def _queue_async(self, pipe: Any, op: Call | Script) -> None:
         # redis.asyncio's scripts are coroutines even on a pipeline: only awaiting one queues it.
@@ -449,6 +538,8 @@ class SyncRunner(_Runner):
                         result = self._batch(op.ops)
                     elif isinstance(op, Script):
                         result = self._scripts[op.name](keys=op.keys, args=op.args)
+                    elif isinstance(op, Scan):
+                        result = self._scan(op)
                     else:
                         result = getattr(self.client, op.name)(*op.args)
                     if outages.failing and type(op) is not Compute:
@@ -480,6 +571,18 @@ class SyncRunner(_Runner):
             self._scripts[op.name](keys=op.keys, args=op.args) for op in ops if type(op) is Script
         ]
         return _merge(ops, ran, answers)
+
+    def _scan(self, op: Scan) -> tuple[Any, list[Any]]:
+        """One SCAN round: the server's own, or each unfinished primary's on a cluster."""
+        if not self._scripts_apart:
+            return self.client.scan(op.cursor, op.match, op.batch)  # type: ignore[no-any-return]
+        cursors = dict(op.cursor) if isinstance(op.cursor, dict) else {}
+        found: list[Any] = []
+        for name, node, at in self._scan_nodes(op.cursor):
+            cursor, keys = self.client.scan(at, op.match, op.batch, target_nodes=node)
+            cursors[name] = next(iter(cursor.values()))
+            found.extend(keys)
+        return cursors, found
 
     def _read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` together on one pooled connection and read every reply."""
