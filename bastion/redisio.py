@@ -211,6 +211,9 @@ class _Runner:
         )
         # Set by Bastion.close(): work after it is a bug, refused rather than reconnecting.
         self.closed = False
+        # The session cache (bastion.sessions.cache), when on: it sees the session reads and
+        # writes (``wants``), answers reads from memory and forgets what a write changes.
+        self.cache: Any = None
 
     def _queue(self, pipe: Any, op: Call | Script) -> None:
         if isinstance(op, Script):
@@ -232,6 +235,7 @@ class AsyncRunner(_Runner):
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
+        cache = self.cache
         try:
             op = next(steps)
             while True:
@@ -239,7 +243,9 @@ class AsyncRunner(_Runner):
                 error: Exception | None = None
                 try:
                     lean = _lean_commands(op) if self._lean else None
-                    if lean is not None:  # the hot path: the request's reads
+                    if cache is not None and cache.wants(op):
+                        result = await cache.run(op, self._send)
+                    elif lean is not None:  # the hot path: the request's reads
                         result = await self._read(lean)
                         if type(op) is Call:
                             result = result[0]
@@ -261,6 +267,19 @@ class AsyncRunner(_Runner):
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    async def _send(self, op: Op) -> Any:
+        """Send a call, script or batch to Redis (the session cache's way past itself)."""
+        lean = _lean_commands(op) if self._lean else None
+        if lean is not None:
+            result = await self._read(lean)
+            return result[0] if type(op) is Call else result
+        if isinstance(op, Batch):
+            return await self._batch(op.ops)
+        if isinstance(op, Script):
+            return await self._scripts[op.name](keys=op.keys, args=op.args)
+        assert isinstance(op, Call)
+        return await getattr(self.client, op.name)(*op.args)
 
     async def _batch(self, ops: list[Call | Script]) -> list[Any]:
         """One pipeline; on a cluster, the scripts run concurrently beside it."""
@@ -358,6 +377,10 @@ class SyncRunner(_Runner):
                         result = getattr(self.client, op.name)(*op.args)
                 except Exception as exc:
                     error = _failure(op, exc)
+                finally:
+                    # Sessions written from threads of an async app: forgotten by its cache too.
+                    if self.cache is not None and type(op) is not Call and self.cache.wants(op):
+                        self.cache.forget_written(op)
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
