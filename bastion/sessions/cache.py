@@ -410,6 +410,9 @@ class SessionCache:
         backoff = BACKOFF_FIRST
         first = True
         while not self._closed:
+            if not first:
+                self._counts["reconnects"] += 1
+            first = False
             conn = make()
             reader: asyncio.Future[None] | None = None
             prober: asyncio.Future[None] | None = None
@@ -439,9 +442,6 @@ class SessionCache:
                     await conn.disconnect()
             if self._closed:
                 return
-            if not first:
-                self._counts["reconnects"] += 1
-            first = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
