@@ -515,6 +515,17 @@ class SessionCache:
             if now - max(node.acked, since) > lease + self._interval:
                 raise ConnectionError("no canary came back within the lease")
 
+    async def caught_up(self, within: float = 5.0) -> bool:
+        """Wait until every invalidation Redis queued before this call has been applied (a
+        canary sent after it came back on every listener); False if not within ``within`` s."""
+        since, deadline = time.monotonic(), time.monotonic() + within
+        while time.monotonic() < deadline:
+            nodes = self._nodes
+            if nodes and all(n.live and n.acked >= since for n in nodes):
+                return True
+            await asyncio.sleep(0.005)
+        return False
+
     # -- lifecycle and figures -----------------------------------------------------------------
 
     def _refuse(self, why: str) -> None:
