@@ -372,3 +372,30 @@ def test_settings_are_checked() -> None:
     env = {"BASTION_SESSION_CACHE": "tracking", "BASTION_SESSION_CACHE_LEASE": "0.5"}
     loaded = Settings.load(env=env)
     assert loaded.session_cache == "tracking" and loaded.session_cache_lease == 0.5
+
+
+async def test_cluster_has_a_listener_canary_and_lease_per_primary(cluster_redis: str) -> None:
+    bastion = Bastion(
+        Settings(redis_url=cluster_redis, redis_cluster=True, session_cache="tracking")
+    )
+    news = [await bastion.sessions.create(f"user{i}") for i in range(12)]
+    await until("live", lambda: bastion.session_cache_stats().state == "live", 5)
+    cache = cache_of(bastion)
+    assert len(cache._nodes) == 3
+    assert len({n.address for n in cache._nodes}) == 3
+    for new in news:
+        await warm(bastion, new.token)
+    # Entries of every primary are served, each under its own primary's lease.
+    assert (
+        len({entry[2].address for group in cache._entries.values() for entry in group.values()})
+        == 3
+    )
+    other = Bastion(Settings(redis_url=cluster_redis, redis_cluster=True))
+    for new in news:
+        await other.sessions.revoke(new.session.user_id, new.session.id)
+    for new in news:
+        key = keys.sessions("bastion", new.session.user_id)
+        await until("dropped", lambda k=key: k not in cache._entries, LEASE)  # type: ignore[misc]
+        assert await bastion.sessions.authenticate(new.token) is None
+    await other.aclose()
+    await bastion.aclose()
