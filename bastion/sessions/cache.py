@@ -54,6 +54,7 @@ from redis.exceptions import ResponseError
 
 from bastion.redisio import Batch, Call, Op, Script
 from bastion.sessions import keys
+from bastion.telemetry import telemetry
 
 logger = logging.getLogger("bastion.sessions.cache")
 
@@ -155,6 +156,7 @@ class SessionCache:
             ),
             0,
         )
+        telemetry.watch_cache(self)
         if type(client).__module__.startswith("fakeredis"):
             self._refuse("the embedded fakeredis has no client-side tracking")
 
