@@ -212,8 +212,10 @@ class Telemetry:
         def observe(_options: Any) -> list[Any]:
             from opentelemetry.metrics import Observation
 
-            total = sum(getattr(cache.stats(), name) for cache in list(self._caches))
-            return [Observation(total)]
+            caches = list(self._caches)
+            if not caches:  # no session cache in this process: no data point at all
+                return []
+            return [Observation(sum(getattr(cache.stats(), name) for cache in caches))]
 
         return observe
 
