@@ -305,6 +305,9 @@ class _Runner:
         )
         # Set by Bastion.close(): work after it is a bug, refused rather than reconnecting.
         self.closed = False
+        # The session cache (bastion.sessions.cache), when on: it sees the session reads and
+        # writes (``wants``), answers reads from memory and forgets what a write changes.
+        self.cache: Any = None
 
     def _scan_nodes(self, cursor: Any) -> list[tuple[str, Any, int]]:
         """The cluster nodes a :class:`Scan` round asks: (name, node, cursor) of each."""
@@ -360,6 +363,7 @@ class AsyncRunner(_Runner):
             raise RuntimeError(CLOSED)
         budget = redis_deadline.start(self.budget) if self.budget is not None else None
         outages = self.outages
+        cache = self.cache
         try:
             if self._cold:  # within the request's budget
                 await self._warm_up()
@@ -369,7 +373,9 @@ class AsyncRunner(_Runner):
                 error: Exception | None = None
                 try:
                     lean = _lean_commands(op) if self._lean else None
-                    if lean is not None:  # the hot path: the request's reads
+                    if cache is not None and cache.wants(op):
+                        result = await cache.run(op, self._send)
+                    elif lean is not None:  # the hot path: the request's reads
                         result = await self._read(lean)
                         if type(op) is Call:
                             result = result[0]
@@ -418,6 +424,19 @@ class AsyncRunner(_Runner):
         except Exception:  # the request's own command fails the same way and is answered 503
             return False
         return True
+
+    async def _send(self, op: Op) -> Any:
+        """Send a call, script or batch to Redis (the session cache's way past itself)."""
+        lean = _lean_commands(op) if self._lean else None
+        if lean is not None:
+            result = await self._read(lean)
+            return result[0] if type(op) is Call else result
+        if isinstance(op, Batch):
+            return await self._batch(op.ops)
+        if isinstance(op, Script):
+            return await self._scripts[op.name](keys=op.keys, args=op.args)
+        assert isinstance(op, Call)
+        return await getattr(self.client, op.name)(*op.args)
 
     async def _batch(self, ops: list[Call | Script]) -> list[Any]:
         """One pipeline; on a cluster, the scripts run concurrently beside it."""
@@ -546,6 +565,10 @@ class SyncRunner(_Runner):
                         outages.succeeded()
                 except Exception as exc:
                     error = _failure(op, exc, outages)
+                finally:
+                    # Sessions written from threads of an async app: forgotten by its cache too.
+                    if self.cache is not None and type(op) is not Call and self.cache.wants(op):
+                        self.cache.forget_written(op)
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]

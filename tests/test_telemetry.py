@@ -8,6 +8,7 @@ middleware (ASGI: Starlette, FastAPI; WSGI: Flask) to a real redis-server.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -383,3 +384,25 @@ def test_redis_command_hooks_see_the_request_reads_unless_lean_reads(
         if s.parent is not None and s.parent.span_id == admission
     ]
     assert in_admission == ([] if lean else ["HMGET"])
+
+
+@pytest.mark.anyio
+async def test_session_cache_counters(real_redis: str, otel: Otel) -> None:
+    """The session cache's counters are observed as ``bastion.session_cache.*``."""
+    from bastion.telemetry import telemetry
+
+    bastion = Bastion(Settings(redis_url=real_redis, session_cache="tracking"))
+    new = await bastion.sessions.create("u1")
+    cache = bastion._session_cache
+    assert cache is not None
+    telemetry.current()  # the instruments of the SDK just set
+    for _ in range(100):
+        await bastion.sessions.authenticate(new.token)
+        if bastion.session_cache_stats().hits >= 3:
+            break
+        await asyncio.sleep(0.01)
+    stats = bastion.session_cache_stats()
+    counters = otel.counts()
+    assert counters[("bastion.session_cache.hits", frozenset())] >= stats.hits >= 3
+    assert counters[("bastion.session_cache.flushes", frozenset())] >= 1
+    await bastion.aclose()
