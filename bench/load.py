@@ -260,17 +260,17 @@ class Client:
             answer = await (conn or self.conn).request(method, path, body, headers)
         except Exception as error:  # a transport failure is a wrong outcome too
             problem = f"no answer: {type(error).__name__}: {error}"
-            self.record(Record(kind, sent, time.monotonic(), 0, problem, bool(headers)))
+            self.record(Record(kind, sent, time.monotonic(), 0, problem, _has_credential(headers)))
             return None
         done = time.monotonic()
         problem = judge(answer, expect)
         body_ = answer.body if isinstance(answer.body, dict) else {}
-        record = Record(kind, sent, done, answer.status, problem, bool(headers))
+        record = Record(kind, sent, done, answer.status, problem, _has_credential(headers))
         if answer.status == 503:
             record.retry_after = "retry-after" in answer.headers
             if body_.get("type") != "service_unavailable":
                 record.problem = f"a 503 of type {body_.get('type')!r}"
-        if problem is not None and headers and _served_as_guest(answer):
+        if problem is not None and record.credential and _served_as_guest(answer):
             record.problem = f"GUEST DOWNGRADE: {problem}"
         self.record(record)
         return answer
@@ -476,6 +476,13 @@ class Client:
                 path = f"{NOTES}/{self.rng.choice(theirs)}"
                 await self.call(kind, expect, "PATCH", path, {}, headers)
 
+    async def warm_up(self) -> None:
+        """A first user, signed up and logged in (before the clock starts)."""
+        user = await self.sign_up()
+        if user is not None:
+            self.users.append(user)
+            await self.log_in(user)
+
     async def run(self) -> None:
         """Requests until the run's end (each step is finished, so every outcome is known)."""
         if self.number == 0:
@@ -483,6 +490,11 @@ class Client:
         while time.monotonic() < self.shared.until:
             await self.step()
         self.conn.close()
+
+
+def _has_credential(headers: dict[str, str] | None) -> bool:
+    """Whether a request carries a session or an API key."""
+    return bool(headers) and ("X-Bastion-Session" in headers or "X-API-Key" in headers)
 
 
 def _served_as_guest(answer: Answer) -> bool:
@@ -766,6 +778,7 @@ def fault_figures(
         "unavailable_max_latency_ms": round(max((r.latency for r in outage), default=0) * 1000, 1),
         "unavailable_over_timeout_plus_100ms": len(late),
         "last_unavailable_after_back_ms": round(max(after, default=0) * 1000, 1),
+        "unavailable_sent_after_back": sum(r.sent > fault.back for r in outage),
         "first_success_after_back_ms": (
             round((credentialed_ok[0].done - fault.back) * 1000, 1) if credentialed_ok else None
         ),
@@ -782,12 +795,17 @@ async def drive(
     async with Bastion(Settings(redis_url=url, redis_timeout=options.redis_timeout)) as bastion:
         await prepare(port, bastion, shared)
         fault = Fault(options.fault) if options.fault else None
-        started = time.monotonic()
-        if fault is None:
-            shared.until = started + options.duration
         clients = [
             Client(n, port, shared, random.Random(rng.random())) for n in range(options.clients)
         ]
+        await asyncio.gather(*(c.warm_up() for c in clients))
+        problems = [r.problem for r in shared.records if r.problem]
+        if problems:
+            raise RuntimeError(f"the clients' first sign-up and log-in failed: {problems[:3]}")
+        shared.records.clear()
+        started = time.monotonic()
+        if fault is None:
+            shared.until = started + options.duration
         tasks = [asyncio.create_task(c.run()) for c in clients]
         if fault is not None:
             await asyncio.sleep(options.fault_at)
@@ -893,7 +911,8 @@ def render(summary: dict[str, Any]) -> str:
             f"{f['credentialed_during_outage_not_503']}; slowest request overlapping the "
             f"outage: {f['max_latency_overlapping_ms']} ms",
             f"  recovery: first credentialed success {first} ms after Redis was back; "
-            f"last 503 {f['last_unavailable_after_back_ms']} ms after",
+            f"last 503 {f['last_unavailable_after_back_ms']} ms after "
+            f"({f['unavailable_sent_after_back']} 503s to requests sent after it was back)",
         ]
     log = summary["app_log"]
     lines.append(

@@ -50,7 +50,6 @@ def assert_no_wrong_outcome(summary: dict[str, Any]) -> None:
     assert sessions["users"] > 0 and sessions["most"] <= 5
     assert not sessions["over_cap"] and not sessions["unexpected"], sessions
     assert summary["app_log"]["tracebacks"] == 0
-    assert ok(summary)
 
 
 def test_the_oracle_counts_every_kind_of_wrong_outcome() -> None:
@@ -93,6 +92,7 @@ def test_a_quick_load_run_finds_no_wrong_outcome(redis_server: RedisServer) -> N
     assert_no_wrong_outcome(summary)
     assert set(summary["kinds"]) >= REQUIRED
     assert summary["requests"] > 50
+    assert ok(summary)
 
 
 @pytest.mark.parametrize("fault", ["restart", "pause-long"])
@@ -112,6 +112,7 @@ def test_an_outage_under_load_gives_503s_then_recovers(
     # The same app serves again once Redis is back: no restart, no 503 past the grace second.
     assert figures["successes_after_back"] > 0
     assert figures["first_success_after_back_ms"] <= 1000, figures
+    assert ok(summary)
 
 
 def test_a_pause_shorter_than_the_timeout_only_delays_requests(
