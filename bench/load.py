@@ -259,8 +259,8 @@ class Client:
         try:
             answer = await (conn or self.conn).request(method, path, body, headers)
         except Exception as error:  # a transport failure is a wrong outcome too
-            problem = f"no answer: {type(error).__name__}: {error}"
-            self.record(Record(kind, sent, time.monotonic(), 0, problem, _has_credential(headers)))
+            failure = f"no answer: {type(error).__name__}: {error}"
+            self.record(Record(kind, sent, time.monotonic(), 0, failure, _has_credential(headers)))
             return None
         done = time.monotonic()
         problem = judge(answer, expect)
@@ -494,7 +494,7 @@ class Client:
 
 def _has_credential(headers: dict[str, str] | None) -> bool:
     """Whether a request carries a session or an API key."""
-    return bool(headers) and ("X-Bastion-Session" in headers or "X-API-Key" in headers)
+    return headers is not None and ("X-Bastion-Session" in headers or "X-API-Key" in headers)
 
 
 def _served_as_guest(answer: Answer) -> bool:
@@ -544,13 +544,14 @@ class App:
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def log_lines(self) -> dict[str, int]:
+    def log_lines(self) -> dict[str, Any]:
         """How many lines the app logged: in all, Redis outage lines, tracebacks."""
         lines = self.log_path.read_text(errors="replace").splitlines()
         return {
             "lines": len(lines),
             "redis_unavailable": sum("Redis unavailable" in line for line in lines),
             "tracebacks": sum(line.startswith("Traceback") for line in lines),
+            "first_lines": list(dict.fromkeys(lines))[:5],  # distinct, for the reader
         }
 
     def stop(self) -> None:
@@ -609,7 +610,7 @@ async def inject(fault: Fault, server: RedisServer | None, url: str, timeout: fl
         else:
             pause = timeout * (0.3 if fault.name == "pause-short" else 3.0)
             fault.began = time.monotonic()
-            await client.execute_command("CLIENT", "PAUSE", int(pause * 1000), "ALL")
+            await client.client_pause(int(pause * 1000))  # all commands (Redis's default)
             fault.back = fault.began + pause
             await asyncio.sleep(pause)
     finally:
@@ -622,7 +623,7 @@ async def prepare(port: int, bastion: Bastion, shared: Shared) -> None:
     admin = await helper.sign_up()
     if admin is None:
         raise RuntimeError(f"could not sign the admin up: {shared.records[-1].problem}")
-    await bastion.users.update(admin.id, labels=["admin"])
+    await bastion.users.update(admin.id, labels=("admin",))
     await helper.log_in(admin)
     shared.admin_id, shared.admin_token = admin.id, admin.logins[-1] or ""
     reader = await bastion.api_keys.create("load-reader", ["documents.read", "whoami"])
@@ -759,7 +760,11 @@ def fault_figures(
         for r in shared.records
         if r.credential and fault.began + 0.05 <= r.sent <= fault.back - margin
     ]
-    overlapping = [r for r in shared.records if r.done >= fault.began and r.sent <= fault.back]
+    overlapping = [
+        r
+        for r in shared.records
+        if r.done >= fault.began and r.sent <= fault.back and r.kind not in PASSWORD_KINDS
+    ]
     return {
         "name": fault.name,
         "credentialed_during_outage": len(during),
@@ -908,7 +913,8 @@ def render(summary: dict[str, Any]) -> str:
             f"{f['unavailable_password_routes_max_delay_ms']} ms",
             f"  credentialed requests sent while Redis could not answer: "
             f"{f['credentialed_during_outage']}, answered other than 503: "
-            f"{f['credentialed_during_outage_not_503']}; slowest request overlapping the "
+            f"{f['credentialed_during_outage_not_503']}; slowest request (no password work) "
+            f"overlapping the "
             f"outage: {f['max_latency_overlapping_ms']} ms",
             f"  recovery: first credentialed success {first} ms after Redis was back; "
             f"last 503 {f['last_unavailable_after_back_ms']} ms after "
@@ -919,6 +925,7 @@ def render(summary: dict[str, Any]) -> str:
         f"app log: {log['lines']} lines ({log['redis_unavailable']} 'Redis unavailable', "
         f"{log['tracebacks']} tracebacks)"
     )
+    lines += [f"  {line[:160]}" for line in log["first_lines"]]
     lines.append("verdict: " + ("OK" if ok(summary) else "WRONG OUTCOMES (see above)"))
     return "\n".join(lines)
 
