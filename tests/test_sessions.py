@@ -74,7 +74,8 @@ async def test_secret_is_stored_only_as_its_hash(bastion: Bastion) -> None:
 async def test_keys_of_a_user_share_one_hash_tag(bastion: Bastion) -> None:
     await bastion.sessions.create("alice")
     await bastion.sessions.create("bob")
-    names = sorted(k.decode() for k in _raw(bastion).keys("*"))
+    # The session cache's canary keys (bastion:cc:..., when it is on) are no user's.
+    names = sorted(k.decode() for k in _raw(bastion).keys("*") if not k.startswith(b"bastion:cc:"))
     assert names and all(("{alice}" in n) != ("{bob}" in n) for n in names)
 
 
