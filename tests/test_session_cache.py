@@ -400,3 +400,36 @@ async def test_cluster_has_a_listener_canary_and_lease_per_primary(cluster_redis
         assert await bastion.sessions.authenticate(new.token) is None
     await other.aclose()
     await bastion.aclose()
+
+
+async def test_listeners_outlive_the_request_that_started_them(
+    real_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener starts inside a request's Redis budget, and must not inherit it.
+
+    A task copies its creator's context: with the budget of the request that started the
+    cache, every later connect, read and canary write of the listener was cut to 1 ms once that
+    request's budget ran out (the lease lapsed under load, the listener reconnected in a loop,
+    and a cancel racing those timeouts could leave the loop waiting forever at shutdown).
+    """
+    from bastion import redis_deadline
+
+    seen: list[float | None] = []
+    probe = SessionCache._probe
+
+    async def recording(self: SessionCache, node: Any) -> None:
+        seen.append(redis_deadline._DEADLINE.get())
+        await probe(self, node)
+
+    monkeypatch.setattr(SessionCache, "_probe", recording)
+    bastion = cached(real_redis, redis_timeout=0.2)
+    new = await bastion.sessions.create("u1")  # this request's run starts the listener
+    await warm(bastion, new.token)
+    assert seen == [None]  # no request's deadline in the listener's context
+    await asyncio.sleep(LEASE + 0.5)  # long past the first request's budget
+    stats = bastion.session_cache_stats()
+    assert (stats.state, stats.lease_lapses, stats.reconnects) == ("live", 0, 0), stats
+    hits = stats.hits
+    assert await bastion.sessions.authenticate(new.token) is not None
+    assert bastion.session_cache_stats().hits == hits + 1
+    await bastion.aclose()

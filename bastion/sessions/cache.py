@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -355,7 +356,10 @@ class SessionCache:
         self.flush()
         self._loop = asyncio.get_running_loop()
         self._nodes = []
-        self._tasks = [self._loop.create_task(self._supervise())]
+        # A context of their own: a task copies its creator's, and this one is a request's,
+        # whose Redis budget (bastion.redis_deadline) would cut every connect and read of the
+        # listeners long after that request ended.
+        self._tasks = [self._loop.create_task(self._supervise(), context=contextvars.Context())]
 
     async def _supervise(self) -> None:
         """Build one listener per primary (one in all outside a cluster) and keep them going."""
@@ -433,6 +437,11 @@ class SessionCache:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    # Python 3.11's asyncio.timeout turns a cancel that lands as it expires into
+                    # a TimeoutError: the cancel still stands, and must end this loop.
+                    raise asyncio.CancelledError from exc
                 logger.info("session cache: listener lost (%s: %s)", type(exc).__name__, exc)
             finally:
                 node.live = False
