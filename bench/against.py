@@ -2,13 +2,13 @@
 
 REV's tree is exported (``git archive``) to a temporary folder; one worker process per side
 (:mod:`bench.against_worker`, the same measuring code) imports ``bastion`` from its own tree
-through ``PYTHONPATH``. The parent starts one redis-server for all of them (used only to make the
-credentials and record Redis's replies, never in the timed loops), then runs rounds: in each
-round, row by row, every worker in turn (in a rotating order) times the same requests. Times are
-the worker thread's CPU time (the timed loops do no I/O), so time the scheduler gives to other
-processes does not count. Bastion's own work is a row minus the bare app of the same round;
-ratios are taken within each round (this side / REV's side) and the median over rounds is
-reported, so the VM's drift cancels out as in the session benchmark.
+through ``PYTHONPATH``. The parent starts one redis-server for all of them, a database each (used
+only to make the credentials and record Redis's replies, never in the timed loops), then runs
+rounds: in each round, row by row, every worker in turn (in a rotating order) times the same
+requests. Times are the worker thread's CPU time (the timed loops do no I/O), so time the
+scheduler gives to other processes does not count. Bastion's own work is a row minus the bare app
+of the same round; ratios are taken within each round (this side / REV's side) and the median
+over rounds is reported, so the VM's drift cancels out as in the session benchmark.
 
 Sides: REV as it is; this tree with its defaults (redis-py's command path); this tree with
 ``redis_lean_reads = true``.
@@ -115,10 +115,13 @@ def compare(rev: str, *, rounds: int, requests: int, warmup: int) -> dict[str, A
     try:
         commit = export(rev, folder)
         server.start()
+        # A database per side: this tree moves sessions it meets in REV's older key layout into
+        # its own, which REV could then no longer read.
+        base = server.url.rsplit("/", 1)[0]
         sides = [
-            Side(f"{commit} (REV)", folder, {}, server.url),
-            Side("this tree (default)", ROOT, {}, server.url),
-            Side("this tree, redis_lean_reads", ROOT, {"redis_lean_reads": True}, server.url),
+            Side(f"{commit} (REV)", folder, {}, f"{base}/0"),
+            Side("this tree (default)", ROOT, {}, f"{base}/1"),
+            Side("this tree, redis_lean_reads", ROOT, {"redis_lean_reads": True}, f"{base}/2"),
         ]
         rows = sides[0].rows
         for side in sides:
