@@ -18,7 +18,8 @@ Rows, all with Redis stubbed (no socket, no server in the timed loop):
 * ``client_*``: Bastion on a real ``redis.asyncio.Redis`` whose connection answers from memory:
   Bastion's own work plus redis-py's client side (the command machinery, or the lean read).
 
-For a session cookie, a JWT and an API key each. The replies are those the real Redis gave for
+For a session cookie, a JWT and an API key each, and ``stubbed_guest``: a request with no
+credential (no Redis read at all). The replies are those the real Redis gave for
 the same credentials, recorded again before every round (so "last seen" stays fresh and no
 request takes the once-a-minute touch path).
 """
@@ -180,12 +181,13 @@ async def main(config: dict[str, Any]) -> None:
         "session": [(b"cookie", f"{settings.cookie_name}={new.token}".encode())],
         "jwt": [(b"authorization", f"Bearer {real.jwt.mint(USER, new.session.id)}".encode())],
         "api_key": [(b"x-api-key", key.key.encode())],
+        "guest": [],
     }
     scopes = {
         kind: {**BASE_SCOPE, "headers": [(b"host", b"testserver"), *extra]}
         for kind, extra in headers.items()
     }
-    expected = {"session": USER, "jwt": USER, "api_key": f"key:{key.info.id}"}
+    expected = {"session": USER, "jwt": USER, "api_key": f"key:{key.info.id}", "guest": "anonymous"}
     recorder_app = recorder.asgi(app)
     replies = recording.replies
 
@@ -207,6 +209,7 @@ async def main(config: dict[str, Any]) -> None:
     for kind in CREDENTIALS:
         rows[f"stubbed_{kind}"] = (stubbed, scopes[kind], expected[kind])
         rows[f"client_{kind}"] = (client, scopes[kind], expected[kind])
+    rows["stubbed_guest"] = (stubbed, scopes["guest"], expected["guest"])
     for name, (row_app, scope, want) in rows.items():  # checked before any timing
         status, body = await call(row_app, scope)
         if status != 200 or (want and body != want.encode()):
