@@ -625,14 +625,17 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             return Identity.guest(), NO_CREDENTIALS
         credentials = self.credentials.read(headers)
         backend, token = credentials.backend, credentials.token
-        if token is not None and backend is not None and rows_for is None:
-            # The usual request (one credential, no resource rows beside it) is what
-            # _authenticate does, done here: one generator less for its reply to pass through.
-            identity = yield from backend._check(token, method, scheme, headers)
-            if identity is None:
+        rows: Rows = []
+        # The usual requests (no resource rows to read beside the check) are what _authenticate
+        # does, done here: one generator less for each reply to pass through.
+        if backend is None and rows_for is None:
+            identity = Identity.guest()
+        elif backend is not None and token is not None and rows_for is None:
+            checked = yield from backend._check(token, method, scheme, headers)
+            if checked is None:
                 raise backend.invalid()
-            rows: Rows = []
-        else:
+            identity = checked
+        else:  # rows to read, or an unusable credential
             identity, rows = yield from self._authenticate(
                 credentials, rows_for, method, scheme, headers
             )
