@@ -5,7 +5,8 @@ Run as a script by :mod:`bench.against`, with ``PYTHONPATH`` naming the source t
 nothing else of Bastion's beyond the API every revision has (``Bastion``, ``Settings``, the
 stores' ``create``, ``jwt.mint``), so the same measuring code runs against both.
 
-Protocol: the settings as JSON in ``argv[1]``; the worker answers ``{"ready": path of the bastion
+Protocol: the settings as JSON in ``argv[1]`` (``"collect": false``: no collection before a
+timed command, only after ``record``); the worker answers ``{"ready": path of the bastion
 it imported, "rows": [...]}``, then each line ``ROW N`` on stdin times ``N`` requests of ``ROW``
 and answers ``{"cpu_us": ..., "wall_us": ...}`` per request; ``record N`` records the replies
 again; EOF ends it.
@@ -226,10 +227,14 @@ async def main(config: dict[str, Any]) -> None:
         name, n = line.split()[0], int(line.split()[1])
         if name == "record":
             await record()
+            # A full collection here, not in the timed command: under --instructions its cost
+            # (which grows with the heap, so differs between trees) stays out of the count.
+            gc.collect()
             print("{}", flush=True)
             continue
         row_app, scope, _ = rows[name]
-        gc.collect()
+        if config.get("collect", True):
+            gc.collect()
         # CPU time of this thread: the loop does no I/O, so this is the work itself, and time
         # the scheduler gives to other processes (2 shared cores here) does not count.
         cpu, wall = time.thread_time_ns(), time.perf_counter_ns()
