@@ -625,7 +625,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             return Identity.guest(), NO_CREDENTIALS
         credentials = self.credentials.read(headers)
         backend, token = credentials.backend, credentials.token
-        rows: Rows = []
+        rows: Sequence[tuple[str, str]] = ()
         # The usual requests (no resource rows to read beside the check) are what _authenticate
         # does, done here: one generator less for each reply to pass through.
         if backend is None and rows_for is None:
