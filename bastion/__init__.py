@@ -10,6 +10,7 @@ from bastion.passwords.checks import PasswordCheck, PasswordContext
 from bastion.policies.diagnostics import PolicyError
 from bastion.secret import Secret
 from bastion.sessions import NewSession, SessionInfo
+from bastion.sessions.cache import SessionCacheStats
 from bastion.settings import JWTKey, Settings
 from bastion.users import SyncUserStore, User, UserStore
 
@@ -28,6 +29,7 @@ __all__ = [
     "PasswordRejected",
     "PolicyError",
     "Secret",
+    "SessionCacheStats",
     "SessionInfo",
     "Settings",
     "SyncUserStore",

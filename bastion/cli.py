@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -255,15 +257,24 @@ def _policy(args: argparse.Namespace) -> int:
     # The team tooling (and pycasbin with it) loads only for this command.
     from bastion.policies.tools import commands
 
+    if args.action in ("publish", "history", "rollback"):
+        return _published(args)
     paths, configs = _policy_paths(args)
     if args.action == "reload":
         bastion = _shared_bastion(args, "policy reload")
         if bastion is None:
             return 2
+        from bastion.policies.published import PolicyVersions
         from bastion.policies.watch import announce
 
         version = announce(bastion.settings, bastion.sync.redis)
         print(f"announced policy version {version}: every worker reloads at its next check")
+        current = PolicyVersions(bastion.sync.redis, bastion.settings.key_prefix).current()
+        if current is not None:
+            print(
+                f"note: published version {current} is in force and wins over the local files; "
+                "publish to change it (bastion policy publish)"
+            )
         return 0
     if args.action == "check":
         status = 0
@@ -280,6 +291,94 @@ def _policy(args: argparse.Namespace) -> int:
     if args.action == "test":
         return commands.test(paths, sys.stdout)
     return commands.explain(paths, args.principal, args.act, args.resource, sys.stdout)
+
+
+def _published(args: argparse.Namespace) -> int:
+    """``bastion policy publish | history | rollback``: the versions kept in Redis."""
+    from bastion.policies.diagnostics import PolicyError
+    from bastion.policies.published import KEEP, PolicyVersions
+    from bastion.redis_clients import make_clients
+
+    settings = _shared_redis(args, f"policy {args.action}")
+    if settings is None:
+        return 2
+    _, client = make_clients(settings)
+    args.opened.callback(client.close)
+    versions = PolicyVersions(client, settings.key_prefix)
+    if args.action == "history":
+        found, current = versions.history(), versions.current()
+        if args.json:
+            rows = [{**v.to_dict(), "current": v.number == current} for v in found]
+            print(json.dumps(rows, indent=2))
+            return 0
+        if not found:
+            print("no policy published yet: every host uses its local policy files")
+        for v in found:
+            row = v.to_dict()
+            mark = "*" if v.number == current else " "
+            print(
+                f"{mark} {v.number:>4}  {row['at']}  {v.by}  sha256 {v.sha256[:12]}  "
+                f"{v.rules} rules  {', '.join(v.files)}{'  (' + v.note + ')' if v.note else ''}"
+            )
+        return 0
+    if args.action == "rollback":
+        bundle = versions.bundle(args.version)
+        if bundle is None:
+            known = any(v.number == args.version for v in versions.history())
+            why = (
+                f"version {args.version} is not kept (the last {KEEP} versions keep their text)"
+                if known
+                else f"no version {args.version}"
+            )
+            print(f"bastion policy rollback: {why}; see bastion policy history", file=sys.stderr)
+            return 1
+        try:
+            engine = bundle.engine()
+        except PolicyError as exc:
+            print(f"not rolled back: version {args.version} no longer checks: {exc}")
+            return 1
+        note = f"rollback to version {args.version}"
+    else:
+        checked = _checked_bundle(args)
+        if checked is None:
+            return 1
+        bundle, engine = checked
+        note = args.note or ""
+    version = versions.publish(bundle, engine, by=args.by, note=note)
+    print(
+        f"published policy version {version.number}: {version.rules} rules, sha256 "
+        f"{version.sha256[:12]}{' (' + note + ')' if note else ''}; every worker swaps to it "
+        "at its next check (policy_reload_interval)"
+    )
+    return 0
+
+
+def _checked_bundle(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """The files to publish, checked and tested (their output printed); None if refused."""
+    from bastion.policies.diagnostics import PolicyError
+    from bastion.policies.published import Bundle
+    from bastion.policies.tools import commands
+    from bastion.policies.watch import suites_beside
+
+    paths, _ = _policy_paths(args)
+    model, policies, suites, problem = commands.one_policy(paths)
+    if problem is not None:
+        print(f"not published: {problem}")
+        return None
+    if commands.check([*([model] if model else []), *policies], sys.stdout) != 0:
+        print("not published: the check found errors")
+        return None
+    suites = suites or suites_beside(tuple(policies))
+    if suites and commands.test(suites, sys.stdout) != 0:
+        print("not published: the test suites did not pass")
+        return None
+    try:
+        # What is stored is checked, not only the files: the bundle is parsed and run again.
+        bundle = Bundle.read(model, policies)
+        return bundle, bundle.engine(suites=suites)
+    except PolicyError as exc:
+        print(f"not published: {exc}")
+        return None
 
 
 def _security(args: argparse.Namespace) -> int:
@@ -374,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(revoke_key)
     keys.set_defaults(run=_keys)
 
-    policy = sub.add_parser("policy", help="check, test or explain policy files; announce reloads")
+    policy = sub.add_parser(
+        "policy", help="check, test or explain policy files; publish them to every host"
+    )
     policy_actions = policy.add_subparsers(dest="action", required=True)
     paths_help = "policy files, folders or bastion.toml (default: those of --config, else .)"
     check = policy_actions.add_parser("check", help="strict parsing with file:line errors")
@@ -394,6 +495,25 @@ def build_parser() -> argparse.ArgumentParser:
     reload = policy_actions.add_parser("reload", help="tell every worker to reload its policy")
     reload.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     common(reload)
+    publish = policy_actions.add_parser(
+        "publish",
+        help="check and test the policy files, then make them every host's policy (via Redis)",
+    )
+    publish.add_argument("paths", nargs="*", help=paths_help)
+    publish.add_argument("--note", help="why, for the history")
+    common(publish)
+    history = policy_actions.add_parser("history", help="the published versions, * in force")
+    history.add_argument("--json", action="store_true", help="as JSON")
+    common(history)
+    rollback = policy_actions.add_parser(
+        "rollback", help="publish an earlier version again (a new version in the history)"
+    )
+    rollback.add_argument("version", type=int, help="the version to return to")
+    common(rollback)
+    for published in (publish, rollback):
+        published.add_argument(
+            "--by", default=_who(), help="who publishes, for the history (default: user@host)"
+        )
     policy.set_defaults(run=_policy)
 
     security = sub.add_parser("security", help="show or change the run-time security settings")
@@ -408,6 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(setter)
     security.set_defaults(run=_security)
     return parser
+
+
+def _who() -> str:
+    """``user@host`` of this process, for the policy history."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in this environment (a container without one)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

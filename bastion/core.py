@@ -46,13 +46,14 @@ from bastion.policies import grants
 from bastion.policies.authorizer import Authorizer
 from bastion.policies.watch import PolicyWatcher, load_holder
 from bastion.redis_clients import make_clients
-from bastion.redisio import CLOSED, AsyncRunner, Steps, SyncRunner, together
+from bastion.redisio import CLOSED, AsyncRunner, OutageLog, Steps, SyncRunner, together
 from bastion.renamed import RenamedNames
 from bastion.requestpath import canonical_path
 from bastion.responses import OWN_HEADERS_RAW
 from bastion.security import AsyncSecurity, SecurityCore, SyncSecurity
 from bastion.sessions import AsyncSessionStore, NewSession, SessionCore, SyncSessionStore
 from bastion.sessions import scripts as session_scripts
+from bastion.sessions.cache import SessionCache, SessionCacheStats
 from bastion.sessions.store import MAX_USER_AGENT
 from bastion.settings import Settings
 from bastion.telemetry import telemetry
@@ -362,11 +363,26 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             **grants.SCRIPTS,
             **ratelimit.SCRIPTS,
         }
+        # One budget per run of steps (redis_timeout), one outage log for both runners.
+        budget, outages = self.settings.redis_timeout, OutageLog()
         lean = self.settings.redis_lean_reads
-        self._runner = AsyncRunner(redis, scripts, lean_reads=lean)
-        self._sync_runner = SyncRunner(sync_redis, scripts, lean_reads=lean)
+        self._runner = AsyncRunner(redis, scripts, lean_reads=lean, budget=budget, outages=outages)
+        self._sync_runner = SyncRunner(
+            sync_redis, scripts, lean_reads=lean, budget=budget, outages=outages
+        )
         self.redis: Any = redis
         """The ``redis.asyncio`` client Bastion uses (``bastion.sync.redis``: the blocking one)."""
+        self._session_cache: SessionCache | None = None
+        if self.settings.session_cache == "tracking":
+            self._session_cache = SessionCache(
+                redis,
+                key_prefix=self.settings.key_prefix,
+                max_entries=self.settings.session_cache_max_entries,
+                lease=self.settings.session_cache_lease,
+                max_age=self.settings.session_cache_max_age,
+                timeout=self.settings.redis_timeout,
+            )
+            self._runner.cache = self._sync_runner.cache = self._session_cache
 
         # The steps: written once, private; the fronts below and the account service run them.
         self._sessions_core = SessionCore(self.settings, self.audit)
@@ -423,7 +439,7 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         self.security = AsyncSecurity(self._security_core, self._runner)
         self.sync = SyncBastion(self)
 
-        self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis)
+        self.policy_watcher = PolicyWatcher(self.policy, self.settings, sync_redis, outages)
         self.trusted_proxies = parse_networks(self.settings.trusted_proxies)
         self._hidden_peer_seen = False
         self._closed = False
@@ -473,6 +489,8 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
         if not self._shut():
             return
         self.policy_watcher.stop()
+        if self._session_cache is not None:
+            self._session_cache.stop()
         if self._owns_sync:
             self._sync_runner.client.close()
         if self._owns_async and self.settings.redis_url is not None and _connections(self.redis):
@@ -490,6 +508,8 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
             await asyncio.to_thread(self.policy_watcher.stop)
         else:
             self.policy_watcher.stop()
+        if self._session_cache is not None:
+            await self._session_cache.aclose()
         if self._owns_async:
             await _aclose(self.redis)
         if self._owns_sync:
@@ -541,6 +561,12 @@ class Bastion(_RequestSteps, RenamedNames, AsyncFront[LoginCore]):
 
         self._exit_hook = close_if_alive
         atexit.register(close_if_alive)
+
+    def session_cache_stats(self) -> SessionCacheStats:
+        """This process's session-cache counters (``state="off"`` when the cache is off)."""
+        if self._session_cache is None:
+            return SessionCacheStats("off", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        return self._session_cache.stats()
 
     # -- per request ------------------------------------------------------------------------
 

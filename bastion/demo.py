@@ -79,7 +79,8 @@ def banner(settings: Settings, url: str, framework: str) -> str:
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """``settings`` as the demo runs them: a 30-minute idle timeout and a JWT key by default.
+    """``settings`` as the demo runs them: a 30-minute idle timeout and a JWT key by default,
+    and the session cache on a real Redis.
 
     The idle timeout is NIST SP 800-63B's at AAL2, unless the file or the environment sets one.
     The demo prints ``POST /account/jwts`` among the commands to try, so it must work on a real
@@ -88,6 +89,10 @@ def demo_settings(settings: Settings) -> Settings:
     """
     if settings.session_idle_timeout is None:
         settings = dataclasses.replace(settings, session_idle_timeout=DEMO_IDLE_TIMEOUT)
+    if settings.redis_url is not None:
+        # On a shared Redis the demo shows the session cache; the embedded fakeredis has no
+        # client-side tracking, so there it would only say so.
+        settings = dataclasses.replace(settings, session_cache="tracking")
     if settings.jwt_keyset:
         return settings
     logger.warning(JWT_KEY_WARNING)

@@ -1,8 +1,8 @@
 """Redis work as data: sans-IO steps that yield operations, and the async and sync drivers.
 
 A store method is a generator that yields :class:`Call`, :class:`Script`, :class:`Batch`,
-:class:`Compute` or :class:`Hook` (the app's own code) and receives each result, so its
-logic exists once; :class:`AsyncRunner` (redis.asyncio) and :class:`SyncRunner` (redis) carry
+:class:`Scan`, :class:`Compute` or :class:`Hook` (the app's own code) and receives each result,
+so its logic exists once; :class:`AsyncRunner` (redis.asyncio) and :class:`SyncRunner` (redis) carry
 the operations out.
 Any Redis failure becomes ``ServiceUnavailable`` (503).
 """
@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
+import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 import redis
 import redis.asyncio
+import redis.exceptions
 from redis.exceptions import RedisError, ResponseError
 
+from bastion import redis_deadline
 from bastion.errors import ServiceUnavailable
 
 logger = logging.getLogger("bastion.redis")
@@ -47,6 +51,26 @@ class Batch(NamedTuple):
     ops: list[Call | Script]
 
 
+class Scan(NamedTuple):
+    """One round of a walk over every key matching ``match`` (SCAN), on every primary.
+
+    Replies ``(cursor, keys)``; the walk is over when the cursor is 0. On a Redis Cluster the
+    cursor is a dict of one cursor per primary, and a round asks each unfinished one.
+    """
+
+    cursor: Any
+    match: str
+    batch: int
+    """Keys a node looks at per round (SCAN's COUNT)."""
+
+
+def scan_done(cursor: Any) -> bool:
+    """Whether a :class:`Scan` cursor says the walk is over (on every node)."""
+    if isinstance(cursor, dict):
+        return not any(int(c) for c in cursor.values())
+    return int(cursor) == 0
+
+
 class Compute(NamedTuple):
     """CPU work (password hashing): off the event loop when async, inline when sync."""
 
@@ -66,7 +90,7 @@ class Hook(NamedTuple):
     args: tuple[Any, ...]
 
 
-Op = Call | Script | Batch | Compute | Hook
+Op = Call | Script | Batch | Scan | Compute | Hook
 Steps = Generator[Op, Any, T]
 
 
@@ -106,7 +130,7 @@ def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
     flat: list[Call | Script] = []
     spans: list[tuple[int, int] | None] = []
     for op in ops:
-        if isinstance(op, (Compute, Hook)):
+        if isinstance(op, (Compute, Hook, Scan)):
             spans.append(None)
             continue
         parts = list(op.ops) if isinstance(op, Batch) else [op]
@@ -124,13 +148,72 @@ def _mixed_round(ops: list[Op]) -> Steps[list[Any]]:
     return replies
 
 
-def _failure(op: Op, exc: Exception) -> Exception:
+class OutageLog:
+    """Redis failures on the log without flooding it: an outage can fail every request.
+
+    The first failure of a kind (the exception's type) is logged at once; then at most one line
+    per kind every ``interval`` seconds, counting the failures not logged since. The first
+    success after a failure logs one line: how long it lasted and how many operations failed.
+    """
+
+    def __init__(self, interval: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.failing = False
+        """Whether the last operation failed; read after every success, so kept a plain bool."""
+        self._lock = threading.Lock()
+        self._kinds: dict[str, list[float]] = {}  # kind -> [logged at, failures not logged]
+        self._since = 0.0
+        self._failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        """Count a failure; log it unless its kind was logged within ``interval``."""
+        kind = type(exc).__name__
+        now = self.clock()
+        with self._lock:
+            if not self.failing:
+                self.failing, self._since, self._failures = True, now, 0
+            self._failures += 1
+            seen = self._kinds.get(kind)
+            if seen is not None and now - seen[0] < self.interval:
+                seen[1] += 1
+                return
+            quiet = int(seen[1]) if seen is not None else 0
+            self._kinds[kind] = [now, 0]
+        if quiet:
+            logger.error(
+                "Redis unavailable: %s: %s (and %d more %s in the last %.0f s)",
+                kind, exc, quiet, kind, now - seen[0] if seen else 0.0,
+            )  # fmt: skip
+        else:
+            logger.error("Redis unavailable: %s: %s", kind, exc)
+
+    def succeeded(self) -> None:
+        """Log the end of an outage, once."""
+        with self._lock:
+            if not self.failing:
+                return
+            self.failing = False
+            lasted, failures = self.clock() - self._since, self._failures
+            self._kinds.clear()
+        logger.warning(
+            "Redis is back: %d operation(s) failed over %.1f s before this success",
+            failures, lasted,
+        )  # fmt: skip
+
+
+def _failure(op: Op, exc: Exception, outages: OutageLog) -> Exception:
     """What the steps see when an operation fails: Redis trouble is a 503, CPU work's (and the
-    app's hooks') own error."""
+    app's hooks') own error.
+
+    Whatever the Redis client raises counts as trouble, not only ``RedisError``: redis-py's
+    cluster client, refreshing its slot map while a master fails over, closes connections other
+    requests are using, and they fail with an AttributeError (redis-py 8.1). Fail closed: 503.
+    """
     if isinstance(op, (Compute, Hook)):
         return exc
-    if isinstance(exc, RedisError):
-        logger.error("Redis unavailable: %s: %s", type(exc).__name__, exc)
+    if isinstance(exc, (RedisError, OSError, AttributeError)):
+        outages.failed(exc)
         unavailable = ServiceUnavailable()
         unavailable.__cause__ = exc
         return unavailable
@@ -200,8 +283,19 @@ CLOSED = "this Bastion is closed: build a new one (close() and aclose() are fina
 
 
 class _Runner:
-    def __init__(self, client: Any, scripts: Mapping[str, str], lean: bool) -> None:
+    def __init__(
+        self,
+        client: Any,
+        scripts: Mapping[str, str],
+        lean: bool,
+        budget: float | None,
+        outages: OutageLog | None,
+    ) -> None:
         self.client = client
+        # Seconds of Redis waits one run of steps may have in all (``redis_timeout``): see
+        # bastion.redis_deadline. CPU work in between does not count.
+        self.budget = budget
+        self.outages = outages if outages is not None else OutageLog()
         # Registering computes each script's SHA1 locally: nothing is sent to Redis here.
         self._scripts = {name: client.register_script(src) for name, src in scripts.items()}
         self._lean = lean
@@ -211,6 +305,28 @@ class _Runner:
         )
         # Set by Bastion.close(): work after it is a bug, refused rather than reconnecting.
         self.closed = False
+        # The session cache (bastion.sessions.cache), when on: it sees the session reads and
+        # writes (``wants``), answers reads from memory and forgets what a write changes.
+        self.cache: Any = None
+
+    def _scan_nodes(self, cursor: Any) -> list[tuple[str, Any, int]]:
+        """The cluster nodes a :class:`Scan` round asks: (name, node, cursor) of each."""
+        if not isinstance(cursor, dict):  # the first round: every primary, from the start
+            primaries = self.client.get_primaries()
+            if not primaries:  # never "nothing to walk": the slot map is not known
+                raise redis.exceptions.ConnectionError("no cluster primary is known")
+            return [(node.name, node, 0) for node in primaries]
+        asked = []
+        for name, at in cursor.items():
+            if int(at) == 0:
+                continue
+            node = self.client.get_node(node_name=name)
+            if node is None:  # a node left the cluster: its cursor means nothing elsewhere
+                raise redis.exceptions.ConnectionError(
+                    f"cluster node {name} left during a SCAN walk; start the walk again"
+                )
+            asked.append((name, node, int(at)))
+        return asked
 
     def _queue(self, pipe: Any, op: Call | Script) -> None:
         if isinstance(op, Script):
@@ -223,44 +339,104 @@ class AsyncRunner(_Runner):
     """Runs steps on a ``redis.asyncio`` client."""
 
     def __init__(
-        self, client: Any, scripts: Mapping[str, str], *, lean_reads: bool = False
+        self,
+        client: Any,
+        scripts: Mapping[str, str],
+        *,
+        lean_reads: bool = False,
+        budget: float | None = None,
+        outages: OutageLog | None = None,
     ) -> None:
-        super().__init__(client, scripts, lean_reads and _lean_capable(client, redis.asyncio.Redis))
+        lean = lean_reads and _lean_capable(client, redis.asyncio.Redis)
+        super().__init__(client, scripts, lean, budget, outages)
+        # redis-py's asyncio cluster client learns the slot map on its first command and then
+        # recycles the connections it had: commands sent meanwhile by other coroutines failed on
+        # connections closed under them (redis-py 8.1: an AttributeError, 4 in 60 at once).
+        # One coroutine warms it up first; the others wait for it (see _warm_up).
+        self._cold = self._scripts_apart and hasattr(client, "initialize")
+        self._warming: asyncio.Future[bool] | None = None
 
     async def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
+        budget = redis_deadline.start(self.budget) if self.budget is not None else None
+        outages = self.outages
+        cache = self.cache
         try:
+            if self._cold:  # within the request's budget
+                await self._warm_up()
             op = next(steps)
             while True:
                 result: Any = None
                 error: Exception | None = None
                 try:
                     lean = _lean_commands(op) if self._lean else None
-                    if lean is not None:  # the hot path: the request's reads
+                    if cache is not None and cache.wants(op):
+                        result = await cache.run(op, self._send)
+                    elif lean is not None:  # the hot path: the request's reads
                         result = await self._read(lean)
                         if type(op) is Call:
                             result = result[0]
                     elif type(op) is Call:
                         result = await getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
+                        started = time.monotonic()
                         result = await asyncio.to_thread(op.fn, *op.args)
+                        redis_deadline.shift(time.monotonic() - started)
                     elif isinstance(op, Hook):
                         result = await op.fn(*op.args)
                     elif isinstance(op, Batch):
                         result = await self._batch(op.ops)
                     elif isinstance(op, Script):
                         result = await self._scripts[op.name](keys=op.keys, args=op.args)
+                    elif isinstance(op, Scan):
+                        result = await self._scan(op)
                     else:
                         result = await getattr(self.client, op.name)(*op.args)
+                    if outages.failing and type(op) is not Compute:
+                        outages.succeeded()
                 except Exception as exc:
-                    error = _failure(op, exc)
+                    error = _failure(op, exc, outages)
                 # Failures go back into the steps, so their own handlers see them.
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+        finally:
+            if budget is not None:
+                redis_deadline.stop(budget)
+
+    async def _warm_up(self) -> None:
+        """Wait for the cluster client's first use, made by one coroutine (once it succeeds)."""
+        task = self._warming
+        if task is None:
+            task = self._warming = asyncio.ensure_future(self._warm())
+        if await asyncio.shield(task):
+            self._cold = False
+        elif self._warming is task:
+            self._warming = None  # Redis is down: the next request tries again; this one goes on
+
+    async def _warm(self) -> bool:
+        try:
+            await self.client.initialize()
+            await self.client.ping()
+        except Exception:  # the request's own command fails the same way and is answered 503
+            return False
+        return True
+
+    async def _send(self, op: Op) -> Any:
+        """Send a call, script or batch to Redis (the session cache's way past itself)."""
+        lean = _lean_commands(op) if self._lean else None
+        if lean is not None:
+            result = await self._read(lean)
+            return result[0] if type(op) is Call else result
+        if isinstance(op, Batch):
+            return await self._batch(op.ops)
+        if isinstance(op, Script):
+            return await self._scripts[op.name](keys=op.keys, args=op.args)
+        assert isinstance(op, Call)
+        return await getattr(self.client, op.name)(*op.args)
 
     async def _batch(self, ops: list[Call | Script]) -> list[Any]:
         """One pipeline; on a cluster, the scripts run concurrently beside it."""
@@ -279,6 +455,22 @@ class AsyncRunner(_Runner):
             work.append(pipe.execute())
         done = await asyncio.gather(*work)
         return _merge(ops, done[: len(scripts)], done[len(scripts)] if calls else [])
+
+    async def _scan(self, op: Scan) -> tuple[Any, list[Any]]:
+        """One SCAN round: the server's own, or each unfinished primary's on a cluster."""
+        if not self._scripts_apart:
+            return await self.client.scan(op.cursor, op.match, op.batch)  # type: ignore[no-any-return]
+        await self.client.initialize()  # the slot map, learnt on first use (once)
+        asked = self._scan_nodes(op.cursor)
+        replies = await asyncio.gather(
+            *(self.client.scan(at, op.match, op.batch, target_nodes=node) for _, node, at in asked)
+        )
+        cursors = dict(op.cursor) if isinstance(op.cursor, dict) else {}
+        found: list[Any] = []
+        for (name, _, _), (cursor, keys) in zip(asked, replies, strict=True):
+            cursors[name] = next(iter(cursor.values()))
+            found.extend(keys)
+        return cursors, found
 
     async def _queue_async(self, pipe: Any, op: Call | Script) -> None:
         # redis.asyncio's scripts are coroutines even on a pipeline: only awaiting one queues it.
@@ -324,15 +516,24 @@ class SyncRunner(_Runner):
     """Runs steps on a ``redis`` (blocking) client."""
 
     def __init__(
-        self, client: Any, scripts: Mapping[str, str], *, lean_reads: bool = False
+        self,
+        client: Any,
+        scripts: Mapping[str, str],
+        *,
+        lean_reads: bool = False,
+        budget: float | None = None,
+        outages: OutageLog | None = None,
     ) -> None:
-        super().__init__(client, scripts, lean_reads and _lean_capable(client, redis.Redis))
+        lean = lean_reads and _lean_capable(client, redis.Redis)
+        super().__init__(client, scripts, lean, budget, outages)
 
     def run(self, steps: Steps[T]) -> T:
         """Drive ``steps`` to completion and return its value."""
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
+        budget = redis_deadline.start(self.budget) if self.budget is not None else None
+        outages = self.outages
         try:
             op = next(steps)
             while True:
@@ -347,20 +548,33 @@ class SyncRunner(_Runner):
                     elif type(op) is Call:
                         result = getattr(self.client, op.name)(*op.args)
                     elif isinstance(op, Compute):
+                        started = time.monotonic()
                         result = op.fn(*op.args)
+                        redis_deadline.shift(time.monotonic() - started)
                     elif isinstance(op, Hook):
                         result = op.sync_fn(*op.args)
                     elif isinstance(op, Batch):
                         result = self._batch(op.ops)
                     elif isinstance(op, Script):
                         result = self._scripts[op.name](keys=op.keys, args=op.args)
+                    elif isinstance(op, Scan):
+                        result = self._scan(op)
                     else:
                         result = getattr(self.client, op.name)(*op.args)
+                    if outages.failing and type(op) is not Compute:
+                        outages.succeeded()
                 except Exception as exc:
-                    error = _failure(op, exc)
+                    error = _failure(op, exc, outages)
+                finally:
+                    # Sessions written from threads of an async app: forgotten by its cache too.
+                    if self.cache is not None and type(op) is not Call and self.cache.wants(op):
+                        self.cache.forget_written(op)
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+        finally:
+            if budget is not None:
+                redis_deadline.stop(budget)
 
     def _batch(self, ops: list[Call | Script]) -> list[Any]:
         """One pipeline; on a cluster, the scripts run one by one after it."""
@@ -380,6 +594,18 @@ class SyncRunner(_Runner):
             self._scripts[op.name](keys=op.keys, args=op.args) for op in ops if type(op) is Script
         ]
         return _merge(ops, ran, answers)
+
+    def _scan(self, op: Scan) -> tuple[Any, list[Any]]:
+        """One SCAN round: the server's own, or each unfinished primary's on a cluster."""
+        if not self._scripts_apart:
+            return self.client.scan(op.cursor, op.match, op.batch)  # type: ignore[no-any-return]
+        cursors = dict(op.cursor) if isinstance(op.cursor, dict) else {}
+        found: list[Any] = []
+        for name, node, at in self._scan_nodes(op.cursor):
+            cursor, keys = self.client.scan(at, op.match, op.batch, target_nodes=node)
+            cursors[name] = next(iter(cursor.values()))
+            found.extend(keys)
+        return cursors, found
 
     def _read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` together on one pooled connection and read every reply."""

@@ -20,6 +20,7 @@ from bastion.secret import Secret, SecretURL
 
 SameSite = Literal["lax", "strict", "none"]
 Unmatched = Literal["deny", "authenticated", "allow"]
+SessionCacheMode = Literal["tracking", "off"]
 
 ONE_YEAR = 31_536_000
 MIN_BODY_SIZE = 16_384
@@ -111,8 +112,23 @@ class Settings:
     """Send the request path's reads (the session's HMGET, a document's SMEMBERS) straight on a
     pooled connection, past redis-py's command methods: faster, but hooks on those methods
     (OpenTelemetry's redis instrumentation, ...) no longer see them."""
+    redis_max_connections: int = 100
+    """Connections each process keeps to Redis at most (for the async and for the sync client
+    each). A request that finds them all busy waits for one, within ``redis_timeout``."""
     key_prefix: str = "bastion"
     """Prefix of every Redis key Bastion writes, so several apps can share one Redis."""
+    session_cache: SessionCacheMode = "off"
+    """``tracking``: each worker process serves session checks (cookie, header, JWT) from memory,
+    invalidated by Redis client-side tracking within milliseconds of a revocation and never
+    trusted longer than ``session_cache_lease`` without proof from Redis (async apps; needs
+    ``CLIENT TRACKING``, Redis 6+). ``off``: every check reads Redis."""
+    session_cache_max_entries: int = 20_000
+    """Most sessions one worker process keeps in memory (about 0.5 KB each); oldest out first."""
+    session_cache_lease: float = 1.0
+    """Seconds a cached session may be served after the last proof that invalidations arrive:
+    the bound on a revocation's delay when anything fails."""
+    session_cache_max_age: float = 60.0
+    """Seconds after which a cached session is read from Redis again, invalidation or not."""
 
     session_limit: int = 10
     """Most active sessions a user may hold; a new one past the cap evicts the oldest."""
@@ -149,8 +165,9 @@ class Settings:
     """Casbin model file; None uses the shipped Appwrite-style model."""
     policy_files: tuple[str, ...] = ()
     """Casbin policy CSV files (``p`` and ``g`` lines) the teams edit."""
-    policy_reload_interval: float = 2.0
-    """Seconds between checks for changed policy files and announced reloads; 0 turns them off."""
+    policy_reload_interval: float = 0.25
+    """Seconds between checks for a published policy version, changed policy files and
+    announced reloads (one GET and a few ``stat`` calls); 0 turns them off."""
     routes: tuple[RouteSpec, ...] = ()
     """The route map (``[[routes]]``): authorization is on when it has entries or policy files."""
     resources: tuple[ResourceSpec, ...] = ()
@@ -215,10 +232,16 @@ class Settings:
         _check_topology(self)
         if not isinstance(self.redis_lean_reads, bool):
             raise ConfigError("redis_lean_reads", self.redis_lean_reads, "true or false")
+        _in_range("redis_max_connections", self.redis_max_connections, 1, 10_000)
         if not _KEY_PREFIX.fullmatch(self.key_prefix):
             raise ConfigError(
                 "key_prefix", self.key_prefix, "1-32 characters of letters, digits, _ . : -"
             )
+        if self.session_cache not in get_args(SessionCacheMode):
+            raise ConfigError("session_cache", self.session_cache, "one of tracking, off")
+        _in_range("session_cache_max_entries", self.session_cache_max_entries, 1, 10_000_000)
+        _in_range("session_cache_lease", self.session_cache_lease, 0.2, 10.0)
+        _in_range("session_cache_max_age", self.session_cache_max_age, 1.0, 3600.0)
         _in_range("session_limit", self.session_limit, 1, 100)
         _in_range("session_length", self.session_length, 60, ONE_YEAR)
         _in_range("reauth_window", self.reauth_window, 0, 86_400)

@@ -4,7 +4,9 @@ Spans: ``bastion.admission`` around each request's admission (credentials, ident
 check, decision), ``bastion.decision`` around each policy decision, ``bastion.account.<route>``
 around each account route (``bastion.account.log_in``, ...). Counters: ``bastion.refusals`` (by
 error type and status), ``bastion.session.evictions`` (sessions the cap ended),
-``bastion.decisions`` (allow / deny, by action). The audit log's span events go through here too.
+``bastion.decisions`` (allow / deny, by action), and the session cache's
+``bastion.session_cache.*`` (hits, misses, invalidations, ...: observed from its counters).
+The audit log's span events go through here too.
 
 Everything comes from the global providers, so an app turns it on the usual way
 (``trace.set_tracer_provider`` / ``metrics.set_meter_provider`` with the SDK), before or after
@@ -19,6 +21,7 @@ import contextlib
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -45,6 +48,18 @@ ACTION = "bastion.action"
 RESOURCE = "bastion.resource"
 REASON = "bastion.reason"
 ROUTE = "bastion.route"
+
+CACHE_COUNTERS = (
+    "hits",
+    "misses",
+    "fills",
+    "discarded_fills",
+    "invalidations",
+    "flushes",
+    "lease_lapses",
+    "reconnects",
+)
+"""The session cache's counters, each an observable counter ``bastion.session_cache.<name>``."""
 
 _UNLOADED: Any = object()
 
@@ -74,6 +89,8 @@ class Telemetry:
         # it without a call, which is what every request of an app without an SDK pays.
         self._untraced: object = None
         self._lock = threading.Lock()
+        # Session caches whose counters are observed (bastion.session_cache.*), while alive.
+        self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def current(self) -> Instruments | None:
         """The instruments to use now, or None when nothing would record (the usual case)."""
@@ -193,6 +210,22 @@ class Telemetry:
             status, error = answers[-1]
             self.refused(str(error), status)
 
+    def watch_cache(self, cache: Any) -> None:
+        """Report a session cache's counters (``cache.stats()``) as ``bastion.session_cache.*``
+        observable counters: read by the SDK when it exports, nothing on the request path."""
+        self._caches.add(cache)
+
+    def _cache_counter(self, name: str) -> Callable[[Any], list[Any]]:
+        def observe(_options: Any) -> list[Any]:
+            from opentelemetry.metrics import Observation
+
+            caches = list(self._caches)
+            if not caches:  # no session cache in this process: no data point at all
+                return []
+            return [Observation(sum(getattr(cache.stats(), name) for cache in caches))]
+
+        return observe
+
     def add_event(self, name: str, attributes: Attributes, timestamp: int) -> None:
         """Add an event to the current span if it is recording (the audit log's events)."""
         if self._trace is _UNLOADED:
@@ -260,6 +293,13 @@ class Telemetry:
                         description="Policy decisions, by outcome (allow, deny) and action",
                     ),
                 ]
+                for name in CACHE_COUNTERS:
+                    meter.create_observable_counter(
+                        f"bastion.session_cache.{name}",
+                        callbacks=[self._cache_counter(name)],
+                        unit="{event}",
+                        description=f"Session cache {name.replace('_', ' ')} in this process",
+                    )
             instruments = None
             if tracer is not None or counters[0] is not None:
                 instruments = Instruments(tracer, *counters)

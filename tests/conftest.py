@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,6 +21,10 @@ from bastion.adapters.starlette import exception_handlers
 from tests.redis_cluster import RedisCluster, RedisSentinels
 from tests.redis_server import RedisServer, require_redis_server
 
+SESSION_CACHE = os.environ.get("BASTION_SESSION_CACHE", "off")
+"""The session cache the real-Redis Bastions of the fixtures use (read before the tests hide
+every BASTION_* variable): ``BASTION_SESSION_CACHE=tracking`` runs them with it on."""
+
 CLUSTER_MODULES = {"test_sessions", "test_jwt", "test_apikeys", "test_authorization", "test_users"}
 """Modules whose ``backend`` tests also run on the Redis Cluster (the suite's time is counted)."""
 
@@ -27,8 +32,6 @@ CLUSTER_MODULES = {"test_sessions", "test_jwt", "test_apikeys", "test_authorizat
 @pytest.fixture(autouse=True)
 def _no_bastion_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's own BASTION_* variables out of the tests."""
-    import os
-
     for key in list(os.environ):
         if key.startswith("BASTION_"):
             monkeypatch.delenv(key)
@@ -112,6 +115,14 @@ def end_session_now(client: Any, user_id: str, session_id: str) -> None:
     client.hset(key, session_id, b"%s %d %s" % (order, int(time.time() * 1000) - 1, last_seen))
 
 
+async def caught_up(bastion: Bastion) -> None:
+    """After a test wrote Redis behind Bastion's back: wait until its session cache (when on)
+    has applied the invalidation, as it would have by the next request of a real client."""
+    cache = bastion._session_cache
+    if cache is not None and cache.stats().state != "refused":
+        assert await cache.caught_up(), cache.stats()
+
+
 def make_bastion(backend: str, request: pytest.FixtureRequest, **settings: Any) -> Bastion:
     """A Bastion on the named backend with the given settings."""
     if backend == "fakeredis":
@@ -121,6 +132,7 @@ def make_bastion(backend: str, request: pytest.FixtureRequest, **settings: Any) 
             redis=fakeredis.FakeAsyncRedis(server=server),
             sync_redis=fakeredis.FakeRedis(server=server),
         )
+    settings.setdefault("session_cache", SESSION_CACHE)
     if backend == "redis-cluster":
         url = request.getfixturevalue("cluster_redis")
         return Bastion(Settings(redis_url=url, redis_cluster=True, **settings))

@@ -20,6 +20,7 @@ from bastion.adapters import fastapi as fastapi_adapter
 from bastion.adapters import flask as flask_adapter
 from bastion.adapters import starlette as starlette_adapter
 from bastion.passwords import PasswordHasher
+from tests.conftest import SESSION_CACHE
 from tests.redis_server import RedisServer
 
 FRAMEWORKS = ["starlette", "fastapi", "flask"]
@@ -126,7 +127,8 @@ def store() -> str:
 
 
 def _bastion(url: str, **settings: Any) -> Bastion:
-    return Bastion(Settings(**{"redis_url": url, "jwt_secret": "j" * 40, **settings}))
+    defaults = {"redis_url": url, "jwt_secret": "j" * 40, "session_cache": SESSION_CACHE}
+    return Bastion(Settings(**{**defaults, **settings}))
 
 
 @contextmanager

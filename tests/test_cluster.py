@@ -1,4 +1,4 @@
-"""Bastion on a Redis Cluster: batches with scripts, and a user's slot migrating mid-operation."""
+"""Bastion on a Redis Cluster: script batches, slot migration mid-operation, revoke_everyone."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import redis
 from redis.cluster import key_slot
 
 from bastion import Bastion, Settings
+from bastion.cli import main
 from bastion.errors import ServiceUnavailable
-from bastion.redisio import together
+from bastion.redisio import Batch, Steps, together
 from bastion.sessions import keys
 from tests.redis_cluster import RedisCluster
 
@@ -107,3 +108,51 @@ def test_a_user_migrating_mid_operation_ends_in_the_promised_state(
     again = bastion.sync.sessions.create(user)
     assert [s.id for s in bastion.sync.sessions.list(user)] == [again.session.id]
     assert all(bastion.sync.sessions.authenticate(m.token) is None for m in made)
+
+
+def _interrupted(steps: Steps[int], after: int) -> Steps[int]:
+    """``steps`` with a Redis failure (a 503) thrown in at its ``after``-th batch of scripts."""
+    batches, reply = 0, None
+    op = next(steps)
+    while True:
+        if isinstance(op, Batch):
+            batches += 1
+            if batches == after:
+                op = steps.throw(ServiceUnavailable())  # raises out of the walk
+        reply = yield op
+        try:
+            op = steps.send(reply)
+        except StopIteration as done:
+            return int(done.value)
+
+
+async def test_revoke_everyone_walks_every_primary_and_can_be_run_again(
+    bastion: Bastion,
+    redis_cluster: RedisCluster,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    users = [f"everyone{i}" for i in range(250)]
+    tokens = [
+        bastion.sync.sessions.create(u).token
+        for u in users
+        for _ in range(2 if u[-1] == "0" else 1)
+    ]
+    per_primary = [redis.Redis(port=p).dbsize() for p in redis_cluster.masters()]
+    assert len(per_primary) == 3 and all(per_primary), per_primary  # spread over every primary
+    # A walk cut short by Redis (a 503 after its first batch of revocations)...
+    with pytest.raises(ServiceUnavailable):
+        bastion._sync_runner.run(_interrupted(bastion._sessions_core.revoke_everyone(batch=50), 2))
+    left = [t for t in tokens if bastion.sync.sessions.authenticate(t) is not None]
+    assert 0 < len(left) < len(tokens)
+    # ... is run again, from the async front this time, and ends every session that was left.
+    assert await bastion.sessions.revoke_everyone(batch=50) == len(left)
+    assert all(bastion.sync.sessions.authenticate(t) is None for t in tokens)
+    assert not [k for k in bastion.sync.redis.scan_iter(match="bastion:{*}:s")]
+    assert bastion.sync.sessions.revoke_everyone() == 0
+    # The command line reaches the cluster through BASTION_REDIS_CLUSTER.
+    new = bastion.sync.sessions.create("late")
+    monkeypatch.setenv("BASTION_REDIS_CLUSTER", "true")
+    assert main(["sessions", "revoke", "--all-users", "--redis-url", redis_cluster.url]) == 0
+    assert "revoked 1 session(s)" in capsys.readouterr().out
+    assert bastion.sync.sessions.authenticate(new.token) is None

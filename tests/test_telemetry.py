@@ -8,12 +8,11 @@ middleware (ASGI: Starlette, FastAPI; WSGI: Flask) to a real redis-server.
 
 from __future__ import annotations
 
-import os
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -387,20 +386,23 @@ def test_redis_command_hooks_see_the_request_reads_unless_lean_reads(
     assert in_admission == ([] if lean else ["HMGET"])
 
 
-# -- the README ----------------------------------------------------------------------------------
+@pytest.mark.anyio
+async def test_session_cache_counters(real_redis: str, otel: Otel) -> None:
+    """The session cache's counters are observed as ``bastion.session_cache.*``."""
+    from bastion.telemetry import telemetry
 
-
-def test_readme_observability_example_runs_as_printed(real_redis: str) -> None:
-    """The block of README's "Observability", in a fresh interpreter (its providers are global)."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    part = readme.split("\n### Observability\n", 1)[1].split("\n## ", 1)[0]
-    [block] = [b.split("```", 1)[0] for b in part.split("```python\n")[1:]]
-    done = subprocess.run(
-        [sys.executable, "-c", block],
-        env={**os.environ, "BASTION_REDIS_URL": real_redis},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    bastion = Bastion(Settings(redis_url=real_redis, session_cache="tracking"))
+    new = await bastion.sessions.create("u1")
+    cache = bastion._session_cache
+    assert cache is not None
+    telemetry.current()  # the instruments of the SDK just set
+    for _ in range(100):
+        await bastion.sessions.authenticate(new.token)
+        if bastion.session_cache_stats().hits >= 3:
+            break
+        await asyncio.sleep(0.01)
+    stats = bastion.session_cache_stats()
+    counters = otel.counts()
+    assert counters[("bastion.session_cache.hits", frozenset())] >= stats.hits >= 3
+    assert counters[("bastion.session_cache.flushes", frozenset())] >= 1
+    await bastion.aclose()

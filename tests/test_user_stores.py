@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from bastion.users import (
 from bastion.users.protocol import user_stores
 from bastion.users.sqlalchemy import SQLAlchemyUserStore, SyncSQLAlchemyUserStore, UserTable
 from tests.test_account_contract import FRAMEWORKS, PASSWORD, Client, clients, log_in, sign_up
+from tests.test_readme import blocks_tested_by
 
 
 class Base(DeclarativeBase):
@@ -476,20 +476,14 @@ def test_a_database_that_is_down_is_a_503(tmp_path: Path) -> None:
 # -- the README's section ----------------------------------------------------------------------
 
 
-def _readme_blocks() -> list[str]:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n### Keeping users in your own database\n", 1)[1]
-    section = re.split(r"\n##+ ", section, maxsplit=1)[0]
-    return [part.split("\n```", 1)[0] for part in section.split("```python\n")[1:]]
-
-
 def test_the_readme_sqlalchemy_example_runs_as_printed(real_redis: str, tmp_path: Path) -> None:
-    blocks = _readme_blocks()
-    assert len(blocks) == 2
+    [block] = blocks_tested_by(
+        "tests/test_user_stores.py::test_the_readme_sqlalchemy_example_runs_as_printed"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     env["BASTION_REDIS_URL"] = real_redis
     done = subprocess.run(
-        [sys.executable, "-c", blocks[0]],
+        [sys.executable, "-c", block],
         capture_output=True,
         text=True,
         env=env,
@@ -510,7 +504,10 @@ def test_the_readme_store_of_your_own_keeps_the_contract(
 ) -> None:
     monkeypatch.setenv("BASTION_REDIS_URL", real_redis)
     namespace: dict[str, Any] = {"__name__": "readme"}
-    exec(compile(_readme_blocks()[1], "README.md", "exec"), namespace)
+    [block] = blocks_tested_by(
+        "tests/test_user_stores.py::test_the_readme_store_of_your_own_keeps_the_contract"
+    )
+    exec(compile(block, "README.md", "exec"), namespace)
     bastion = namespace["bastion"]
     assert isinstance(bastion._app_users.async_store, namespace["MemoryUsers"])
     keeps_the_contract(namespace["MemoryUsers"]())

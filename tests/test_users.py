@@ -252,10 +252,7 @@ def test_a_log_in_that_checked_the_password_before_the_mark_gets_no_session(
 async def test_revoke_everyone_ends_every_users_sessions(
     bastion: Bastion, front: str, backend: str
 ) -> None:
-    if backend == "redis-cluster":
-        with pytest.raises(RuntimeError, match="not available on a Redis Cluster"):
-            bastion.sync.sessions.revoke_everyone()
-        return
+    # On a cluster the users' keys spread over the three primaries: each is walked.
     tokens = [bastion.sync.sessions.create(f"user{i}").token for i in range(7) for _ in range(2)]
     key = bastion.sync.api_keys.create("ci", ["documents.read"]).key
     user = _user(bastion)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bastion.grammar import ACTIONS, is_resource, resource_problem
+from bastion.policies import pacing
 from bastion.policies.casbin_compat import (
     Adapter,
     Effector,
@@ -118,6 +119,18 @@ def _describe(allowed: bool, rules: Sequence[Rule]) -> str:
 _WANTED: Final = {act: (act,) if act == "read" else (act, "write") for act in ACTIONS}
 
 
+def _expand(graph: dict[str, tuple[str, ...]], roles: frozenset[str]) -> frozenset[str]:
+    """The transitive closure of ``roles`` through the role links (cycles are harmless)."""
+    found = set(roles)
+    pending = [role for role in roles if role in graph]
+    while pending:
+        for granted in graph.get(pending.pop(), ()):
+            if granted not in found:
+                found.add(granted)
+                pending.append(granted)
+    return frozenset(found) if len(found) != len(roles) else roles
+
+
 class PolicyEngine:
     """Decides requests for one model and policy; immutable after construction, so thread-safe."""
 
@@ -134,7 +147,11 @@ class PolicyEngine:
         self._p_tokens = self._model.policy_tokens["p"]
         self._has_eft = "p_eft" in self._p_tokens
         self._graph = self._role_graph()
-        self._expand_cached = functools.lru_cache(maxsize=_EXPAND_CACHE)(self._expand)
+        # Over the graph, not a bound method: an engine holds no reference cycle, so a replaced
+        # one is freed at once, by reference counting (see bastion.policies.watch on the GC).
+        self._expand_cached = functools.lru_cache(maxsize=_EXPAND_CACHE)(
+            functools.partial(_expand, self._graph)
+        )
         self._files = {file: i for i, file in enumerate(dict.fromkeys(r.file for r in self._rules))}
         self._index: dict[str, dict[str, dict[str, list[Rule]]]] | None = None
         self._depths: tuple[int, ...] = ()
@@ -241,6 +258,7 @@ class PolicyEngine:
                     line=rule.line or None,
                 )
             index.setdefault(obj, {}).setdefault(sub, {}).setdefault(act, []).append(rule)
+            pacing.step()
         # Ancestor look-ups only at the depths some "PREFIX/*" rule has (0 for "*" alone): a
         # request then costs one look-up per depth in use, not one per segment.
         depths = {0 if obj == "*" else obj.count("/") for obj in index if obj.endswith("*")}
@@ -277,17 +295,6 @@ class PolicyEngine:
         computed decision rather than the remembered one.
         """
         self._by_container.clear()
-
-    def _expand(self, roles: frozenset[str]) -> frozenset[str]:
-        """The transitive closure of ``roles`` through the role links (cycles are harmless)."""
-        found = set(roles)
-        pending = [role for role in roles if role in self._graph]
-        while pending:
-            for granted in self._graph.get(pending.pop(), ()):
-                if granted not in found:
-                    found.add(granted)
-                    pending.append(granted)
-        return frozenset(found) if len(found) != len(roles) else roles
 
     def expand_roles(self, roles: frozenset[str]) -> frozenset[str]:
         """``roles`` plus every role granted to them through ``g`` lines, transitively."""

@@ -40,18 +40,26 @@ return redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[2])
 return redis.call('SREM', KEYS[1], ARGV[1])
 """,
-    # KEYS: rows. ARGV: index-key prefix ('P:permidx:{C}:KIND:'), id. Returns the rows removed.
+    # KEYS: rows, then the index of each row in ARGV. ARGV: id, then rows ("action role").
+    # Removes those rows and the id from their indexes; returns {how many rows existed, the rows
+    # still there} (granted meanwhile: their index keys were not known, so not declared here).
     "perm_clear": """
-local rows = redis.call('SMEMBERS', KEYS[1])
-for _, row in ipairs(rows) do
-  local space = string.find(row, ' ', 1, true)
-  local action, role = string.sub(row, 1, space - 1), string.sub(row, space + 1)
-  redis.call('SREM', ARGV[1] .. action .. ':' .. role, ARGV[2])
+local removed = 0
+for i = 2, #ARGV do
+  removed = removed + redis.call('SREM', KEYS[1], ARGV[i])
+  redis.call('SREM', KEYS[i], ARGV[1])
 end
-redis.call('DEL', KEYS[1])
-return rows
+return {removed, redis.call('SMEMBERS', KEYS[1])}
 """,
 }
+
+
+CLEAR_ROUNDS = 10
+"""Rounds :meth:`GrantCore.clear` makes while rows keep being granted under it (one usually)."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +218,20 @@ class GrantCore:
         child = child_of(resource)
         if child is None:
             return 0
-        removed = yield Script(
-            "perm_clear",
-            [self._rows_key(child)],
-            [self._index_prefix(child.container, child.kind), child.id],
-        )
-        return len(removed)
+        rows_key = self._rows_key(child)
+        prefix = self._index_prefix(child.container, child.kind)
+        rows = [_text(r) for r in (yield Call("smembers", (rows_key,)))]
+        cleared = 0
+        # The script declares each row's index key, so it must know the rows first; rows granted
+        # between the read and the script come back and are cleared in the next round.
+        for _ in range(CLEAR_ROUNDS):
+            if not rows:
+                break
+            indexes = [prefix + row.replace(" ", ":", 1) for row in rows]
+            removed, left = yield Script("perm_clear", [rows_key, *indexes], [child.id, *rows])
+            cleared += int(removed)
+            rows = [_text(r) for r in left]
+        return cleared
 
     def rows(self, resource: str) -> Steps[list[tuple[str, str]]]:
         """The resource's own rows as ``(role, action)`` pairs, in a stable order."""

@@ -20,8 +20,9 @@ from bastion.policies.diagnostics import Diagnostic, PolicyError
 
 if TYPE_CHECKING:
     from bastion.policies.engine import PolicyEngine
+    from bastion.policies.rules import Policy
 
-__all__ = ["PolicyHolder", "build_engine"]
+__all__ = ["PolicyHolder", "build_engine", "check_engine"]
 
 logger = logging.getLogger("bastion.policy")
 
@@ -56,10 +57,22 @@ def build_engine(
     all pass on the new engine (their own model/policy entries are ignored here). Without
     PyYAML the suites are skipped with a warning naming them (the rest of the checks still run).
     """
-    from bastion.policies.engine import PolicyEngine
     from bastion.policies.loader import load_policy
 
     policy, diagnostics = load_policy(model_path, policy_paths)
+    return check_engine(policy, diagnostics, self_test=self_test, suites=suites)
+
+
+def check_engine(
+    policy: Policy | None,
+    diagnostics: list[Diagnostic],
+    *,
+    self_test: bool = True,
+    suites: Sequence[PathLike] = (),
+) -> PolicyEngine:
+    """The engine of a policy the loader read, linted and self-tested as :func:`build_engine`."""
+    from bastion.policies.engine import PolicyEngine
+
     if policy is None or any(d.severity == "error" for d in diagnostics):
         raise PolicyError.from_diagnostics(diagnostics)
     engine = PolicyEngine.from_policy(policy)

@@ -138,10 +138,17 @@ def rewrite_matcher(matcher: str) -> str | None:
     return str(expression.expr)
 
 
+@functools.lru_cache(maxsize=64)
 def _check_matcher(
     matcher: str, allowed_names: frozenset[str], functions: frozenset[str]
 ) -> str | None:
-    """Why Casbin would fail to evaluate the matcher, or None."""
+    """Why Casbin would fail to evaluate the matcher, or None.
+
+    Remembered: every reload reads its model again, in the policy watcher's thread, and
+    CPython 3.11's ``ast.parse`` is not safe beside another thread's (``SystemError: AST
+    constructor recursion depth mismatch``, python/cpython#106905): parsing the same matcher
+    once keeps reloads away from an app's own ``ast.parse``.
+    """
     expression = rewrite_matcher(matcher)
     try:
         tree = ast.parse((expression or matcher).strip(), mode="eval")

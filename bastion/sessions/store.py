@@ -21,7 +21,7 @@ from bastion.clientip import normal_ip
 from bastion.errors import InvalidCredentials, UserBlocked
 from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
 from bastion.identity import is_valid_id
-from bastion.redisio import Batch, Call, Script, Steps
+from bastion.redisio import Batch, Call, Scan, Script, Steps, scan_done
 from bastion.sessions import keys
 from bastion.sessions.token import (
     format_token,
@@ -49,6 +49,8 @@ TOUCH_INTERVAL_MS = 60_000
 # Keys per SCAN call when ending everyone's sessions: large enough to keep round trips few,
 # small enough that each call (and each pipelined batch of revocations) stays short for Redis.
 SCAN_BATCH = 1000
+REVOKE_BATCH = 100
+"""Revoke-all scripts sent together by ``revoke_everyone`` (on a cluster, run side by side)."""
 
 
 def _ms_to_datetime(ms: int) -> datetime:
@@ -381,9 +383,11 @@ class SessionCore:
     def revoke_everyone(self, *, batch: int = SCAN_BATCH) -> Steps[int]:
         """End every session of every user (incident response); returns how many ended.
 
-        One SCAN pass over the whole keyspace (never KEYS), ``batch`` keys a call, for the users'
-        session sets; each batch's users are revoked by the atomic revoke-all script, pipelined
-        in one round trip. A session created while the walk runs may survive it.
+        One SCAN pass over the whole keyspace (never KEYS), ``batch`` keys a call, on every
+        primary of a Redis Cluster, for the users' session hashes; each batch's users are
+        revoked by the atomic revoke-all script, sent together. A session created while the walk
+        runs may survive it, and so may one whose slot migrates during it; every step can be
+        repeated, so running it again (after a 503 too) ends what is left.
         """
         if batch < 1:
             raise ValueError(f"batch {batch} must be at least 1")
@@ -393,14 +397,9 @@ class SessionCore:
         for layout in (keys.old_user_sessions_around, keys.sessions_around):
             head, tail = layout(self._prefix)
             pattern = f"{_glob_escape(head)}*{_glob_escape(tail)}"
-            cursor: int | bytes = 0
+            cursor: Any = 0
             while True:
-                cursor, found = yield Call("scan", (cursor, pattern, batch))
-                if isinstance(cursor, dict):  # redis-py's cluster client: a cursor per node
-                    raise RuntimeError(
-                        "revoke_everyone walks one server's keys and is not available on a Redis"
-                        " Cluster yet; end each user's sessions with revoke_all"
-                    )
+                cursor, found = yield Scan(cursor, pattern, batch)
                 user_ids = []
                 for raw in found:
                     name = _text(raw)
@@ -410,14 +409,23 @@ class SessionCore:
                 if user_ids and layout is keys.old_user_sessions_around:
                     yield from self._adopt_many(user_ids)
                 elif user_ids:
-                    removed = yield Batch([self._revoke_all_script(u, "") for u in user_ids])
+                    ended += yield from self._revoke_users(user_ids)
                     users += len(user_ids)
-                    ended += sum(len(r) for r in removed)
-                if int(cursor) == 0:
+                if scan_done(cursor):
                     break
         logger.warning("ended every session: %d session(s) of %d user(s)", ended, users)
         if self.audit is not None:
             self.audit.record("session_revoke", None, details={"scope": "everyone", "count": ended})
+        return ended
+
+    def _revoke_users(self, user_ids: builtins.list[str]) -> Steps[int]:
+        """End every session of these users, REVOKE_BATCH scripts a round; how many ended."""
+        ended = 0
+        # A cluster runs a batch's scripts side by side, each on a connection of its own.
+        for start in range(0, len(user_ids), REVOKE_BATCH):
+            chunk = user_ids[start : start + REVOKE_BATCH]
+            removed = yield Batch([self._revoke_all_script(u, "") for u in chunk])
+            ended += sum(len(r) for r in removed)
         return ended
 
     def _revoke_all_script(self, user_id: str, keep: str) -> Script:

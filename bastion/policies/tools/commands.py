@@ -38,7 +38,7 @@ from bastion.policies.tools.suites import (
     yaml_module,
 )
 
-__all__ = ["check", "explain", "test"]
+__all__ = ["check", "explain", "one_policy", "test"]
 
 PathLike = str | os.PathLike[str]
 _NO_MODEL = "__default__"
@@ -138,6 +138,26 @@ def _build(
         diagnostics.append(Diagnostic(policy.model.file, None, str(warning.message), "warning"))
     diagnostics.extend(engine.self_check())
     return policy, engine, diagnostics
+
+
+def one_policy(
+    paths: Sequence[PathLike],
+) -> tuple[str | None, list[str], list[str], str | None]:
+    """``(model, policy files, suites, problem)``: the one policy under ``paths`` to publish.
+
+    The problem is set (and the rest is not to be used) unless the paths hold the policy files
+    of exactly one directory (with its model, or the shipped one).
+    """
+    found = _collect(paths)
+    if found.problems:
+        return None, [], [], "; ".join(str(d) for d in found.problems)
+    sets, problems = _group(found)
+    if problems:
+        return None, [], [], "; ".join(str(d) for d in problems)
+    if len(sets) != 1:
+        where = "no policy (.csv) files" if not sets else f"policy files in {len(sets)} folders"
+        return None, [], [], f"{where} in {', '.join(map(str, paths))}: publish one policy"
+    return sets[0].model, sets[0].policies, found.suites, None
 
 
 def _print_diagnostics(diagnostics: Iterable[Diagnostic], out: TextIO) -> tuple[int, int]:

@@ -1,0 +1,167 @@
+"""4 uvicorn worker processes on the Redis Cluster: the cap holds across them, grants reach all.
+
+A real ``uvicorn --workers 4`` serves :mod:`tests.workers_app` on a free loopback port, its
+Redis set by ``BASTION_REDIS_URL`` and ``BASTION_REDIS_CLUSTER=true`` as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bastion import Bastion, Settings
+from tests.redis_server import free_port
+from tests.workers_app import NOTES, POLICY
+
+pytestmark = pytest.mark.anyio
+
+WORKERS, LOGINS, CAP = 4, 200, 10
+IN_FLIGHT = 60
+"""Requests at once: about 15 a worker, below redis-py's cluster pool of 100 connections a node
+(which refuses the 101st at once: MaxConnectionsError, a 503)."""
+ROOT = Path(__file__).resolve().parent.parent
+START_WITHIN = 60.0
+"""Seconds 4 workers may take to start on a loaded 2-core machine."""
+
+
+class Workers:
+    """``uvicorn tests.workers_app:create_app --workers N`` in a subprocess, on a free port."""
+
+    def __init__(self, env: dict[str, str], workers: int = WORKERS) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "uvicorn", "tests.workers_app:create_app", "--factory"]
+        command += ["--workers", str(workers), "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--log-level", "warning"]
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env},
+            stdout=subprocess.DEVNULL,
+        )
+        self.workers = workers
+
+    def wait_for_every_worker(self) -> set[int]:
+        """Poll ``/health`` on new connections until every worker process has answered."""
+        pids: set[int] = set()
+        deadline = time.monotonic() + START_WITHIN
+        while time.monotonic() < deadline and len(pids) < self.workers:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {self.proc.returncode}")
+            try:
+                pids.add(httpx.get(f"{self.url}/health", timeout=5).json()["pid"])
+            except httpx.TransportError:
+                time.sleep(0.1)
+        if len(pids) < self.workers:
+            raise RuntimeError(f"only {len(pids)} of {self.workers} workers answered")
+        return pids
+
+    def stop(self) -> None:
+        """SIGTERM to uvicorn's supervisor (it stops its workers); SIGKILL if that hangs."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def workers(cluster_redis: str, tmp_path: Path) -> Iterator[Workers]:
+    policy = tmp_path / "policy.csv"
+    policy.write_text(POLICY)
+    served = Workers(
+        {
+            "BASTION_REDIS_URL": cluster_redis,
+            "BASTION_REDIS_CLUSTER": "true",
+            "WORKERS_APP_POLICY": str(policy),
+        }
+    )
+    try:
+        served.wait_for_every_worker()
+        yield served
+    finally:
+        served.stop()
+
+
+def _fresh(url: str) -> httpx.AsyncClient:
+    """A client opening a new connection per request, so the requests spread over workers."""
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=0)
+    return httpx.AsyncClient(base_url=url, limits=limits, timeout=60)
+
+
+async def _log_in(client: httpx.AsyncClient, user: str) -> dict[str, Any]:
+    response = await client.post(
+        "/login", json={"user": user}, headers={"X-Bastion-Fallback": "true"}
+    )
+    assert response.status_code == 201, response.text
+    return {**response.json(), "token": response.headers["X-Bastion-Session"]}
+
+
+async def test_cap_holds_and_a_grant_reaches_every_worker(
+    workers: Workers, cluster_redis: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bastion = Bastion(Settings(redis_url=cluster_redis, redis_cluster=True))
+    async with _fresh(workers.url) as client:
+        # 200 log-ins of one user at once, over every worker.
+        made = await asyncio.gather(*(_log_in(client, "alice") for _ in range(LOGINS)))
+        login_pids = {m["pid"] for m in made}
+        live = [s.id for s in await bastion.sessions.list("alice")]
+        assert len(live) == CAP
+        evicted = [sid for m in made for sid in m["evicted"]]
+        assert len(evicted) == len(set(evicted)) == LOGINS - CAP, "evicted twice or never"
+        assert set(evicted) | set(live) == {m["session"] for m in made}
+
+        async def me(token: str) -> tuple[int, int | None]:
+            response = await client.get("/me", headers={"X-Bastion-Session": token})
+            return response.status_code, response.json().get("pid")
+
+        answers = await asyncio.gather(*(me(m["token"]) for m in made))
+        for m, (status, _) in zip(made, answers, strict=True):
+            assert status == (200 if m["session"] in live else 401), m["session"]
+
+        # A document only its rows open: 404 on every worker, then granted through the API.
+        bob = (await _log_in(client, "bob"))["token"]
+        doc = f"/{NOTES}/documents/n1"
+
+        async def read() -> tuple[int, int]:
+            response = await client.get(doc, headers={"X-Bastion-Session": bob})
+            return response.status_code, int(response.headers["x-worker"])
+
+        async def until_every_worker(expected: int) -> tuple[dict[int, float], list[int]]:
+            first: dict[int, float] = {}
+            statuses: list[int] = []
+            deadline = time.monotonic() + 10
+            while len(first) < WORKERS and time.monotonic() < deadline:
+                for status, pid in await asyncio.gather(*(read() for _ in range(WORKERS))):
+                    statuses.append(status)
+                    if status == expected:
+                        first.setdefault(pid, time.monotonic())
+            return first, statuses
+
+        before, _ = await until_every_worker(404)
+        assert len(before) == WORKERS
+        await bastion.permissions.grant(doc.lstrip("/"), "user:bob", "read")
+        granted = time.monotonic()
+        after, statuses = await until_every_worker(200)
+        assert len(after) == WORKERS, after
+        assert set(statuses) == {200}, "a worker answered from before the grant"
+        slowest = max(after.values()) - granted
+        assert slowest < 1.0
+    await bastion.aclose()
+    with capsys.disabled():
+        print(
+            f"\n{WORKERS} uvicorn workers on the Cluster: {LOGINS} log-ins of one user on "
+            f"{len(login_pids)} workers left {len(live)} sessions, {len(evicted)} evicted tokens "
+            f"401; a grant answered 200 by every worker within {slowest * 1000:.0f} ms "
+            f"({len(statuses)} requests after it, none refused)"
+        )
