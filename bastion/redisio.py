@@ -361,21 +361,25 @@ class AsyncRunner(_Runner):
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
-        budget = redis_deadline.start(self.budget) if self.budget is not None else None
+        budget = None
         outages = self.outages
         cache = self.cache
         try:
+            op = next(steps)
+            # The budget starts with the first operation: steps with none (a guest's admission)
+            # wait for nothing, and the CPU work before it is no Redis wait.
+            if self.budget is not None:
+                budget = redis_deadline.start_at(time.monotonic() + self.budget)
             if self._cold:  # within the request's budget
                 await self._warm_up()
-            op = next(steps)
             while True:
                 result: Any = None
                 error: Exception | None = None
                 try:
-                    lean = _lean_commands(op) if self._lean else None
                     if cache is not None and cache.wants(op):
                         result = await cache.run(op, self._send)
-                    elif lean is not None:  # the hot path: the request's reads
+                    elif self._lean and (lean := _lean_commands(op)) is not None:
+                        # redis_lean_reads: the request's reads, past the command methods
                         result = await self._read(lean)
                         if type(op) is Call:
                             result = result[0]
@@ -532,16 +536,18 @@ class SyncRunner(_Runner):
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
-        budget = redis_deadline.start(self.budget) if self.budget is not None else None
+        budget = None
         outages = self.outages
         try:
             op = next(steps)
+            # The budget starts with the first operation (see AsyncRunner.run).
+            if self.budget is not None:
+                budget = redis_deadline.start_at(time.monotonic() + self.budget)
             while True:
                 result: Any = None
                 error: Exception | None = None
                 try:
-                    lean = _lean_commands(op) if self._lean else None
-                    if lean is not None:
+                    if self._lean and (lean := _lean_commands(op)) is not None:
                         result = self._read(lean)
                         if type(op) is Call:
                             result = result[0]
