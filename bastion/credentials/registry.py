@@ -197,7 +197,10 @@ class CredentialRegistry:
         if slot < 0:
             return NO_CREDENTIALS
         backend, transport = self._slots[slot]
-        return _credential(backend, transport, raw)
+        # _credential, written out: every request with a credential ends here.
+        if raw and len(raw) <= MAX_CREDENTIAL_LENGTH and raw.isascii() and raw != _CONFLICT:
+            return Credentials(backend, raw.decode("ascii"), transport)
+        return Credentials(backend, None, transport, "malformed")
 
     def _resolve(self, values: dict[int, bytes]) -> Credentials:
         """Tokens in several places: the kinds' transport order, then one kind at most."""
