@@ -16,6 +16,7 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -23,7 +24,7 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
-__all__ = ["deadline_class", "left", "shift", "start", "stop"]
+__all__ = ["deadline_class", "left", "shift", "start_at", "stop"]
 
 _DEADLINE: ContextVar[float | None] = ContextVar("bastion_redis_deadline", default=None)
 
@@ -32,14 +33,12 @@ MIN_WAIT = 0.001
 "non-blocking" to a socket (an error of another kind, which a retry might even repeat)."""
 
 
-def start(budget: float) -> Token[float | None]:
-    """Give the current task or thread ``budget`` seconds of Redis waits from now."""
-    return _DEADLINE.set(time.monotonic() + budget)
-
-
-def stop(token: Token[float | None]) -> None:
-    """End the budget :func:`start` gave (back to the one before it, usually none)."""
-    _DEADLINE.reset(token)
+# A budget is started and stopped by every run of steps with Redis work, so these are the
+# context variable's own methods, with no function around them. start_at(time.monotonic() +
+# budget) gives the current task or thread that many seconds of Redis waits from now; stop(token)
+# ends it (back to the deadline before, usually none).
+start_at: Callable[[float], Token[float | None]] = _DEADLINE.set
+stop: Callable[[Token[float | None]], None] = _DEADLINE.reset
 
 
 def shift(seconds: float) -> None:

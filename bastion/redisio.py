@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
+from time import monotonic
 from typing import Any, NamedTuple, TypeVar
 
 import redis
@@ -24,6 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bastion import redis_deadline
 from bastion.errors import ServiceUnavailable
+from bastion.redis_deadline import start_at, stop
 
 logger = logging.getLogger("bastion.redis")
 
@@ -361,21 +363,23 @@ class AsyncRunner(_Runner):
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
-        budget = redis_deadline.start(self.budget) if self.budget is not None else None
-        outages = self.outages
-        cache = self.cache
+        budget = None
         try:
+            op = next(steps)
+            # The budget starts with the first operation: steps with none (a guest's admission)
+            # wait for nothing, and the CPU work before it is no Redis wait.
+            if self.budget is not None:
+                budget = start_at(monotonic() + self.budget)
             if self._cold:  # within the request's budget
                 await self._warm_up()
-            op = next(steps)
             while True:
-                result: Any = None
+                # Every branch sets result (a request's admission is usually one pass here).
                 error: Exception | None = None
                 try:
-                    lean = _lean_commands(op) if self._lean else None
-                    if cache is not None and cache.wants(op):
-                        result = await cache.run(op, self._send)
-                    elif lean is not None:  # the hot path: the request's reads
+                    if self.cache is not None and self.cache.wants(op):
+                        result = await self.cache.run(op, self._send)
+                    elif self._lean and (lean := _lean_commands(op)) is not None:
+                        # redis_lean_reads: the request's reads, past the command methods
                         result = await self._read(lean)
                         if type(op) is Call:
                             result = result[0]
@@ -395,17 +399,17 @@ class AsyncRunner(_Runner):
                         result = await self._scan(op)
                     else:
                         result = await getattr(self.client, op.name)(*op.args)
-                    if outages.failing and type(op) is not Compute:
-                        outages.succeeded()
+                    if self.outages.failing and type(op) is not Compute:
+                        self.outages.succeeded()
                 except Exception as exc:
-                    error = _failure(op, exc, outages)
+                    error = _failure(op, exc, self.outages)
                 # Failures go back into the steps, so their own handlers see them.
                 op = steps.throw(error) if error is not None else steps.send(result)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         finally:
             if budget is not None:
-                redis_deadline.stop(budget)
+                stop(budget)
 
     async def _warm_up(self) -> None:
         """Wait for the cluster client's first use, made by one coroutine (once it succeeds)."""
@@ -532,16 +536,18 @@ class SyncRunner(_Runner):
         if self.closed:
             steps.close()
             raise RuntimeError(CLOSED)
-        budget = redis_deadline.start(self.budget) if self.budget is not None else None
+        budget = None
         outages = self.outages
         try:
             op = next(steps)
+            # The budget starts with the first operation (see AsyncRunner.run).
+            if self.budget is not None:
+                budget = start_at(monotonic() + self.budget)
             while True:
                 result: Any = None
                 error: Exception | None = None
                 try:
-                    lean = _lean_commands(op) if self._lean else None
-                    if lean is not None:
+                    if self._lean and (lean := _lean_commands(op)) is not None:
                         result = self._read(lean)
                         if type(op) is Call:
                             result = result[0]
@@ -574,7 +580,7 @@ class SyncRunner(_Runner):
             return done.value  # type: ignore[no-any-return]
         finally:
             if budget is not None:
-                redis_deadline.stop(budget)
+                stop(budget)
 
     def _batch(self, ops: list[Call | Script]) -> list[Any]:
         """One pipeline; on a cluster, the scripts run one by one after it."""

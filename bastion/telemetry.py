@@ -84,6 +84,10 @@ class Telemetry:
         self._tracer_provider: object = None
         self._meter_provider: object = None
         self._instruments: Instruments | None = None
+        # The tracer provider under which admission traces nothing: the one last seen, when it
+        # gave no tracer (None: the API's global before an app sets one). admission() compares
+        # it without a call, which is what every request of an app without an SDK pays.
+        self._untraced: object = None
         self._lock = threading.Lock()
         # Session caches whose counters are observed (bastion.session_cache.*), while alive.
         self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -110,9 +114,12 @@ class Telemetry:
         ``credential(headers)`` names what a refused request sent (its identity is not known
         then); it runs only on that path.
         """
+        trace = self._trace
+        if trace is None or (trace is not _UNLOADED and trace._TRACER_PROVIDER is self._untraced):
+            return steps  # the usual case: the steps themselves, nothing around them
         instruments = self.current()
         if instruments is None or instruments.tracer is None:
-            return steps  # the usual case: the steps themselves, nothing around them
+            return steps
         return _traced_admission(
             self._trace, instruments.tracer, steps, lambda: credential(headers)
         )
@@ -298,6 +305,7 @@ class Telemetry:
                 instruments = Instruments(tracer, *counters)
             self._instruments = instruments
             self._tracer_provider, self._meter_provider = tracer_provider, meter_provider
+            self._untraced = tracer_provider if tracer is None else _UNLOADED
             return instruments
 
 

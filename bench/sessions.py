@@ -787,6 +787,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: Bastion's own work (Redis stubbed) of this tree beside git revision REV's,"
         " in interleaved rounds of one process per side (bench/against.py)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="with --against: count instructions per request (valgrind's callgrind, about 5 min)"
+        " instead of timing",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (5 if args.quick else 31)
     requests = args.requests or (200 if args.quick else 1000)
@@ -796,6 +802,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.against:
         from bench import against
 
+        if args.instructions:
+            counted = against.count(args.against, requests=args.requests or 1000)
+            print(json.dumps(counted, indent=2) if args.json else against.render_count(counted))
+            return 0
         result = against.compare(args.against, rounds=rounds, requests=requests, warmup=warmup)
         print(json.dumps(result, indent=2) if args.json else against.render(result))
         return 0

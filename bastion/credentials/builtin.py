@@ -112,8 +112,8 @@ class JWTBackend(_Builtin):
     def _check(
         self, token: str, method: str, scheme: str, headers: Sequence[tuple[bytes, bytes]]
     ) -> Steps[Identity | None]:
-        subject = self._jwt.verify(token)
-        active = yield from self._sessions.alive(subject.user_id, subject.session_id)
+        subject = self._jwt.verify(token)  # its ids are checked: verify refuses any other
+        active = yield from self._sessions.alive_checked(subject.user_id, subject.session_id)
         if active is None:
             raise JWTInvalid("Failed to verify JWT: its session has ended.")
         roles = roles_from_fields(active.user_id, active.verified, active.labels, active.teams)

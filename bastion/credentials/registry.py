@@ -159,9 +159,9 @@ class CredentialRegistry:
         # kind, or the same place again) moves them all into ``more`` for the rules.
         slot, raw = -1, b""
         more: dict[int, bytes] | None = None
-        lookup = self._by_name.get
+        by_name = self._by_name
         for name, value in headers:
-            handler = lookup(name)
+            handler = by_name.get(name)
             if handler is None:
                 continue
             place, routes = handler
@@ -186,7 +186,7 @@ class CredentialRegistry:
                     continue
             value = value.strip()
             for prefix, at in routes:
-                if value.startswith(prefix):
+                if not prefix or value.startswith(prefix):  # most have none: no call then
                     if slot < 0:
                         slot, raw = at, value
                     else:
@@ -197,7 +197,10 @@ class CredentialRegistry:
         if slot < 0:
             return NO_CREDENTIALS
         backend, transport = self._slots[slot]
-        return _credential(backend, transport, raw)
+        # _credential, written out: every request with a credential ends here.
+        if raw and len(raw) <= MAX_CREDENTIAL_LENGTH and raw.isascii() and raw != _CONFLICT:
+            return Credentials(backend, raw.decode("ascii"), transport)
+        return Credentials(backend, None, transport, "malformed")
 
     def _resolve(self, values: dict[int, bytes]) -> Credentials:
         """Tokens in several places: the kinds' transport order, then one kind at most."""

@@ -71,7 +71,10 @@ class BastionMiddleware:
         self._watching = False
         self._guarding = self.bastion.authorizer.active
         self._publish = scope_publisher()
-        # Bound once: per request, the telemetry hook costs a call and a check of two globals.
+        # Bound once, as every request calls them. Without a tracer the telemetry hook costs a
+        # call and a check of one global.
+        self._run = self.bastion._runner.run
+        self._admit = self.bastion._admit
         self._observe = telemetry.admission
         self._sent_credential = self.bastion._sent_credential
         if hasattr(app, "add_exception_handler"):
@@ -91,17 +94,16 @@ class BastionMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        bastion = self.bastion
         if not self._watching:
             # Started by the first request, so each worker process (after a fork) runs its own.
             self._watching = True
-            if bastion.authorizer.active:
-                bastion.policy_watcher.start()
+            if self.bastion.authorizer.active:
+                self.bastion.policy_watcher.start()
         headers = scope["headers"]
         try:
-            identity, credentials = await bastion._runner.run(
+            identity, credentials = await self._run(
                 self._observe(
-                    bastion._admit(
+                    self._admit(
                         scope.get("method", "GET"),
                         scope.get("scheme", "http"),
                         scope.get("path", "/") if self._guarding else "",
@@ -117,15 +119,17 @@ class BastionMiddleware:
             return
 
         client = scope.get("client")
+        # All positional: keyword arguments to a class cost a dict per request.
         state = RequestState(
-            bastion,
+            self.bastion,
             identity,
             credentials,
             headers,
             client[0] if client else "",
             scope,
-            receive=receive,
-            publish=self._publish,
+            True,  # asgi
+            receive,
+            self._publish,
         )
         scope["bastion"] = state
         started = False

@@ -84,7 +84,7 @@ class BastionWSGIMiddleware:
                     f"a backend with authenticate_sync: {backend!r} has only the async "
                     "authenticate, and a WSGI app checks credentials without an event loop",
                 )
-        # Bound once: per request, the telemetry hook costs a call and a check of two globals.
+        # Bound once: without a tracer, the telemetry hook costs a call and a check of one global.
         self._observe = telemetry.admission
         self._sent_credential = self.bastion._sent_credential
 
@@ -114,6 +114,7 @@ class BastionWSGIMiddleware:
         except BastionError as exc:
             return self._refuse(exc, headers, start_response)
 
+        # All positional: keyword arguments to a class cost a dict per request.
         state = RequestState(
             self.bastion,
             identity,
@@ -121,8 +122,9 @@ class BastionWSGIMiddleware:
             headers,
             wsgi_peer(environ),
             environ,
-            asgi=False,
-            publish=publish_identity,
+            False,  # asgi
+            None,  # receive
+            publish_identity,
         )
         environ["bastion"] = state
 

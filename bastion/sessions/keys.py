@@ -20,8 +20,8 @@ from __future__ import annotations
 
 def sessions(prefix: str, user_id: str) -> str:
     """Hash of all the user's sessions (see the module docstring for its fields)."""
-    head, tail = sessions_around(prefix)
-    return f"{head}{user_id}{tail}"
+    # sessions_around's parts, written out: every request with a session or JWT builds this.
+    return f"{prefix}:{{{user_id}}}:s"
 
 
 def sessions_around(prefix: str) -> tuple[str, str]:

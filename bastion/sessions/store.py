@@ -209,6 +209,10 @@ class SessionCore:
             return _none()
         return self._session(user_id, session_id, None)
 
+    def alive_checked(self, user_id: str, session_id: str) -> Steps[ActiveSession | None]:
+        """:meth:`alive` for ids already checked: a verified JWT's (its check refuses others)."""
+        return self._session(user_id, session_id, None)
+
     def _session(
         self, user_id: str, session_id: str, secret: str | None
     ) -> Steps[ActiveSession | None]:
