@@ -400,3 +400,92 @@ async def test_cluster_has_a_listener_canary_and_lease_per_primary(cluster_redis
         assert await bastion.sessions.authenticate(new.token) is None
     await other.aclose()
     await bastion.aclose()
+
+
+REVOKE_ON_CLUSTER = """
+import sys
+from bastion import Bastion, Settings
+b = Bastion(Settings(redis_url=sys.argv[1], redis_cluster=True))
+assert b.sync.sessions.revoke(sys.argv[2], sys.argv[3])
+"""
+
+
+async def test_a_resharded_slot_flushes_and_revocations_after_it_are_honoured(
+    cluster_redis: str, redis_cluster: Any
+) -> None:
+    """A cached user's slot migrated to another primary (SETSLOT + MIGRATE, as resharding does):
+    everything is flushed and the listeners rebuilt, the entry comes back under the lease of its
+    new primary, and a revocation made on that primary by another process is never served."""
+    from redis.cluster import key_slot
+
+    from tests.test_cluster import Migration
+
+    bastion = Bastion(
+        Settings(redis_url=cluster_redis, redis_cluster=True, session_cache="tracking")
+    )
+    stayer = await bastion.sessions.create("stayer")  # the first request starts the listeners
+    await until("live", lambda: bastion.session_cache_stats().state == "live", 5)
+    cache = cache_of(bastion)
+    canary_slots = {key_slot(n.tag.encode()) for n in cache._nodes}
+    # A user whose slot holds no canary (a canary written mid-migration would only add noise).
+    user = next(
+        f"mover{i}"
+        for i in range(1000)
+        if key_slot(keys.sessions("bastion", f"mover{i}").encode()) not in canary_slots
+    )
+    mover = await bastion.sessions.create(user)
+    for new in (mover, stayer):
+        await warm(bastion, new.token)
+    key = keys.sessions("bastion", user)
+    slot = key_slot(key.encode())
+    (before,) = [entry[2] for entry in cache._entries[key].values()]
+    flushes = bastion.session_cache_stats().flushes
+    migration = Migration(redis_cluster, slot)
+    assert before.address == ("127.0.0.1", migration.source)
+    try:
+        migration.begin()
+        for name in migration.nodes[migration.source].execute_command(
+            "CLUSTER", "GETKEYSINSLOT", slot, 100
+        ):
+            migration.move(name.decode())
+        migration.finish()
+        # MIGRATE deleted the key on the old primary: its listener heard of it.
+        await until("the moved session dropped", lambda: key not in cache._entries, LEASE)
+        # The next read follows MOVED; the cache sees the slot has changed hands: all flushed.
+        assert await bastion.sessions.authenticate(mover.token) is not None
+        assert bastion.session_cache_stats().flushes > flushes
+        assert cache._entries == {}
+        for _ in range(500):  # requests start the listeners again (at most every 0.5 s)
+            if bastion.session_cache_stats().state == "live":
+                break
+            assert await bastion.sessions.authenticate(stayer.token) is not None
+            await asyncio.sleep(0.01)
+        for new in (mover, stayer):
+            await warm(bastion, new.token)
+        (after,) = [entry[2] for entry in cache._entries[key].values()]
+        assert after.address == ("127.0.0.1", migration.target)
+        # Revoked by another process, on the new primary: dropped, never served again.
+        done = subprocess.run(
+            [sys.executable, "-c", REVOKE_ON_CLUSTER, cluster_redis, user, mover.session.id],
+            timeout=30,
+        )
+        assert done.returncode == 0
+        await until("the revoked session dropped", lambda: key not in cache._entries, LEASE)
+        for _ in range(20):
+            assert await bastion.sessions.authenticate(mover.token) is None
+            await asyncio.sleep(0.05)
+        assert await bastion.sessions.authenticate(stayer.token) is not None
+    finally:
+        # Give the slot back, so the cluster is left as the other tests know it.
+        back = Migration(redis_cluster, slot)
+        back.target = before.address[1] if before.address else back.target
+        if back.source != back.target:
+            back.begin()
+            for name in back.nodes[back.source].execute_command(
+                "CLUSTER", "GETKEYSINSLOT", slot, 100
+            ):
+                back.move(name.decode())
+            back.finish()
+        back.close()
+        migration.close()
+        await bastion.aclose()
