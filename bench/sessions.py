@@ -42,6 +42,7 @@ from starlette.routing import Route
 from bastion import Bastion, Settings
 from bastion.passwords import dictionary_words, fold, is_common
 from bastion.sessions import keys
+from bench.jwt_check import first_check
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -172,6 +173,32 @@ def pyjwt_token(secret: str, *, audience: str, issuer: str, lifetime: int) -> st
         "jti": os.urandom(16).hex(),
     }
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def jwt_first_check_loops(settings: Settings) -> tuple[Loop, Loop]:
+    """Bastion's uncached JWT check (the JWT backend up to its session read) and pyjwt's
+    ``jwt.decode`` on the same tokens: each loop checks ``n`` tokens new to the checker."""
+    service, check = first_check(settings)
+    tokens: list[str] = []
+
+    def enough(n: int) -> list[str]:
+        while len(tokens) < n:
+            tokens.append(service.mint(USER, "A" * 22))
+        return tokens[:n]
+
+    audience, issuer = settings.jwt_audience, settings.jwt_issuer
+
+    async def bastion_loop(n: int) -> None:
+        batch = enough(n)
+        service._verified.clear()  # every token a first check
+        for token in batch:
+            check(token)
+
+    async def pyjwt_loop(n: int) -> None:
+        for token in enough(n):
+            jwt.decode(token, JWT_SECRET, algorithms=["HS256"], audience=audience, issuer=issuer)
+
+    return bastion_loop, pyjwt_loop
 
 
 class AnsweringRedis:
@@ -489,6 +516,7 @@ async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) 
             for _ in range(n):
                 await client.hmget(session_key, *session_fields)
 
+        jwt_first_loop, pyjwt_decode_loop = jwt_first_check_loops(settings)
         alice = USER.encode()
         with_cookie = make_scope(cookie=bastion_cookie)
         cases = [
@@ -547,6 +575,8 @@ async def bench(url: str, *, warmup: int, rounds: int, requests: int, pin: str) 
                 expect_body=b"guest",
             ),
             *dictionary_cases(),
+            Case("jwt_first_check", "Bastion JWT first check (no request)", jwt_first_loop),
+            Case("pyjwt_decode", "pyjwt jwt.decode, same tokens", pyjwt_decode_loop),
             Case("redis_ping", "Redis PING round trip", ping_loop),
             Case("redis_hmget", "Redis HMGET round trip", hmget_loop),
             Case.http(
@@ -651,6 +681,17 @@ def summarize(
         "target_us": DICTIONARY_TARGET_US,
         "within_target": worst <= DICTIONARY_TARGET_US,
     }
+    first, decode = by_key["jwt_first_check"], by_key["pyjwt_decode"]
+    first_ratio = statistics.median(
+        a / b for a, b in zip(first.rounds_us, decode.rounds_us, strict=True)
+    )
+    jwt_first = {
+        "rule": "Bastion's uncached JWT check <= pyjwt's jwt.decode on the same token",
+        "bastion_us": round(first.median, 2),
+        "pyjwt_decode_us": round(decode.median, 2),
+        "ratio": round(first_ratio, 3),
+        "within_target": first_ratio <= 1.0,
+    }
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -680,6 +721,7 @@ def summarize(
             within_round(by_key["bastion_session"], by_key["bastion_session_lean"]), 2
         ),
         "password_dictionary": dictionary,
+        "jwt_first_check": jwt_first,
         # Bastion's JWT check over the stateless peer: the price of revocation (the HMGET).
         "bastion_jwt_over_starlette_auth_jwt_us": round(
             within_round(by_key["bastion_jwt"], by_key["starlette_auth_jwt"]), 2
@@ -737,6 +779,13 @@ def render(summary: dict[str, Any]) -> str:
         f" {summary['bastion_jwt_over_starlette_auth_jwt_us']:+.1f} us",
         f"redis_lean_reads = true saves {summary['lean_reads_gain_us']:.1f} us a request (session"
         f" cookie) over the default, which keeps redis-py's command hooks",
+    ]
+    j = summary["jwt_first_check"]
+    verdict = "WITHIN target" if j["within_target"] else "NOT within target"
+    lines += [
+        f"JWT first check (uncached, up to the session read): {j['bastion_us']:.1f} us against"
+        f" pyjwt's jwt.decode {j['pyjwt_decode_us']:.1f} us = {j['ratio']:.2f} x"
+        f" (median of per-round ratios); target <= 1 x -> {verdict}",
     ]
     d = summary["password_dictionary"]
     verdict = "WITHIN target" if d["within_target"] else "NOT within target"

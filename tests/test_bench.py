@@ -52,3 +52,25 @@ def test_quick_benchmark_runs(redis_server: RedisServer) -> None:
     assert dictionary["target_us"] == 50.0
     assert dictionary["accepted_us_per_check"] > 0 and dictionary["refused_us_per_check"] > 0
     assert "dictionary check with its forms" in _render(summary)
+    # A JWT's first check beside pyjwt's jwt.decode on the same tokens, as a ratio.
+    assert {"jwt_first_check", "pyjwt_decode"} <= set(rows)
+    first = summary["jwt_first_check"]
+    assert first["bastion_us"] > 0 and first["pyjwt_decode_us"] > 0 and first["ratio"] > 0
+    assert "JWT first check" in _render(summary)
+
+
+def test_quick_jwt_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.jwt_check", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    summary = json.loads(done.stdout)
+    keys = {row["key"] for row in summary["rows"]}
+    assert {"pyjwt_HS256", "bastion_HS256", "bastion_cached"} <= keys
+    assert summary["comparisons"]["HS256"]["ratio"] > 0
+    # The exit status is the verdict: every first check within jwt.decode's cost (no timing
+    # asserted here: a loaded machine may say otherwise, so only a usable status is required).
+    assert done.returncode in (0, 1), done.stderr

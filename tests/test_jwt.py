@@ -385,3 +385,183 @@ async def test_times_within_the_lifetime_are_accepted(hs: Bastion) -> None:
         fractional = _signed(session, iat=now - 0.5, nbf=now - 0.5, exp=now + 899.5)
         for token in (exact, fractional):
             assert (await _me(client, token)).json()["user"] == "alice"
+
+
+# --- the parser: never accepts what jwt.decode refuses --------------------------------------------
+
+_AUDIT_SID = "A" * 22
+
+
+def _raw(header: Any, claims: Any, *, secret: str = SECRET) -> str:
+    """A compact JWS over any header and payload (JSON-encoded unless bytes), HS256-signed."""
+    import hashlib
+    import hmac
+
+    def segment(value: Any) -> str:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing_input = f"{segment(header)}.{segment(claims)}"
+    digest = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+
+
+def _standard_alphabet(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    """A valid token spelt in standard base64 (``+`` and ``/``), the jti picked to need it."""
+    for n in range(1000):
+        token = _raw(header, {**claims, "jti": f"j{n}"})
+        if "-" in token or "_" in token:
+            return token.replace("-", "+").replace("_", "/")
+    raise AssertionError("no token with - or _")
+
+
+def _parser_corpus() -> dict[str, str]:
+    """Tokens signed with the real key whose every part is odd in one way."""
+    now = int(time.time())
+    header = {"alg": "HS256", "typ": TYP, "kid": "default"}
+    good = _claims(sid=_AUDIT_SID)
+    valid = _raw(header, good)
+    head, body, sig = valid.split(".")
+    # The signature's last character carries 2 unused bits: the same bytes, spelt otherwise.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    respelt = alphabet[alphabet.index(sig[-1]) ^ 1]
+    corpus = {
+        "valid": valid,
+        "extra_header_field": _raw({**header, "cty": "x"}, good),
+        "fractional_times": _raw(header, {**good, "iat": now - 0.5, "exp": now + 899.5}),
+        "padded_signature": f"{valid}=",
+        "padded_payload": f"{head}.{body}{'=' * (-len(body) % 4)}.{sig}" if len(body) % 4 else "",
+        "non_canonical_signature": f"{head}.{body}.{sig[:-1]}{respelt}",
+        "standard_alphabet": _standard_alphabet(header, good),
+        "space_in_signature": f"{head}.{body}.{sig[:10]} {sig[10:]}",
+        "non_ascii": f"{head}.{body}.{sig[:-1]}\u00e9",
+        "empty_signature": f"{head}.{body}.",
+        "empty_payload": _raw(header, b""),
+        "four_segments": f"{valid}.{sig}",
+        "crit_b64": _raw({**header, "b64": False, "crit": ["b64"]}, good),
+        "crit_unknown": _raw({**header, "crit": ["exp"], "exp": 1}, good),
+        "b64_true": _raw({**header, "b64": True}, good),
+        "kid_number": _raw({**header, "kid": 1}, good),
+        "kid_list": _raw({**header, "kid": ["default"]}, good),
+        "alg_missing": _raw({"typ": TYP, "kid": "default"}, good),
+        "alg_lowercase": _raw({**header, "alg": "hs256"}, good),
+        "alg_hs384": _raw({**header, "alg": "HS384"}, good),
+        "typ_missing": _raw({"alg": "HS256", "kid": "default"}, good),
+        "header_list": _raw([header], good),
+        "header_string": _raw("header", good),
+        "header_not_json": _raw(b"{alg:HS256}", good),
+        "payload_not_json": _raw(header, b"{sub:alice}"),
+        "payload_list": _raw(header, [good]),
+        "payload_number": _raw(header, 1),
+        "payload_deep": _raw(header, b"[" * 1500 + b"]" * 1500),
+        "payload_utf16": _raw(header, json.dumps(good).encode("utf-16")),
+        "aud_list": _raw(header, {**good, "aud": ["bastion"]}),
+        "aud_two": _raw(header, {**good, "aud": ["bastion", "other"]}),
+        "aud_empty": _raw(header, {**good, "aud": ""}),
+        "iss_number": _raw(header, {**good, "iss": 1}),
+        "iss_list": _raw(header, {**good, "iss": ["bastion"]}),
+        "sub_number": _raw(header, {**good, "sub": 1}),
+        "sub_empty": _raw(header, {**good, "sub": ""}),
+        "jti_number": _raw(header, {**good, "jti": 1}),
+        "jti_null": _raw(header, {**good, "jti": None}),
+        "sid_number": _raw(header, {**good, "sid": 1}),
+        # Not yet past, but its whole second is: jwt.decode refuses it (int(exp) <= now).
+        "exp_within_its_last_second": _raw(
+            header, {**good, "iat": now - 10, "exp": int(time.time()) + 0.999}
+        ),
+        "iat_under_a_second_ahead": _raw(header, {**good, "iat": time.time() + 0.9}),
+        "nbf_under_a_second_ahead": _raw(header, {**good, "nbf": time.time() + 0.9}),
+        "nbf_ahead": _raw(header, {**good, "nbf": now + 5}),
+        "exp_nan": _raw(
+            header, json.dumps({**good, "exp": 0}).replace('"exp": 0', '"exp": NaN').encode()
+        ),
+        "exp_infinity": _raw(
+            header, json.dumps(good).replace(f'"exp": {now + 600}', '"exp": Infinity').encode()
+        ),
+        "exp_1e400": _raw(
+            header, json.dumps(good).replace(f'"exp": {now + 600}', '"exp": 1e400').encode()
+        ),
+        "iat_negative": _raw(header, {**good, "iat": -1, "nbf": -1, "exp": now + 600}),
+        "exp_huge": _raw(header, {**good, "exp": 10**30}),
+        "exp_float_string": _raw(header, {**good, "exp": f"{now + 600}.0"}),
+        "other_secret": _raw(header, good, secret="o" * 40),
+        "missing_jti": _raw(header, {k: v for k, v in good.items() if k != "jti"}),
+        "missing_iat": _raw(header, {k: v for k, v in good.items() if k != "iat"}),
+    }
+    return {name: token for name, token in corpus.items() if token}
+
+
+def _pyjwt_accepts(token: str) -> bool:
+    from bastion.tokens.jwt import REQUIRED_CLAIMS
+
+    try:
+        jwt.decode(
+            token,
+            SECRET,
+            algorithms=["HS256"],
+            audience="bastion",
+            issuer="bastion",
+            options={"require": REQUIRED_CLAIMS, "strict_aud": True},
+        )
+    except jwt.PyJWTError:
+        return False
+    return True
+
+
+def _bastion_accepts(token: str) -> bool:
+    from bastion.errors import JWTInvalid
+    from bastion.tokens.jwt import JWTService
+
+    try:
+        JWTService(Settings(jwt_secret=SECRET)).verify(token)
+    except JWTInvalid:
+        return False
+    return True
+
+
+# Refused by Bastion although jwt.decode takes them: not what Bastion mints.
+STRICTER_THAN_PYJWT = {"padded_signature", "b64_true", "payload_utf16"}
+ACCEPTED = {"valid", "fractional_times", "extra_header_field"}
+
+
+@pytest.mark.parametrize("name", sorted(_parser_corpus()))
+def test_the_parser_never_accepts_what_jwt_decode_refuses(name: str) -> None:
+    token = _parser_corpus()[name]
+    bastion = _bastion_accepts(token)
+    assert bastion == (name in ACCEPTED), name
+    if bastion:
+        assert _pyjwt_accepts(token), name  # one parse, and never laxer than jwt.decode
+    if name in STRICTER_THAN_PYJWT:
+        assert _pyjwt_accepts(token), name  # the corpus entry shows what it says
+
+
+def test_keys_are_prepared_once_at_start_up(tmp_path: Path) -> None:
+    """pyjwt's key checks run when the key is loaded: a JWK-shaped HMAC secret stops start-up
+    (jwt.decode would refuse it on every token), a short RSA key warns once, not per token."""
+    jwk_secret = json.dumps({"kty": "oct", "k": "x" * 40})
+    with pytest.raises(ConfigError, match="suitable for HS256"):
+        Bastion(Settings(jwt_secret=jwk_secret))
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from bastion.tokens.jwt import JWTService
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    private_file = tmp_path / "rsa.pem"
+    private_file.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key = JWTKey(kid="r", alg="RS256", private_key_file=str(private_file))
+    with pytest.warns(jwt.InsecureKeyLengthWarning, match="1024 bits"):
+        service = JWTService(Settings(jwt_keys=(key,)))
+    with pytest.warns(jwt.InsecureKeyLengthWarning):
+        token = service.mint("alice", _AUDIT_SID)  # pyjwt's encode still warns on its own
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert service.verify(token).user_id == "alice"

@@ -433,3 +433,206 @@ async def test_listeners_outlive_the_request_that_started_them(
     assert await bastion.sessions.authenticate(new.token) is not None
     assert bastion.session_cache_stats().hits == hits + 1
     await bastion.aclose()
+
+
+REVOKE_ON_CLUSTER = """
+import sys
+from bastion import Bastion, Settings
+b = Bastion(Settings(redis_url=sys.argv[1], redis_cluster=True))
+assert b.sync.sessions.revoke(sys.argv[2], sys.argv[3])
+"""
+
+
+async def test_a_resharded_slot_flushes_and_revocations_after_it_are_honoured(
+    cluster_redis: str, redis_cluster: Any
+) -> None:
+    """A cached user's slot migrated to another primary (SETSLOT + MIGRATE, as resharding does):
+    everything is flushed and the listeners rebuilt, the entry comes back under the lease of its
+    new primary, and a revocation made on that primary by another process is never served."""
+    from redis.cluster import key_slot
+
+    from tests.test_cluster import Migration
+
+    bastion = Bastion(
+        Settings(redis_url=cluster_redis, redis_cluster=True, session_cache="tracking")
+    )
+    stayer = await bastion.sessions.create("stayer")  # the first request starts the listeners
+    await until("live", lambda: bastion.session_cache_stats().state == "live", 5)
+    cache = cache_of(bastion)
+    canary_slots = {key_slot(n.tag.encode()) for n in cache._nodes}
+    # A user whose slot holds no canary (a canary written mid-migration would only add noise).
+    user = next(
+        f"mover{i}"
+        for i in range(1000)
+        if key_slot(keys.sessions("bastion", f"mover{i}").encode()) not in canary_slots
+    )
+    mover = await bastion.sessions.create(user)
+    for new in (mover, stayer):
+        await warm(bastion, new.token)
+    key = keys.sessions("bastion", user)
+    slot = key_slot(key.encode())
+    (before,) = [entry[2] for entry in cache._entries[key].values()]
+    flushes = bastion.session_cache_stats().flushes
+    migration = Migration(redis_cluster, slot)
+    assert before.address == ("127.0.0.1", migration.source)
+    try:
+        migration.begin()
+        for name in migration.nodes[migration.source].execute_command(
+            "CLUSTER", "GETKEYSINSLOT", slot, 100
+        ):
+            migration.move(name.decode())
+        migration.finish()
+        # MIGRATE deleted the key on the old primary: its listener heard of it.
+        dropped = await until("the moved session dropped", lambda: key not in cache._entries, LEASE)
+        moved = time.monotonic()
+        # The next read follows MOVED; the cache sees the slot has changed hands: all flushed.
+        assert await bastion.sessions.authenticate(mover.token) is not None
+        assert bastion.session_cache_stats().flushes > flushes
+        assert cache._entries == {}
+        for _ in range(500):  # requests start the listeners again (at most every 0.5 s)
+            if bastion.session_cache_stats().state == "live":
+                break
+            assert await bastion.sessions.authenticate(stayer.token) is not None
+            await asyncio.sleep(0.01)
+        live_again = time.monotonic() - moved
+        for new in (mover, stayer):
+            await warm(bastion, new.token)
+        (after,) = [entry[2] for entry in cache._entries[key].values()]
+        assert after.address == ("127.0.0.1", migration.target)
+        # Revoked by another process, on the new primary: dropped, never served again.
+        done = subprocess.run(
+            [sys.executable, "-c", REVOKE_ON_CLUSTER, cluster_redis, user, mover.session.id],
+            timeout=30,
+        )
+        assert done.returncode == 0
+        revoked = await until(
+            "the revoked session dropped", lambda: key not in cache._entries, LEASE
+        )
+        print(
+            f"\nresharded slot: moved session dropped {1000 * dropped:.1f} ms after the migration"
+            f" ended, live again {1000 * live_again:.0f} ms after the first read that"
+            f" followed MOVED; a revocation after it dropped within {1000 * revoked:.1f} ms"
+        )
+        for _ in range(20):
+            assert await bastion.sessions.authenticate(mover.token) is None
+            await asyncio.sleep(0.05)
+        assert await bastion.sessions.authenticate(stayer.token) is not None
+    finally:
+        # Give the slot back, so the cluster is left as the other tests know it.
+        back = Migration(redis_cluster, slot)
+        back.target = before.address[1] if before.address else back.target
+        if back.source != back.target:
+            back.begin()
+            for name in back.nodes[back.source].execute_command(
+                "CLUSTER", "GETKEYSINSLOT", slot, 100
+            ):
+                back.move(name.decode())
+            back.finish()
+        back.close()
+        migration.close()
+        await bastion.aclose()
+
+
+class FreezingProxy:
+    """A loopback TCP proxy that can freeze the connections it carries: bytes are still read
+    from both ends but never passed on, and nothing is closed (a silent network loss)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: asyncio.Server | None = None
+        self.flowing: list[asyncio.Event] = []
+        self.tasks: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def freeze(self) -> int:
+        """Freeze every connection open now (later ones flow); how many were frozen."""
+        for flowing in self.flowing:
+            flowing.clear()
+        frozen, self.flowing = len(self.flowing), []
+        return frozen
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        flowing = asyncio.Event()
+        flowing.set()
+        self.flowing.append(flowing)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if flowing.is_set():
+                    dst.write(data)
+
+        tasks = [asyncio.ensure_future(pipe(reader, up_writer)),
+                 asyncio.ensure_future(pipe(up_reader, writer))]  # fmt: skip
+        self.tasks.update(tasks)
+        await asyncio.wait(tasks, return_when="FIRST_COMPLETED")
+        for task in tasks:
+            task.cancel()
+        writer.close()
+        up_writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+
+
+async def test_a_frozen_listener_connection_lapses_then_is_replaced(
+    real_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener's TCP connection stops carrying anything, without closing: hits stop
+    within the lease, a revocation meanwhile is never served, the listener is declared dead and
+    replaced (a new connection), and the cache refills."""
+    port = int(real_redis.rsplit(":", 1)[1].split("/")[0])
+    proxy = FreezingProxy(port)
+    proxy_port = await proxy.start()
+    maker = SessionCache._maker
+
+    def through_proxy(self: SessionCache) -> Any:  # the listener alone goes through the proxy
+        make = maker(self)
+        return lambda: _with_port(make(), proxy_port)
+
+    monkeypatch.setattr(SessionCache, "_maker", through_proxy)
+    bastion = cached(real_redis)
+    cache = cache_of(bastion)
+    new, other = await bastion.sessions.create("u1"), await bastion.sessions.create("u2")
+    for session in (new, other):
+        await warm(bastion, session.token)
+    args = next(iter(cache._entries[keys.sessions("bastion", "u1")]))
+    flushes, reconnects = bastion.session_cache_stats().flushes, cache._counts["reconnects"]
+    assert proxy.freeze() == 1  # the listener's connection only: data goes straight to Redis
+    frozen = time.monotonic()
+    # Revoked behind Bastion's back: its invalidation is lost in the frozen connection.
+    admin = redis.Redis.from_url(real_redis)
+    admin.hdel(keys.sessions("bastion", "u1"), new.session.id)
+    admin.close()
+    served_until = frozen
+    while cache._lookup(args) is not None:  # the stale entry, until the lease ends
+        served_until = time.monotonic()
+        assert served_until - frozen < LEASE, "served past the lease"
+        await asyncio.sleep(0.001)
+    lapsed = time.monotonic() - frozen
+    assert bastion.session_cache_stats().lease_lapses >= 1
+    assert await bastion.sessions.authenticate(new.token) is None  # read from Redis: revoked
+    await until(
+        "declared dead, flushed", lambda: bastion.session_cache_stats().flushes > flushes, 3
+    )
+    flushed = time.monotonic() - frozen
+    assert cache._counts["reconnects"] > reconnects or await until(
+        "reconnected", lambda: cache._counts["reconnects"] > reconnects, 3
+    )
+    await until("live again", lambda: bastion.session_cache_stats().state == "live", 3)
+    replaced = time.monotonic() - frozen
+    await warm(bastion, other.token)
+    assert await bastion.sessions.authenticate(new.token) is None
+    print(
+        f"\nfrozen listener: last stale hit {1000 * (served_until - frozen):.0f} ms,"
+        f" hits refused from {1000 * lapsed:.0f} ms, flushed at {1000 * flushed:.0f} ms,"
+        f" live again at {1000 * replaced:.0f} ms"
+    )
+    await bastion.aclose()
+    await proxy.stop()

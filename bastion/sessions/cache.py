@@ -33,8 +33,9 @@ What keeps a cached answer true (see ``docs`` in the README's "Session cache" su
   uncached.
 
 Cluster: a listener, canary and lease per primary; an entry is served under the lease of the
-primary that owned its slot at fill time, never filled from a replica (the cluster client reads
-primaries), and everything is flushed when the primaries or the slot map change.
+primary that owns its slot (at fill time and at every hit), never filled from a replica (the
+cluster client reads primaries), and everything is flushed when the primaries or the slot map
+change, a slot migrated by resharding included.
 """
 
 from __future__ import annotations
@@ -244,6 +245,9 @@ class SessionCache:
             self._counts["misses"] += 1
             return None
         reply, filled, node = entry
+        if self._moved(args[0], node):
+            self._counts["misses"] += 1
+            return None
         now = time.monotonic()
         if now - node.acked >= self._lease:
             self._lapse()
@@ -280,6 +284,8 @@ class SessionCache:
             self._counts["discarded_fills"] += 1
             return
         _token, epoch, node = ticket
+        if epoch == self._epoch and self._moved(key, node):
+            epoch = -1  # read across a slot move: kept by no lease (and everything was flushed)
         # Missing sessions are never cached: the next log-in must be seen at once.
         if epoch != self._epoch or not reply or reply[0] is None or reply[1] is None:
             if epoch != self._epoch:
@@ -337,6 +343,20 @@ class SessionCache:
             if node.address == (primary.host, int(primary.port)):
                 return node
         return None
+
+    def _moved(self, key: str, node: _Node) -> bool:
+        """Cluster: whether ``key``'s slot has left ``node`` (then all is flushed, rebuilt).
+
+        redis-py patches its slot map in place when a MOVED reply tells it of a migrated slot,
+        so the map's identity alone misses a resharding: the owner is looked up again, and an
+        entry is only ever served under the lease of the primary that owns its slot now (whose
+        listener is the one that hears of its writes).
+        """
+        if node.address is None or self._node_of(key) is node:
+            return False
+        if self._nodes:  # (_node_of has already started again if the map was replaced)
+            self._topology_changed()
+        return True
 
     def _topology_changed(self) -> None:
         logger.info("session cache: the cluster's slot map changed; flushed, listeners rebuilt")
