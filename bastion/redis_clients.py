@@ -345,17 +345,18 @@ class LazyCluster:
 
 
 def _sentinel_clients(settings: Settings) -> tuple[Any, Any]:
-    """Clients of the master the sentinels name, found again on every reconnection.
+    """Clients of the master the sentinels name, which take no write on a demoted master.
 
-    redis-py's sentinel pool asks the sentinels for the master when it connects, and drops a
-    connection whose server answers READONLY (a master demoted by a failover), so a write is
-    never accepted by the old master: the request gets 503 and the next one reaches the new
-    master. ``redis_url``, when set, gives the scheme (``rediss://`` for TLS), the user, the
-    password and the database of the master's connections; its host is not used.
+    redis-py's sentinel pool asks the sentinels for the master when it connects and drops a
+    connection whose server answers READONLY; :mod:`bastion.redis_sentinel` adds what that
+    misses: requests get 503 from the sentinels' first failover event to ``+switch-master``,
+    and no connection to the old master is used after it. The pools wait for a free
+    connection when ``redis_max_connections`` are busy, and every wait (the sentinels' answers
+    included) shares the request's budget. ``redis_url``, when set, gives the scheme
+    (``rediss://`` for TLS), the user, the password and the database of the master's
+    connections; its host is not used.
     """
-    import redis.asyncio.sentinel
-    import redis.connection
-    import redis.sentinel
+    from bastion import redis_sentinel
 
     assert settings.redis_sentinel_master is not None  # Settings checks it comes with sentinels
     timeout = settings.redis_timeout
@@ -367,22 +368,43 @@ def _sentinel_clients(settings: Settings) -> tuple[Any, Any]:
         kwargs.update(parsed)
         if reveal(settings.redis_url).startswith("rediss:"):
             kwargs["ssl"] = True
-    kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    kwargs.update(
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=settings.redis_max_connections,
+        timeout=timeout,
+    )
     addresses = [_host_port(address) for address in settings.redis_sentinels]
     # The sentinels themselves answer within the same timeout, and take no credentials of the
     # master's (give sentinels their own ACL only if they need one; not supported here yet).
     sentinel_options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     name = settings.redis_sentinel_master
-    sync_sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    watch = redis_sentinel.FailoverWatch(name, addresses, dict(sentinel_options))
+    sync_sentinel = redis_sentinel.SyncSentinel(  # type: ignore[no-untyped-call]
         addresses, sentinel_kwargs=sentinel_options
     )
-    async_sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    async_sentinel = redis_sentinel.AsyncSentinel(  # type: ignore[no-untyped-call]
         addresses, sentinel_kwargs=sentinel_options
     )
+    for sentinel in (sync_sentinel, async_sentinel):
+        sentinel.watch = watch
+        for client in sentinel.sentinels:  # asking them shares the budget too
+            pool = client.connection_pool
+            pool.connection_class = deadline_class(pool.connection_class)
     sync_client = sync_sentinel.master_for(  # type: ignore[no-untyped-call]
-        name, retry=BudgetRetry(timeout), **kwargs
+        name,
+        connection_pool_class=redis_sentinel.SyncSentinelPool,
+        retry=BudgetRetry(timeout),
+        watch=watch,
+        **kwargs,
     )
-    async_client = async_sentinel.master_for(name, retry=AsyncBudgetRetry(timeout), **kwargs)
+    async_client = async_sentinel.master_for(
+        name,
+        connection_pool_class=redis_sentinel.AsyncSentinelPool,
+        retry=AsyncBudgetRetry(timeout),
+        watch=watch,
+        **kwargs,
+    )
     return async_client, sync_client
 
 
