@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -17,7 +18,13 @@ import redis.exceptions
 import redis.retry
 from redis.backoff import ExponentialBackoff
 
-from bastion.redis_deadline import AsyncBlockingPool, BlockingPool, deadline_class, left
+from bastion.redis_deadline import (
+    AsyncBlockingPool,
+    AsyncGate,
+    BlockingPool,
+    deadline_class,
+    left,
+)
 from bastion.secret import reveal
 from bastion.settings import Settings
 
@@ -120,11 +127,7 @@ def make_clients(settings: Settings) -> tuple[Any, Any]:
         return _embedded()
     url = reveal(settings.redis_url)
     if settings.redis_cluster:
-        options: dict[str, Any] = {
-            "socket_timeout": settings.redis_timeout,
-            "socket_connect_timeout": settings.redis_timeout,
-        }
-        return _cluster_clients(url, settings.redis_timeout, options)
+        return _cluster_clients(url, settings)
     # from_pool: the client owns its pool, so closing the client closes the connections.
     return (
         redis.asyncio.Redis.from_pool(
@@ -151,22 +154,155 @@ def _pool(kind: type[P], url: str, settings: Settings, retry: Any) -> P:
     return pool  # type: ignore[no-any-return]
 
 
-def _cluster_clients(url: str, timeout: float, options: dict[str, Any]) -> tuple[Any, Any]:
+def _cluster_clients(url: str, settings: Settings) -> tuple[Any, Any]:
     """redis-py's cluster clients: they learn the slot map from the node named by ``url``.
 
     They follow MOVED and ASK themselves and retry TRYAGAIN (a multi-key command while the
     slot's keys are half moved) a few times before giving up, which Bastion answers with 503.
+    Every connection they open to any node waits only for what is left of the request's
+    budget (connect, replies, the slot-map refresh after a failure and the one retry), and a
+    worker waits for a free connection rather than failing when ``redis_max_connections``
+    are busy: per node on the blocking client (its pools), per client on the asyncio one.
     """
-    import redis.asyncio.cluster
-    import redis.cluster
-
-    async_client = redis.asyncio.cluster.RedisCluster.from_url(
-        url, retry=AsyncBudgetRetry(timeout), **options
-    )
+    timeout = settings.redis_timeout
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "max_connections": settings.redis_max_connections,
+    }
+    async_client = _async_cluster_class().from_url(url, retry=AsyncBudgetRetry(timeout), **options)
     sync_client = LazyCluster(
-        lambda: redis.cluster.RedisCluster.from_url(url, retry=BudgetRetry(timeout), **options)
+        lambda: _sync_cluster_class().from_url(
+            url,
+            retry=BudgetRetry(timeout),
+            connection_pool_class=ClusterNodePool,
+            timeout=timeout,
+            **options,
+        )
     )
     return async_client, sync_client
+
+
+class ClusterNodePool(BlockingPool):
+    """The blocking cluster client's pool of one node: waits for a free connection when all of
+    its ``redis_max_connections`` are busy, and its connections keep to the budget."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The node's connection class (plain or TLS, from the URL's scheme) within the budget.
+        self.connection_class = deadline_class(self.connection_class)
+
+
+_SYNC_CLUSTER: Any = None
+
+
+def _sync_cluster_class() -> Any:
+    """:class:`redis.cluster.RedisCluster`, retrying only while the budget has time left."""
+    global _SYNC_CLUSTER
+    if _SYNC_CLUSTER is None:
+        import redis.cluster
+
+        class BudgetSyncCluster(redis.cluster.RedisCluster):
+            """redis-py's blocking cluster client, retrying only while there is time left.
+
+            Its pools (:class:`ClusterNodePool`) and their connections keep to the budget; what
+            it cannot stop is its own 250 ms sleep before refreshing the slot map on CLUSTERDOWN
+            (a blocking sleep), so a request may end up to that much past the budget then.
+            """
+
+            ERRORS_ALLOW_RETRY = WhileTimeLeft(redis.cluster.RedisCluster.ERRORS_ALLOW_RETRY)  # type: ignore[assignment]
+
+        _SYNC_CLUSTER = BudgetSyncCluster
+    return _SYNC_CLUSTER
+
+
+_ASYNC_CLUSTER: Any = None
+
+
+def _async_cluster_class() -> Any:
+    """:class:`redis.asyncio.cluster.RedisCluster` within the budget (built on first use: the
+    cluster module is imported only by an app on a Cluster)."""
+    global _ASYNC_CLUSTER
+    if _ASYNC_CLUSTER is not None:
+        return _ASYNC_CLUSTER
+    import redis.asyncio.cluster
+
+    class BudgetCluster(redis.asyncio.cluster.RedisCluster):
+        """redis-py's asyncio cluster client whose commands wait for a place, not fail.
+
+        Its per-node pools raise ``MaxConnectionsError`` at once when full (60-100 requests
+        at once got 503s) and take no pool class; each command or pipeline holds a place in
+        an :class:`AsyncGate` of ``max_connections`` instead, so no node is asked for more.
+        Its connections (to every node, learnt or not yet) keep to the request's budget.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            budget_class = deadline_class(self.connection_kwargs["connection_class"])
+            # The same dict builds every node the slot map names later.
+            self.connection_kwargs["connection_class"] = budget_class
+            for node in self.nodes_manager.startup_nodes.values():
+                node.connection_class = budget_class
+            timeout = self.connection_kwargs.get("socket_timeout")
+            self.gate = AsyncGate(self.connection_kwargs["max_connections"], timeout)
+
+        ERRORS_ALLOW_RETRY = WhileTimeLeft(redis.asyncio.cluster.RedisCluster.ERRORS_ALLOW_RETRY)  # type: ignore[assignment]
+
+        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            gate = self.gate
+            await gate.enter()
+            try:
+                return await _within_budget(super().execute_command(*args, **kwargs))
+            finally:
+                gate.leave()
+
+        def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+            if shard_hint:  # refused as redis-py's own does
+                return super().pipeline(transaction, shard_hint)
+            return BudgetPipeline(self, transaction)  # type: ignore[abstract]
+
+    class BudgetPipeline(redis.asyncio.cluster.ClusterPipeline):
+        """A cluster pipeline that holds one place in its client's gate while it runs."""
+
+        async def execute(self, *args: Any, **kwargs: Any) -> Any:
+            gate: AsyncGate = self.cluster_client.gate  # type: ignore[attr-defined]
+            await gate.enter()
+            try:
+                return await _within_budget(super().execute(*args, **kwargs))
+            finally:
+                gate.leave()
+
+    _ASYNC_CLUSTER = BudgetCluster
+    return BudgetCluster
+
+
+HARD_STOP_AFTER = 0.02
+"""How long past the budget a cluster command is cancelled (its own socket waits end at the
+budget; this stops what redis-py does not bound: its 250 ms sleep on CLUSTERDOWN before a
+slot-map refresh, and the wait for another coroutine's refresh)."""
+
+
+async def _within_budget(work: Awaitable[T]) -> T:
+    """``work``, cancelled ``HARD_STOP_AFTER`` past the budget (a 503, like a timeout)."""
+    rest = left(None)
+    if rest is None:  # outside a runner: the plain timeouts
+        return await work
+    try:
+        async with asyncio.timeout(rest + HARD_STOP_AFTER):
+            return await work
+    except TimeoutError:
+        # redis-py's asyncio connections disconnect when cancelled mid-command, so none is
+        # left with a reply unread.
+        raise redis.exceptions.TimeoutError("Redis did not answer within redis_timeout") from None
+
+
+class WhileTimeLeft(tuple[type[Exception], ...]):
+    """redis-py's cluster ``ERRORS_ALLOW_RETRY``, which holds only while the budget has time
+    for a retry: its retry refreshes the slot map first (how a failover is followed), but one
+    after a timeout only doubled the wait."""
+
+    def __contains__(self, kind: object) -> bool:
+        return (left(None) or 1.0) > _RETRY_NEEDS and super().__contains__(kind)
 
 
 class LazyCluster:
@@ -209,17 +345,18 @@ class LazyCluster:
 
 
 def _sentinel_clients(settings: Settings) -> tuple[Any, Any]:
-    """Clients of the master the sentinels name, found again on every reconnection.
+    """Clients of the master the sentinels name, which take no write on a demoted master.
 
-    redis-py's sentinel pool asks the sentinels for the master when it connects, and drops a
-    connection whose server answers READONLY (a master demoted by a failover), so a write is
-    never accepted by the old master: the request gets 503 and the next one reaches the new
-    master. ``redis_url``, when set, gives the scheme (``rediss://`` for TLS), the user, the
-    password and the database of the master's connections; its host is not used.
+    redis-py's sentinel pool asks the sentinels for the master when it connects and drops a
+    connection whose server answers READONLY; :mod:`bastion.redis_sentinel` adds what that
+    misses: requests get 503 from the sentinels' first failover event to ``+switch-master``,
+    and no connection to the old master is used after it. The pools wait for a free
+    connection when ``redis_max_connections`` are busy, and every wait (the sentinels' answers
+    included) shares the request's budget. ``redis_url``, when set, gives the scheme
+    (``rediss://`` for TLS), the user, the password and the database of the master's
+    connections; its host is not used.
     """
-    import redis.asyncio.sentinel
-    import redis.connection
-    import redis.sentinel
+    from bastion import redis_sentinel
 
     assert settings.redis_sentinel_master is not None  # Settings checks it comes with sentinels
     timeout = settings.redis_timeout
@@ -231,22 +368,43 @@ def _sentinel_clients(settings: Settings) -> tuple[Any, Any]:
         kwargs.update(parsed)
         if reveal(settings.redis_url).startswith("rediss:"):
             kwargs["ssl"] = True
-    kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    kwargs.update(
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=settings.redis_max_connections,
+        timeout=timeout,
+    )
     addresses = [_host_port(address) for address in settings.redis_sentinels]
     # The sentinels themselves answer within the same timeout, and take no credentials of the
     # master's (give sentinels their own ACL only if they need one; not supported here yet).
     sentinel_options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     name = settings.redis_sentinel_master
-    sync_sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    watch = redis_sentinel.FailoverWatch(name, addresses, dict(sentinel_options))
+    sync_sentinel = redis_sentinel.SyncSentinel(  # type: ignore[no-untyped-call]
         addresses, sentinel_kwargs=sentinel_options
     )
-    async_sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    async_sentinel = redis_sentinel.AsyncSentinel(  # type: ignore[no-untyped-call]
         addresses, sentinel_kwargs=sentinel_options
     )
+    for sentinel in (sync_sentinel, async_sentinel):
+        sentinel.watch = watch
+        for client in sentinel.sentinels:  # asking them shares the budget too
+            pool = client.connection_pool
+            pool.connection_class = deadline_class(pool.connection_class)
     sync_client = sync_sentinel.master_for(  # type: ignore[no-untyped-call]
-        name, retry=BudgetRetry(timeout), **kwargs
+        name,
+        connection_pool_class=redis_sentinel.SyncSentinelPool,
+        retry=BudgetRetry(timeout),
+        watch=watch,
+        **kwargs,
     )
-    async_client = async_sentinel.master_for(name, retry=AsyncBudgetRetry(timeout), **kwargs)
+    async_client = async_sentinel.master_for(
+        name,
+        connection_pool_class=redis_sentinel.AsyncSentinelPool,
+        retry=AsyncBudgetRetry(timeout),
+        watch=watch,
+        **kwargs,
+    )
     return async_client, sync_client
 
 

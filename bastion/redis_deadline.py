@@ -24,7 +24,7 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
-__all__ = ["deadline_class", "left", "shift", "start_at", "stop"]
+__all__ = ["AsyncGate", "deadline_class", "left", "shift", "start_at", "stop"]
 
 _DEADLINE: ContextVar[float | None] = ContextVar("bastion_redis_deadline", default=None)
 
@@ -214,6 +214,49 @@ class AsyncBlockingPool(_PoolTimeout, redis.asyncio.ConnectionPool):
         await super().release(connection)
         if self._waiters:
             self._wake()
+
+
+class AsyncGate:
+    """At most ``capacity`` holders at once; the others queue (first come, first served) within
+    the budget, then fail with ``ConnectionError`` like a full pool.
+
+    For redis-py's asyncio cluster client, whose per-node pools cannot wait (they raise
+    ``MaxConnectionsError`` at once when full, and take no pool class): the client holds a
+    place here for each command or pipeline, so no node ever needs more connections than
+    ``capacity``. Free places cost a counter check, no lock and no timer.
+    """
+
+    def __init__(self, capacity: int, timeout: float | None) -> None:
+        self.capacity = capacity
+        self.timeout = timeout
+        self.held = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def enter(self) -> None:
+        """Take a place, waiting (within the budget) while all are held."""
+        if self.held < self.capacity and not self._waiters:
+            self.held += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(left(self.timeout)):
+                await waiter  # the place is handed over by leave(): held stays counted
+        except BaseException as error:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # handed a place just as the wait ended: pass it on
+            if isinstance(error, TimeoutError):
+                raise redis.exceptions.ConnectionError("No connection available.") from None
+            raise
+
+    def leave(self) -> None:
+        """Give a place back: to the longest waiter, if any."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.held -= 1
 
 
 _CLASSES: dict[type, type] = {}

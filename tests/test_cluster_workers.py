@@ -25,9 +25,11 @@ from tests.workers_app import NOTES, POLICY
 pytestmark = pytest.mark.anyio
 
 WORKERS, LOGINS, CAP = 4, 200, 10
-IN_FLIGHT = 60
-"""Requests at once: about 15 a worker, below redis-py's cluster pool of 100 connections a node
-(which refuses the 101st at once: MaxConnectionsError, a 503)."""
+IN_FLIGHT = 200
+"""Requests at once: all the log-ins, about 50 a worker."""
+MAX_CONNECTIONS = 8
+"""Each worker's ``redis_max_connections``: fewer than the requests it gets at once, which wait
+for a connection (redis-py's own cluster pool refused them at once: MaxConnectionsError)."""
 ROOT = Path(__file__).resolve().parent.parent
 START_WITHIN = 60.0
 """Seconds 4 workers may take to start on a loaded 2-core machine."""
@@ -83,6 +85,7 @@ def workers(cluster_redis: str, tmp_path: Path) -> Iterator[Workers]:
         {
             "BASTION_REDIS_URL": cluster_redis,
             "BASTION_REDIS_CLUSTER": "true",
+            "BASTION_REDIS_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
             "WORKERS_APP_POLICY": str(policy),
         }
     )
@@ -162,7 +165,8 @@ async def test_cap_holds_and_a_grant_reaches_every_worker(
     await bastion.aclose()
     with capsys.disabled():
         print(
-            f"\n{WORKERS} uvicorn workers on the Cluster: {LOGINS} log-ins of one user on "
+            f"\n{WORKERS} uvicorn workers on the Cluster ({MAX_CONNECTIONS} connections each): "
+            f"{LOGINS} log-ins of one user at once on "
             f"{len(login_pids)} workers left {len(live)} sessions, {len(evicted)} evicted tokens "
             f"401; a grant answered 200 by every worker within {slowest * 1000:.0f} ms "
             f"({len(statuses)} requests after it, none refused)"
