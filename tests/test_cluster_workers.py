@@ -1,4 +1,4 @@
-"""4 uvicorn worker processes on the Redis Cluster: the cap holds across them, grants reach all.
+"""4 uvicorn worker processes on the Redis Cluster: the cap holds, grants and policies reach all.
 
 A real ``uvicorn --workers 4`` serves :mod:`tests.workers_app` on a free loopback port, its
 Redis set by ``BASTION_REDIS_URL`` and ``BASTION_REDIS_CLUSTER=true`` as in production.
@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from bastion import Bastion, Settings
+from bastion.cli import main
 from tests.redis_server import free_port
 from tests.workers_app import NOTES, POLICY
 
@@ -33,6 +34,8 @@ for a connection (redis-py's own cluster pool refused them at once: MaxConnectio
 ROOT = Path(__file__).resolve().parent.parent
 START_WITHIN = 60.0
 """Seconds 4 workers may take to start on a loaded 2-core machine."""
+SWAP_WITHIN = 1.0
+"""The promise: every worker has a published policy version within a second."""
 
 
 class Workers:
@@ -51,6 +54,7 @@ class Workers:
             stdout=subprocess.DEVNULL,
         )
         self.workers = workers
+        self.pids: set[int] = set()
 
     def wait_for_every_worker(self) -> set[int]:
         """Poll ``/health`` on new connections until every worker process has answered."""
@@ -65,6 +69,7 @@ class Workers:
                 time.sleep(0.1)
         if len(pids) < self.workers:
             raise RuntimeError(f"only {len(pids)} of {self.workers} workers answered")
+        self.pids = pids
         return pids
 
     def stop(self) -> None:
@@ -171,3 +176,68 @@ async def test_cap_holds_and_a_grant_reaches_every_worker(
             f"401; a grant answered 200 by every worker within {slowest * 1000:.0f} ms "
             f"({len(statuses)} requests after it, none refused)"
         )
+
+
+async def _each_worker(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str], until: Any
+) -> dict[int, list[httpx.Response]]:
+    """GET ``path`` on new connections until every worker's answers satisfy ``until`` (10 s)."""
+    answers: dict[int, list[httpx.Response]] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        batch = await asyncio.gather(*(client.get(path, headers=headers) for _ in range(WORKERS)))
+        for response in batch:
+            answers.setdefault(int(response.headers["x-worker"]), []).append(response)
+        if len(answers) == WORKERS and all(until(r[-1]) for r in answers.values()):
+            return answers
+    raise AssertionError(f"not every worker answered as expected: {answers}")
+
+
+async def test_a_published_policy_reaches_every_worker_within_a_second(
+    workers: Workers,
+    cluster_redis: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The workers watch for published versions as in production (policy_reload_interval's
+    # default); each tells when a version came in: its watcher's log line, timed in the worker.
+    async with _fresh(workers.url) as client:
+        bob = {"X-Bastion-Session": (await _log_in(client, "bob"))["token"]}
+        before = await _each_worker(client, "/reports", bob, lambda r: True)
+        assert {r.status_code for rs in before.values() for r in rs} == {403}
+
+        folder = tmp_path / "published"
+        folder.mkdir()
+        (folder / "policy.csv").write_text(POLICY + "p, users, reports, read\n")
+        (folder / "policy.test.yaml").write_text(REPORTS_SUITE)
+        monkeypatch.setenv("BASTION_REDIS_CLUSTER", "true")
+        assert main(["policy", "publish", str(folder), "--redis-url", cluster_redis]) == 0
+        # The CLI returns right after the version is stored: the publication's moment.
+        published = time.time()
+        health = await _each_worker(client, "/health", {}, lambda r: r.json()["published"] == 1)
+        assert set(health) == workers.pids, "a worker restarted"
+        delays = sorted(rs[-1].json()["since"] - published for rs in health.values())
+        assert delays[-1] < SWAP_WITHIN, delays
+
+        # From then on every request on every worker is decided by the published policy.
+        after = await _each_worker(client, "/reports", bob, lambda r: True)
+        assert {r.status_code for rs in after.values() for r in rs} == {200}
+    with capsys.disabled():
+        print(
+            f"\n{WORKERS} uvicorn workers on the Cluster: a published policy in force on every "
+            f"worker {', '.join(f'{d * 1000:.0f}' for d in delays)} ms after publication; "
+            f"{sum(map(len, after.values()))} requests after it, all decided by it"
+        )
+
+
+REPORTS_SUITE = """name: reports
+policies: [policy.csv]
+principals:
+  bob: {user: bob}
+tests:
+  - name: users read the reports
+    principal: bob
+    resource: reports
+    expect: {read: allow}
+"""

@@ -1,13 +1,17 @@
 """The app the multi-worker tests serve with ``uvicorn --workers``: one module, built per worker.
 
 Redis comes from the environment (``BASTION_REDIS_URL``, ``BASTION_REDIS_CLUSTER``, ...), as in
-production; the policy file from ``WORKERS_APP_POLICY``. Routes: ``POST /login`` (a log-in the
-app has checked itself, ``{"user": ID}``), ``GET /me``, and a document read decided by the
-document's own permission rows. Every answer names the worker process (``X-Worker: PID``).
+production; the policy file from ``WORKERS_APP_POLICY``, watched as in production (a published
+version replaces it). Routes: ``POST /login`` (a log-in the app has checked itself,
+``{"user": ID}``), ``GET /me``, ``GET /reports`` (the policy's rows alone), a document read
+decided by the document's own permission rows, and ``GET /health``: the worker's pid, the
+published policy version in force and when it came in (the time of the watcher's log line).
+Every answer names the worker process (``X-Worker: PID``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -29,8 +33,22 @@ ROUTES = [
         "not_found": True,
     },
     {"method": "GET", "path": "/me", "action": "read", "resource": "me"},
+    {"method": "GET", "path": "/reports", "action": "read", "resource": "reports"},
 ]
 POLICY = "p, users, me, read\n"
+
+
+class Swaps(logging.Handler):
+    """When each published version came into force: the watcher's own log line, timed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.at: dict[int, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("published policy version %d in force"):
+            assert isinstance(record.args, tuple)
+            self.at[int(str(record.args[0]))] = record.created
 
 
 def create_app() -> Any:
@@ -40,11 +58,14 @@ def create_app() -> Any:
             policy_files=(os.environ["WORKERS_APP_POLICY"],),
             routes=ROUTES,
             resources=[{"path": NOTES, "document_security": True}],
-            policy_reload_interval=0,
             unmatched_routes="allow",  # /login and /health
         )
     )
     pid = os.getpid()
+    swaps = Swaps()
+    watcher_log = logging.getLogger("bastion.policy")
+    watcher_log.setLevel(logging.INFO)
+    watcher_log.addHandler(swaps)
 
     async def login(request: Request) -> Response:
         new = await bastion.login(request, (await request.json())["user"])
@@ -57,14 +78,21 @@ def create_app() -> Any:
     async def document(request: Request) -> Response:
         return JSONResponse({"document": request.path_params["doc"], "pid": pid})
 
+    async def reports(request: Request) -> Response:
+        return JSONResponse({"reports": [], "pid": pid})
+
     async def health(request: Request) -> Response:
-        return JSONResponse({"pid": pid})
+        published = bastion.policy_watcher.published
+        return JSONResponse(
+            {"pid": pid, "published": published, "since": swaps.at.get(published or 0)}
+        )
 
     protected = bastion.asgi(
         Starlette(
             routes=[
                 Route("/login", login, methods=["POST"]),
                 Route("/me", me),
+                Route("/reports", reports),
                 Route("/databases/{db}/collections/{coll}/documents/{doc}", document),
                 Route("/health", health),
             ],
