@@ -7,7 +7,8 @@ declares, all in one cluster slot, and a slot migration moves them in one piece.
 - ``SID:h``: the SHA-256 digest of the session's secret
 - ``SID:m``: ``"UAREF IP"`` (UAREF ``-`` when there is no user agent)
 - ``r:v``, ``r:lb``, ``r:tm``: the user's role fields (verified, labels, teams), once
-- ``a:UAREF:N``: the user agents, stored once per user, in pieces of 64 bytes (UAREF: 0, 1, ...)
+- ``a:UAREF:N``: the user agents, stored once per user in pieces of 64 bytes (UAREF: 0, 1, ...),
+  browsers' boilerplate phrases a byte each (:mod:`bastion.sessions.agents`)
 
 Every value stays within 64 bytes, so the hash keeps Redis's compact listpack encoding in the
 default configuration up to about 20 sessions. Before this layout each session had a hash of

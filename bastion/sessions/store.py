@@ -22,7 +22,7 @@ from bastion.errors import InvalidCredentials, UserBlocked
 from bastion.fronts import AsyncFront, OldStoreNames, SyncFront, step
 from bastion.identity import is_valid_id
 from bastion.redisio import Batch, Call, Scan, Script, Steps, scan_done
-from bastion.sessions import keys
+from bastion.sessions import agents, keys
 from bastion.sessions.token import (
     format_token,
     hash_secret,
@@ -171,7 +171,15 @@ class SessionCore:
         reply = yield Script(
             "create",
             [keys.sessions(self._prefix, user_id), keys.user(self._prefix, user_id)],
-            [session_id, hash_secret(secret), self._length_ms, self._idle_ms, cap, ip, user_agent],
+            [
+                session_id,
+                hash_secret(secret),
+                self._length_ms,
+                self._idle_ms,
+                cap,
+                ip,
+                agents.compact(user_agent),
+            ],
         )
         if len(reply) == 1:  # the user's account carries a mark: nothing was written
             if _text(reply[0]) == "disabled":
@@ -322,7 +330,7 @@ class SessionCore:
                     int(last_seen),
                     # Sessions stored before values were cleaned on the way in are cleaned here.
                     normal_ip(_text(ip)),
-                    clean_text(ua, MAX_USER_AGENT),
+                    clean_text(agents.expand(_text(ua)), MAX_USER_AGENT),
                 )
             )
         return sessions
