@@ -37,6 +37,27 @@ def _no_bastion_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
+@pytest.fixture(autouse=True)
+def _stop_policy_watchers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Stop the policy watcher of every Bastion a test built, when the test ends.
+
+    An app's lifespan stops its own; a test's Bastion is rarely closed, and its watcher (started
+    by the first request) would poll every 0.25 s for the rest of the run, against a Redis that
+    a later test stopped, logging and retrying in a thread beside every later test.
+    """
+    made: list[Bastion] = []
+    build = Bastion.__init__
+
+    def recorded(self: Bastion, *args: Any, **kwargs: Any) -> None:
+        build(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Bastion, "__init__", recorded)
+    yield
+    for bastion in made:
+        bastion.policy_watcher.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A real redis-server on a free loopback port for the whole run (fails under CI if missing)."""
