@@ -22,6 +22,7 @@ on a healthy link). Only the servers can close it: ``min-replicas-to-write`` (se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -38,6 +39,9 @@ logger = logging.getLogger("bastion")
 
 FENCE_AT_MOST = 15.0
 """Seconds a fence lasts without its ``+switch-master`` or abort (a sentinel died mid-way)."""
+LISTEN_SLICE = 0.25
+"""Seconds a listener waits for an event before it looks whether it was closed: how long
+closing takes at most (a listener is a thread; a read in progress cannot be interrupted)."""
 PIN_FOR = 30.0
 """Seconds the master named by ``+switch-master`` is used whatever the sentinels say (the
 others hear of it within a few seconds; one asked too early named the old master again)."""
@@ -122,11 +126,15 @@ class FailoverWatch:
                 pubsub.psubscribe(**dict.fromkeys((*_FENCING, *_LIFTING), self._on_event))
                 self._threads.append(
                     pubsub.run_in_thread(
-                        sleep_time=1.0, daemon=True, exception_handler=self._listener_failed
+                        sleep_time=LISTEN_SLICE,
+                        daemon=True,
+                        exception_handler=self._listener_failed,
                     )
                 )
 
     def _listener_failed(self, error: BaseException, pubsub: Any, thread: Any) -> None:
+        if self._closed:
+            return  # the thread ends now
         # The sentinel is down or restarting: the other sentinels still report; try again.
         logger.info("Redis Sentinel: event listener lost (%s); reconnecting", type(error).__name__)
         time.sleep(1.0)
@@ -155,12 +163,19 @@ class FailoverWatch:
                 logger.warning("Redis Sentinel: %r is failing over (%s)", self.name, event)
 
     def close(self) -> None:
-        """Stop listening (the threads end within a second)."""
+        """Stop listening; returns when the listeners have ended (within about LISTEN_SLICE).
+
+        Waited for, so that nothing of a closed Bastion still runs: a listener left reading
+        would reconnect, retrying, to sentinels that the app or its tests shut down next.
+        """
         with self._lock:
             self._closed = True
-            for thread in self._threads:
-                thread.stop()  # it closes its subscription within a second
-            self._threads = []
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.stop()  # its loop ends after the read in progress, closing its subscription
+        for thread in threads:
+            # A listener in a reconnect takes up to the sentinels' socket timeouts; not forever.
+            thread.join(LISTEN_SLICE + 2 * float(self._options.get("socket_timeout") or 1.0))
 
 
 def _text(value: Any) -> str:
@@ -263,7 +278,7 @@ class AsyncSentinelPool(AsyncBlockingPool, redis.asyncio.sentinel.SentinelConnec
     async def disconnect(self, inuse_connections: bool = True) -> None:
         """Close the connections; closing them all (the client's close) ends the watch too."""
         if inuse_connections:
-            self.watch.close()
+            await asyncio.to_thread(self.watch.close)  # it waits for the listeners' threads
         await super().disconnect(inuse_connections)
 
 
