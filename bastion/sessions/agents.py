@@ -57,8 +57,7 @@ def compact(agent: str) -> str:
     """``agent`` (printable text) as stored: each known phrase as one control character."""
     compacted = agent
     for index, token in enumerate(TOKENS, start=1):
-        if token in compacted:
-            compacted = compacted.replace(token, chr(index))
+        compacted = compacted.replace(token, chr(index))
     return agent if compacted == agent else _MARK + compacted
 
 
